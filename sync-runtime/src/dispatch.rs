@@ -1,0 +1,228 @@
+//! Delivery after commit: one worker task per busy store, retries with backoff, dead letters.
+//!
+//! A store has at most one call in flight, so it sees its batches in commit order. Batches that
+//! arrive while a call is in flight wait in one merged batch (one row per id, the latest
+//! committed row wins), so a burst of commits to one store makes few calls.
+
+use std::any::{type_name, Any};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures_util::FutureExt;
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+use crate::dead_letter::DeadLetter;
+use crate::error::{HandlerError, Retry};
+use crate::handler::{Batch, Handler};
+use crate::metrics::Counters;
+use crate::registry::Shared;
+use crate::retry::RetryPolicy;
+use crate::synced::SyncTarget;
+
+type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
+/// A handler behind a pointer: `Handler::handle` returns an opaque future.
+trait DynHandler<T: SyncTarget>: Send + Sync {
+    fn call(&self, batch: Batch<T>) -> CallFuture<'_>;
+}
+
+impl<T: SyncTarget, H: Handler<T>> DynHandler<T> for H {
+    fn call(&self, batch: Batch<T>) -> CallFuture<'_> {
+        Box::pin(self.handle(batch))
+    }
+}
+
+/// The handler, policy and per-store queues of one target model.
+pub(crate) struct ModelQueue<T: SyncTarget> {
+    handler: Box<dyn DynHandler<T>>,
+    policy: RetryPolicy,
+    stores: Mutex<HashMap<T::StoreKey, StoreState<T>>>,
+}
+
+/// A store with work: the batch in flight and the merged batch waiting behind it.
+struct StoreState<T: SyncTarget> {
+    in_flight: Option<Batch<T>>,
+    waiting: Option<Waiting<T>>,
+    task: Option<AbortHandle>,
+}
+
+struct Waiting<T: SyncTarget> {
+    rows: Vec<T>,
+    index: HashMap<T::Id, usize>,
+}
+
+/// The model-independent face of a [`ModelQueue`], as the registry stores it.
+pub(crate) trait AnyModelQueue: Send + Sync {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Dead-letters everything queued or in flight; returns how many batches that was.
+    fn abandon(&self, shared: &Shared, reason: &str) -> usize;
+}
+
+impl<T: SyncTarget + Sync> ModelQueue<T> {
+    pub(crate) fn new(handler: impl Handler<T>, policy: RetryPolicy) -> Self {
+        Self { handler: Box::new(handler), policy, stores: Mutex::new(HashMap::new()) }
+    }
+
+    fn stores(&self) -> MutexGuard<'_, HashMap<T::StoreKey, StoreState<T>>> {
+        self.stores.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T: SyncTarget + Sync> AnyModelQueue for ModelQueue<T> {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn abandon(&self, shared: &Shared, reason: &str) -> usize {
+        let mut abandoned = 0;
+        for (store, state) in self.stores().drain() {
+            if let Some(task) = state.task {
+                task.abort();
+            }
+            let batches = state
+                .in_flight
+                .into_iter()
+                .chain(state.waiting.map(|waiting| Batch::new(store.clone(), waiting.rows)));
+            for batch in batches {
+                shared.dead_letter(DeadLetter::undelivered(batch, reason.to_owned(), 0));
+                shared.settle_one();
+                abandoned += 1;
+            }
+        }
+        abandoned
+    }
+}
+
+/// Queues one flush's batches of model `T`, starting a worker for each idle store.
+pub(crate) fn dispatch<T: SyncTarget + Sync>(
+    shared: &Arc<Shared>,
+    queue: &Arc<ModelQueue<T>>,
+    batches: Vec<(T::StoreKey, Vec<T>)>,
+) {
+    let mut stores = queue.stores();
+    for (store, rows) in batches {
+        Counters::add(&shared.counters.batches, 1);
+        match stores.entry(store) {
+            Entry::Occupied(mut busy) => {
+                let state = busy.get_mut();
+                match &mut state.waiting {
+                    Some(waiting) => waiting.merge(rows),
+                    None => {
+                        shared.start_one();
+                        state.waiting = Some(Waiting::new(rows));
+                    }
+                }
+            }
+            Entry::Vacant(idle) => {
+                shared.start_one();
+                let batch = Batch::new(idle.key().clone(), rows);
+                let worker = run_store(Arc::clone(shared), Arc::clone(queue), batch.clone());
+                let task = shared.spawn(worker);
+                idle.insert(StoreState { in_flight: Some(batch), waiting: None, task: Some(task) });
+            }
+        }
+    }
+}
+
+/// Delivers a store's batches one at a time until none is waiting.
+async fn run_store<T: SyncTarget + Sync>(
+    shared: Arc<Shared>,
+    queue: Arc<ModelQueue<T>>,
+    mut batch: Batch<T>,
+) {
+    loop {
+        let store = batch.store().clone();
+        deliver(&shared, &queue, batch).await;
+        let mut stores = queue.stores();
+        // Gone when shutdown abandoned this store meanwhile; it settled the batch then.
+        let Some(state) = stores.get_mut(&store) else { return };
+        shared.settle_one();
+        match state.waiting.take() {
+            Some(waiting) => {
+                batch = Batch::new(store, waiting.rows);
+                state.in_flight = Some(batch.clone());
+            }
+            None => {
+                stores.remove(&store);
+                return;
+            }
+        }
+    }
+}
+
+/// Calls the handler until the batch is delivered or the policy gives up.
+async fn deliver<T: SyncTarget + Sync>(shared: &Shared, queue: &ModelQueue<T>, batch: Batch<T>) {
+    let model = type_name::<T>();
+    let mut delays = queue.policy.delays();
+    let mut attempt = 1;
+    loop {
+        let span = tracing::info_span!("dispatch", model, store = ?batch.store(), rows = batch.len(), attempt);
+        let outcome = async {
+            let _permit = match &shared.call_limit {
+                Some(limit) => Some(limit.acquire().await.expect("the call limit is never closed")),
+                None => None,
+            };
+            AssertUnwindSafe(queue.handler.call(batch.with_attempt(attempt))).catch_unwind().await
+        }
+        .instrument(span)
+        .await;
+        Counters::add(&shared.counters.calls, 1);
+        let error = match outcome {
+            Ok(Ok(())) => {
+                Counters::add(&shared.counters.delivered, 1);
+                tracing::debug!(model, store = ?batch.store(), rows = batch.len(), attempt, "batch delivered");
+                return;
+            }
+            Ok(Err(error)) => error,
+            Err(panic) => HandlerError::retryable(format!("handler panicked: {}", panic_message(&*panic))),
+        };
+        Counters::add(&shared.counters.failures, 1);
+        let delay = match error.retry() {
+            Retry::Never => None,
+            Retry::Backoff => delays.next(),
+            Retry::After(wait) => delays.next().map(|_| wait),
+        };
+        let Some(delay) = delay else {
+            tracing::error!(model, store = ?batch.store(), rows = batch.len(), attempts = attempt, %error, "batch dead-lettered");
+            shared.dead_letter(DeadLetter::undelivered(batch, error.to_string(), attempt));
+            return;
+        };
+        tracing::warn!(model, store = ?batch.store(), attempt, ?delay, %error, "handler failed; retrying");
+        Counters::add(&shared.counters.retries, 1);
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string payload")
+}
+
+impl<T: SyncTarget> Waiting<T> {
+    fn new(rows: Vec<T>) -> Self {
+        let index = rows.iter().enumerate().map(|(at, row)| (row.sync_key(), at)).collect();
+        Self { rows, index }
+    }
+
+    /// Adds a later commit's rows: a row already waiting is replaced by its newer version.
+    fn merge(&mut self, rows: Vec<T>) {
+        for row in rows {
+            match self.index.entry(row.sync_key()) {
+                Entry::Occupied(at) => self.rows[*at.get()] = row,
+                Entry::Vacant(slot) => {
+                    slot.insert(self.rows.len());
+                    self.rows.push(row);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! What a handler receives and the trait it implements.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::error::HandlerError;
+use crate::synced::SyncTarget;
+
+/// The committed rows of one store, handed to a [`Handler`] in one call.
+///
+/// Rows are shared, so a retry re-sends the same batch without cloning the models.
+pub struct Batch<T: SyncTarget> {
+    store: T::StoreKey,
+    rows: Arc<[T]>,
+    attempt: u32,
+}
+
+impl<T: SyncTarget> Batch<T> {
+    pub(crate) fn new(store: T::StoreKey, rows: Vec<T>) -> Self {
+        Self { store, rows: rows.into(), attempt: 1 }
+    }
+
+    pub(crate) fn with_attempt(&self, attempt: u32) -> Self {
+        Self { attempt, ..self.clone() }
+    }
+
+    /// The store every row of the batch belongs to.
+    pub fn store(&self) -> &T::StoreKey {
+        &self.store
+    }
+
+    /// The rows as committed, one per id.
+    pub fn rows(&self) -> &[T] {
+        &self.rows
+    }
+
+    /// The ids of the rows, in batch order.
+    pub fn ids(&self) -> impl Iterator<Item = T::Id> + '_ {
+        self.rows.iter().map(crate::Synced::sync_key)
+    }
+
+    /// How many rows the batch holds.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the batch holds no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Which attempt this call is: 1 for the first, 2 for the first retry, and so on.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+impl<T: SyncTarget> Clone for Batch<T> {
+    fn clone(&self) -> Self {
+        Self { store: self.store.clone(), rows: Arc::clone(&self.rows), attempt: self.attempt }
+    }
+}
+
+impl<T: SyncTarget> fmt::Debug for Batch<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("store", &self.store)
+            .field("rows", &self.rows)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+/// Delivers the committed batches of one target model to an external system.
+///
+/// Called once per store per flush, off the committing task. Return
+/// [`HandlerError`] to have the batch retried or dead-lettered. Any async closure
+/// `Fn(Batch<T>) -> impl Future<Output = Result<(), HandlerError>>` is a handler:
+///
+/// ```
+/// # use diesel_sync::{Batch, HandlerError, Handler, SyncTarget};
+/// # fn check<T: SyncTarget>() -> impl Handler<T> {
+/// async |batch: Batch<T>| -> Result<(), HandlerError> {
+///     println!("store {:?}: {} rows", batch.store(), batch.len());
+///     Ok(())
+/// }
+/// # }
+/// ```
+pub trait Handler<T: SyncTarget>: Send + Sync + 'static {
+    /// Delivers one store's batch.
+    fn handle(&self, batch: Batch<T>) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+impl<T, F, Fut> Handler<T> for F
+where
+    T: SyncTarget,
+    F: Fn(Batch<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send,
+{
+    fn handle(&self, batch: Batch<T>) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        self(batch)
+    }
+}

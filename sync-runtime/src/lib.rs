@@ -1,0 +1,55 @@
+//! The runtime of [diesel-sync](https://docs.rs/diesel-sync): what `#[derive(Synced)]` plugs
+//! into. Depend on the `diesel-sync` crate, which re-exports this one with the derive.
+//!
+//! Data goes one way:
+//!
+//! 1. **hook**: a synced write ([`insert_into`], [`update`], [`delete`], `save_changes`,
+//!    [`SyncedConnection::mark_changed`]) learns the target ids it touched;
+//! 2. **collector**: the ids go to the innermost transaction's frame on the
+//!    [`SyncedConnection`], deduplicated per target model;
+//! 3. **commit**: a released savepoint merges into its parent, a rollback drops its frame, and
+//!    the outermost COMMIT hands its frame on once the database accepted it;
+//! 4. **resolve**: each target model's ids are loaded in one query per chunk, stale ids skipped,
+//!    rows grouped by store key;
+//! 5. **dispatch**: each store's batch is queued on the [`Registry`], one call in flight per
+//!    store, retried by [`RetryPolicy`], dead-lettered when retries run out;
+//! 6. **handler**: the [`Handler`] registered for the model delivers the [`Batch`].
+#![forbid(unsafe_code)]
+
+mod backend;
+mod collector;
+mod connection;
+mod dead_letter;
+mod dispatch;
+mod error;
+mod handler;
+mod metrics;
+#[cfg(any(feature = "deadpool", feature = "bb8"))]
+mod pool;
+mod registry;
+mod resolve;
+mod retry;
+mod synced;
+mod write;
+
+pub use backend::{SyncBackend, WriteIds};
+pub use connection::{AsSynced, SyncedConnection, SyncedTransactionManager};
+pub use dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
+pub use error::HandlerError;
+pub use handler::{Batch, Handler};
+pub use metrics::Metrics;
+pub use registry::{Registry, RegistryBuilder, ShutdownReport};
+pub use resolve::Resolve;
+pub use retry::RetryPolicy;
+pub use synced::{SyncTarget, Synced, SyncedTable, TargetId};
+pub use write::{
+    delete, insert_into, update, DecorateInsert, InsertBuilder, Plain, SyncedDelete,
+    SyncedInsert, SyncedRows, SyncedUpdate, SyncedWrite, UpdateBuilder, Upsert,
+};
+
+/// Items the derive's generated code names. Not public API: no stability guarantees.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::synced::{SyncTarget, Synced, SyncedTable, TargetId};
+    pub use diesel;
+}

@@ -1,0 +1,64 @@
+//! Counters of what was collected, resolved, delivered and lost, readable from the registry.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of a registry's counters since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Distinct ids handed on after commits (or after writes outside a transaction).
+    pub ids_committed: u64,
+    /// Committed ids whose rows no longer existed when resolved.
+    pub ids_stale: u64,
+    /// Resolve queries run.
+    pub resolve_queries: u64,
+    /// Batches queued for a handler (before merging behind an in-flight call).
+    pub batches: u64,
+    /// Handler calls made, retries included.
+    pub calls: u64,
+    /// Calls that were retries.
+    pub retries: u64,
+    /// Calls that failed (errors and panics).
+    pub failures: u64,
+    /// Batches delivered.
+    pub delivered: u64,
+    /// Dead letters written (undelivered batches and unresolvable id sets).
+    pub dead_letters: u64,
+    /// Batches queued or in flight now.
+    pub pending: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) ids_committed: AtomicU64,
+    pub(crate) ids_stale: AtomicU64,
+    pub(crate) resolve_queries: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) calls: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, pending: u64) -> Metrics {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Metrics {
+            ids_committed: read(&self.ids_committed),
+            ids_stale: read(&self.ids_stale),
+            resolve_queries: read(&self.resolve_queries),
+            batches: read(&self.batches),
+            calls: read(&self.calls),
+            retries: read(&self.retries),
+            failures: read(&self.failures),
+            delivered: read(&self.delivered),
+            dead_letters: read(&self.dead_letters),
+            pending,
+        }
+    }
+}

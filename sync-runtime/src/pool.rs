@@ -1,0 +1,36 @@
+//! diesel-async pools (deadpool, bb8) whose connections route through the same collector.
+
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::AsyncConnection;
+
+use crate::connection::SyncedConnection;
+use crate::registry::Registry;
+
+impl<C: AsyncConnection + 'static> SyncedConnection<C> {
+    /// A pool manager whose connections are [`SyncedConnection`]s sharing `registry`.
+    ///
+    /// ```no_run
+    /// # use diesel_sync_runtime as diesel_sync;
+    /// # #[cfg(feature = "deadpool")]
+    /// # fn build(registry: diesel_sync::Registry) {
+    /// use diesel_async::pooled_connection::deadpool::Pool;
+    /// use diesel_async::AsyncPgConnection;
+    /// use diesel_sync::SyncedConnection;
+    ///
+    /// let manager = SyncedConnection::<AsyncPgConnection>::pool_manager("postgres://localhost/shop", registry);
+    /// let pool = Pool::builder(manager).max_size(16).build().unwrap();
+    /// # }
+    /// ```
+    pub fn pool_manager(
+        database_url: impl Into<String>,
+        registry: Registry,
+    ) -> AsyncDieselConnectionManager<Self> {
+        let mut config = ManagerConfig::<Self>::default();
+        config.custom_setup = Box::new(move |url| {
+            let registry = registry.clone();
+            let url = url.to_owned();
+            Box::pin(async move { Ok(Self::new(C::establish(&url).await?, registry)) })
+        });
+        AsyncDieselConnectionManager::new_with_config(database_url, config)
+    }
+}

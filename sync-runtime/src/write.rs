@@ -1,0 +1,223 @@
+//! Statement-level writes that register every id they touch: `insert_into`, `update`, `delete`.
+//!
+//! They mirror Diesel's functions of the same names and run on a [`SyncedConnection`]. Where the
+//! backend has `RETURNING` (PostgreSQL, SQLite) the statement returns the key column; on MySQL
+//! an update or delete first selects the affected keys with `FOR UPDATE` in the same
+//! transaction, and an insert reads the keys from the rows it inserts.
+
+
+use diesel::query_builder::IntoUpdateTarget;
+use diesel::QueryResult;
+use diesel_async::AsyncConnectionCore;
+
+use crate::backend::WriteIds;
+use crate::connection::AsSynced;
+use crate::resolve::Resolve;
+use crate::synced::{Synced, SyncedTable, TargetId, TargetOf};
+
+/// Creates a synced `UPDATE`, like [`diesel::update`]: every row it changes is registered.
+///
+/// ```
+/// # use diesel_sync_runtime as diesel_sync;
+/// # diesel::table! { products { id -> BigInt, store_id -> BigInt, price_cents -> BigInt } }
+/// # use diesel::prelude::*;
+/// let raise = diesel_sync::update(products::table.filter(products::store_id.eq(7)))
+///     .set(products::price_cents.eq(products::price_cents * 2));
+/// ```
+pub fn update<S: IntoUpdateTarget>(source: S) -> UpdateBuilder<S> {
+    UpdateBuilder { source }
+}
+
+/// Creates a synced `DELETE`, like [`diesel::delete`]: every row it deletes is registered
+/// (the rows of a deleted target are gone at resolve time, so only reference models'
+/// targets are sent).
+pub fn delete<S: IntoUpdateTarget>(source: S) -> SyncedDelete<S> {
+    SyncedDelete { source }
+}
+
+/// Creates a synced `INSERT`, like [`diesel::insert_into`]: every row it inserts (or, as an
+/// upsert, updates) is registered.
+pub fn insert_into<T: SyncedTable>(table: T) -> InsertBuilder<T> {
+    InsertBuilder { table }
+}
+
+/// An `UPDATE` waiting for its changes; see [`update`].
+#[derive(Debug, Clone)]
+#[must_use = "call `.set(…)` and `.execute(conn)`"]
+pub struct UpdateBuilder<S> {
+    source: S,
+}
+
+/// A synced `UPDATE`; run it with [`SyncedUpdate::execute`].
+#[derive(Debug, Clone)]
+#[must_use = "a synced write does nothing until `.execute(conn)` is awaited"]
+pub struct SyncedUpdate<S, V> {
+    pub(crate) source: S,
+    pub(crate) changes: V,
+}
+
+/// A synced `DELETE`; run it with [`SyncedDelete::execute`].
+#[derive(Debug, Clone)]
+#[must_use = "a synced write does nothing until `.execute(conn)` is awaited"]
+pub struct SyncedDelete<S> {
+    pub(crate) source: S,
+}
+
+/// An `INSERT` waiting for its values; see [`insert_into`].
+#[derive(Debug, Clone)]
+#[must_use = "call `.values(…)` and `.execute(conn)`"]
+pub struct InsertBuilder<T> {
+    table: T,
+}
+
+/// A synced `INSERT`; run it with [`SyncedInsert::execute`].
+#[derive(Debug, Clone)]
+#[must_use = "a synced write does nothing until `.execute(conn)` is awaited"]
+pub struct SyncedInsert<T, V, D = Plain> {
+    pub(crate) table: T,
+    pub(crate) values: V,
+    pub(crate) decorate: D,
+}
+
+/// A plain insert: the statement is run as `values` built it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+/// An insert finished by a closure, such as an `on_conflict(…).do_update()` upsert.
+#[derive(Debug, Clone, Copy)]
+pub struct Upsert<F>(F);
+
+/// Turns the `insert_into(…).values(…)` statement into the one that runs.
+pub trait DecorateInsert<Stmt> {
+    /// The statement that runs.
+    type Output;
+    /// Builds it.
+    fn decorate(self, insert: Stmt) -> Self::Output;
+}
+
+impl<Stmt> DecorateInsert<Stmt> for Plain {
+    type Output = Stmt;
+    fn decorate(self, insert: Stmt) -> Stmt {
+        insert
+    }
+}
+
+impl<Stmt, F, Out> DecorateInsert<Stmt> for Upsert<F>
+where
+    F: FnOnce(Stmt) -> Out,
+{
+    type Output = Out;
+    fn decorate(self, insert: Stmt) -> Out {
+        (self.0)(insert)
+    }
+}
+
+/// A synced write and the target model its ids belong to.
+pub trait SyncedWrite {
+    /// The table written.
+    type Table: SyncedTable;
+}
+
+impl<S: IntoUpdateTarget<Table: SyncedTable>, V> SyncedWrite for SyncedUpdate<S, V> {
+    type Table = S::Table;
+}
+
+impl<S: IntoUpdateTarget<Table: SyncedTable>> SyncedWrite for SyncedDelete<S> {
+    type Table = S::Table;
+}
+
+impl<T: SyncedTable, V, D> SyncedWrite for SyncedInsert<T, V, D> {
+    type Table = T;
+}
+
+/// Rows whose keys are known before they are written: what an insert on a backend without
+/// `RETURNING` (MySQL) needs.
+#[diagnostic::on_unimplemented(
+    message = "the keys of `{Self}` are not known before the insert",
+    label = "MySQL has no `RETURNING`, so synced inserts read keys from the rows",
+    note = "insert values of a model that derives `Synced` (one row, a slice or a Vec of them), or insert with Diesel and call `mark_changed` with the new ids"
+)]
+pub trait SyncedRows<Target: Synced> {
+    /// The target ids the rows will sync.
+    fn sync_keys(&self) -> Vec<TargetId<Target>>;
+}
+
+impl<M: Synced> SyncedRows<M::Target> for &M {
+    fn sync_keys(&self) -> Vec<TargetId<M>> {
+        vec![self.sync_key()]
+    }
+}
+
+impl<M: Synced> SyncedRows<M::Target> for &[M] {
+    fn sync_keys(&self) -> Vec<TargetId<M>> {
+        self.iter().map(Synced::sync_key).collect()
+    }
+}
+
+impl<M: Synced> SyncedRows<M::Target> for &Vec<M> {
+    fn sync_keys(&self) -> Vec<TargetId<M>> {
+        self.iter().map(Synced::sync_key).collect()
+    }
+}
+
+impl<M: Synced> SyncedRows<M::Target> for Vec<M> {
+    fn sync_keys(&self) -> Vec<TargetId<M>> {
+        self.iter().map(Synced::sync_key).collect()
+    }
+}
+
+impl<S> UpdateBuilder<S> {
+    /// The changes, as for [`diesel::query_builder::UpdateStatement::set`].
+    pub fn set<V>(self, changes: V) -> SyncedUpdate<S, V> {
+        SyncedUpdate { source: self.source, changes }
+    }
+}
+
+impl<T> InsertBuilder<T> {
+    /// The rows to insert: one `Insertable`, a slice, a `Vec`, or column assignments.
+    pub fn values<V>(self, values: V) -> SyncedInsert<T, V> {
+        SyncedInsert { table: self.table, values, decorate: Plain }
+    }
+}
+
+impl<T, V> SyncedInsert<T, V> {
+    /// Finishes the statement with Diesel's upsert builder; rows inserted and rows updated are
+    /// both registered.
+    ///
+    /// ```ignore
+    /// diesel_sync::insert_into(products::table)
+    ///     .values(&rows)
+    ///     .upsert(|insert| insert.on_conflict(products::id).do_update().set(products::price_cents.eq(excluded(products::price_cents))))
+    ///     .execute(conn)
+    ///     .await?;
+    /// ```
+    pub fn upsert<F>(self, finish: F) -> SyncedInsert<T, V, Upsert<F>> {
+        SyncedInsert { table: self.table, values: self.values, decorate: Upsert(finish) }
+    }
+}
+
+type BackendOf<Conn> = <<Conn as AsSynced>::Inner as AsyncConnectionCore>::Backend;
+
+macro_rules! execute_synced {
+    ($($write:ident<$($param:ident),*>),*) => {$(
+        impl<$($param),*> $write<$($param),*> {
+            /// Runs the statement and registers the ids it touched with the connection's
+            /// collector. Returns the number of rows affected.
+            pub async fn execute<'q, Conn>(self, conn: &mut Conn) -> QueryResult<usize>
+            where
+                Self: SyncedWrite,
+                Conn: AsSynced,
+                BackendOf<Conn>: WriteIds<'q, Conn::Inner, Self>,
+                TargetOf<<Self as SyncedWrite>::Table>: Resolve<Conn::Inner>,
+            {
+                let conn = conn.as_synced();
+                let (affected, ids) = <BackendOf<Conn>>::write(conn.inner_mut(), self).await?;
+                conn.register::<TargetOf<<Self as SyncedWrite>::Table>>(ids).await;
+                Ok(affected)
+            }
+        }
+    )*};
+}
+
+execute_synced!(SyncedUpdate<S, V>, SyncedDelete<S>, SyncedInsert<T, V, D>);
+
