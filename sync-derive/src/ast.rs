@@ -20,7 +20,10 @@ pub(crate) struct Model<'a> {
 /// What the model is to the sync: sent itself, or pointing at what is sent.
 pub(crate) enum Role<'a> {
     /// Rows of this model are sent to handlers.
-    Target { id: Column<'a>, store: Option<Column<'a>> },
+    Target {
+        id: Column<'a>,
+        store: Option<Column<'a>>,
+    },
     /// A change to this model syncs the `target` row whose id is in `key`.
     Reference { target: Path, key: Column<'a> },
 }
@@ -36,7 +39,10 @@ impl<'a> Model<'a> {
     pub(crate) fn from_input(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Self> {
         let fields = struct_fields(cx, input);
         if input.generics.lt_token.is_some() {
-            cx.error_spanned_by(&input.generics, "`Synced` cannot be derived for a generic struct: a Diesel table has one row type");
+            cx.error_spanned_by(
+                &input.generics,
+                "`Synced` cannot be derived for a generic struct: a Diesel table has one row type",
+            );
         }
         let diesel = DieselAttrs::from_attrs(cx, &input.attrs);
         let synced = SyncedAttrs::from_attrs(cx, &input.attrs);
@@ -46,7 +52,10 @@ impl<'a> Model<'a> {
             if found.is_none() {
                 cx.error_spanned_by(
                     name,
-                    format!("`{}` has no field `{name}` to use as the {what}", input.ident),
+                    format!(
+                        "`{}` has no field `{name}` to use as the {what}",
+                        input.ident
+                    ),
                 );
             }
             found.map(Column::new)
@@ -68,21 +77,37 @@ impl<'a> Model<'a> {
                 None
             }
             (None, None) => {
-                let store = synced.store.as_ref().and_then(|store| find(cx, store, "store key"));
+                let store = synced
+                    .store
+                    .as_ref()
+                    .and_then(|store| find(cx, store, "store key"));
                 primary_key(cx, input, &diesel, fields).map(|id| Role::Target { id, store })
             }
         };
 
-        let table = diesel.table_name.unwrap_or_else(|| inferred_table(&input.ident));
-        let krate = synced.krate.unwrap_or_else(|| syn::parse_quote!(::diesel_sync));
-        role.map(|role| Model { ident: &input.ident, krate, table, role })
+        let table = diesel
+            .table_name
+            .unwrap_or_else(|| inferred_table(&input.ident));
+        let krate = synced
+            .krate
+            .unwrap_or_else(|| syn::parse_quote!(::diesel_sync));
+        role.map(|role| Model {
+            ident: &input.ident,
+            krate,
+            table,
+            role,
+        })
     }
 }
 
 impl<'a> Column<'a> {
     fn new(field: &'a Field) -> Self {
         let ident = field.ident.as_ref().expect("named fields only");
-        Column { field: ident, column: column_name(field).unwrap_or_else(|| ident.clone()), ty: &field.ty }
+        Column {
+            field: ident,
+            column: column_name(field).unwrap_or_else(|| ident.clone()),
+            ty: &field.ty,
+        }
     }
 }
 
@@ -91,17 +116,22 @@ fn struct_fields<'a>(
     input: &'a DeriveInput,
 ) -> Option<&'a syn::punctuated::Punctuated<Field, syn::Token![,]>> {
     match &input.data {
-        Data::Struct(data) => match &data.fields {
-            Fields::Named(named) => Some(&named.named),
-            Fields::Unnamed(unnamed) => {
-                cx.error_spanned_by(unnamed, "`Synced` needs named fields: the key and store are named after their columns");
-                None
+        Data::Struct(data) => {
+            match &data.fields {
+                Fields::Named(named) => Some(&named.named),
+                Fields::Unnamed(unnamed) => {
+                    cx.error_spanned_by(unnamed, "`Synced` needs named fields: the key and store are named after their columns");
+                    None
+                }
+                Fields::Unit => {
+                    cx.error_spanned_by(
+                        &input.ident,
+                        "`Synced` needs a struct with fields: a unit struct has no key to sync",
+                    );
+                    None
+                }
             }
-            Fields::Unit => {
-                cx.error_spanned_by(&input.ident, "`Synced` needs a struct with fields: a unit struct has no key to sync");
-                None
-            }
-        },
+        }
         Data::Enum(data) => {
             cx.error_spanned_by(data.enum_token, "`Synced` can only be derived for a struct, the Diesel model of a table; not for an enum");
             None
@@ -120,14 +150,18 @@ fn primary_key<'a>(
     diesel: &DieselAttrs,
     fields: &'a syn::punctuated::Punctuated<Field, syn::Token![,]>,
 ) -> Option<Column<'a>> {
-    let by_column = |name: &Ident| {
-        fields.iter().map(Column::new).find(|c| c.column == *name)
-    };
+    let by_column = |name: &Ident| fields.iter().map(Column::new).find(|c| c.column == *name);
     match diesel.primary_key.as_deref() {
         Some([column]) => {
             let found = by_column(column);
             if found.is_none() {
-                cx.error_spanned_by(column, format!("`{}` has no field for the primary key column `{column}`", input.ident));
+                cx.error_spanned_by(
+                    column,
+                    format!(
+                        "`{}` has no field for the primary key column `{column}`",
+                        input.ident
+                    ),
+                );
             }
             found
         }

@@ -71,7 +71,10 @@ impl SyncedAttrs {
             set_once(cx, &mut self.store, value, path, "store");
         } else if path.is_ident("target") {
             let value: Path = meta.value()?.parse().map_err(|e| {
-                syn::Error::new(e.span(), "expected a model type, like `#[synced(target = Product)]`")
+                syn::Error::new(
+                    e.span(),
+                    "expected a model type, like `#[synced(target = Product)]`",
+                )
             })?;
             set_once(cx, &mut self.target, value, path, "target");
         } else if path.is_ident("key") {
@@ -79,14 +82,22 @@ impl SyncedAttrs {
             set_once(cx, &mut self.key, value, path, "key");
         } else if path.is_ident("crate") {
             let lit: LitStr = meta.value()?.parse().map_err(|e| {
-                syn::Error::new(e.span(), "expected a string, like `#[synced(crate = \"my_sync\")]`")
+                syn::Error::new(
+                    e.span(),
+                    "expected a string, like `#[synced(crate = \"my_sync\")]`",
+                )
             })?;
             let value: Path = lit.parse().map_err(|_| {
-                syn::Error::new(lit.span(), "expected a crate path, like `#[synced(crate = \"my_sync\")]`")
+                syn::Error::new(
+                    lit.span(),
+                    "expected a crate path, like `#[synced(crate = \"my_sync\")]`",
+                )
             })?;
             set_once(cx, &mut self.krate, value, path, "crate");
         } else {
-            let name = path.get_ident().map_or_else(|| quote::quote!(#path).to_string(), ToString::to_string);
+            let name = path
+                .get_ident()
+                .map_or_else(|| quote::quote!(#path).to_string(), ToString::to_string);
             skip_value(meta)?;
             return Err(meta.error(format_args!(
                 "unknown `synced` option `{name}`; expected {SYNCED_KEYS}"
@@ -106,14 +117,22 @@ fn parse_ident(meta: &ParseNestedMeta<'_>, key: &str, example: &str) -> syn::Res
     let _ = key;
     if value.peek(LitStr) {
         let lit: LitStr = value.parse()?;
-        return Err(syn::Error::new(lit.span(), format!("{}, not a string", help())));
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("{}, not a string", help()),
+        ));
     }
-    value.parse::<Ident>().map_err(|e| syn::Error::new(e.span(), help()))
+    value
+        .parse::<Ident>()
+        .map_err(|e| syn::Error::new(e.span(), help()))
 }
 
 fn set_once<T>(cx: &mut Ctxt, slot: &mut Option<T>, value: T, path: &Path, name: &str) {
     if slot.is_some() {
-        cx.error_spanned_by(path, format!("duplicate `synced` option `{name}`: give it once"));
+        cx.error_spanned_by(
+            path,
+            format!("duplicate `synced` option `{name}`: give it once"),
+        );
     } else {
         *slot = Some(value);
     }

@@ -52,7 +52,10 @@ fn expand(model: &Model<'_>) -> TokenStream {
                 Some(store) => {
                     let ty = store.ty;
                     let field = store.field;
-                    (quote_spanned!(ty.span()=> #ty), quote!(::core::clone::Clone::clone(&self.#field)))
+                    (
+                        quote_spanned!(ty.span()=> #ty),
+                        quote!(::core::clone::Clone::clone(&self.#field)),
+                    )
                 }
                 None => (quote!(()), quote!(())),
             };
@@ -101,6 +104,13 @@ fn expand(model: &Model<'_>) -> TokenStream {
             #[automatically_derived]
             impl #rt::SyncedTable for #table::table {
                 type Model = #ident;
+            }
+
+            #[automatically_derived]
+            impl #rt::SyncedRows<#target_ty> for #ident {
+                fn sync_keys(&self) -> ::std::vec::Vec<#rt::TargetId<Self>> {
+                    ::std::vec![#rt::Synced::sync_key(self)]
+                }
             }
         };
     }

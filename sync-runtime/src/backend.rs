@@ -4,12 +4,43 @@
 use std::future::Future;
 
 use diesel::backend::Backend;
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::QueryMetadata;
+use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
 use diesel::QueryResult;
+use diesel_async::AsyncConnectionCore;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::synced::IdOf;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 use crate::synced::SyncedTable;
 use crate::write::SyncedWrite;
+
+/// A query returning one key per row, runnable on `C`. Keys are read through
+/// `AsyncConnectionCore::load` so no lifetime appears in the bounds: a lifetime there trips
+/// rustc's higher-ranked checks of the futures inside `transaction` closures.
+pub trait KeyQuery<C: AsyncConnectionCore, Id>: AsQuery + Send + Sized {
+    /// Runs the query and collects the keys.
+    fn load_keys(self, conn: &mut C) -> impl Future<Output = QueryResult<Vec<Id>>> + Send;
+}
+
+impl<C, Id, Q> KeyQuery<C, Id> for Q
+where
+    C: AsyncConnectionCore,
+    Q: AsQuery + Send,
+    Q::Query: QueryFragment<C::Backend> + QueryId + Send,
+    C::Backend: QueryMetadata<Q::SqlType>,
+    Id: FromSqlRow<Q::SqlType, C::Backend> + Send,
+{
+    async fn load_keys(self, conn: &mut C) -> QueryResult<Vec<Id>> {
+        let rows = conn.load(self).await?;
+        rows.map(|row| {
+            Id::build_from_row(&row?).map_err(diesel::result::Error::DeserializationError)
+        })
+        .try_collect()
+        .await
+    }
+}
 
 /// A backend the collector can resolve ids on.
 pub trait SyncBackend: Backend {
@@ -24,7 +55,7 @@ pub trait SyncBackend: Backend {
     message = "this synced write cannot run on backend `{Self}`",
     note = "check that the statement compiles as plain Diesel on this backend; on MySQL an insert needs rows of a `Synced` model and an update or delete needs a filtered table, not a model reference"
 )]
-pub trait WriteIds<'q, C, W: SyncedWrite>: Backend {
+pub trait WriteIds<C, W: SyncedWrite>: Backend {
     /// Runs the write.
     fn write(
         conn: &mut C,
@@ -55,22 +86,21 @@ macro_rules! returning_backend {
     ($backend:ty) => {
         const _: () = {
             use diesel::dsl::{delete as Delete, Returning, Update};
-            use diesel::query_builder::{AsQuery, InsertStatement, IntoUpdateTarget, Query};
-            use diesel::{AsChangeset, Insertable, Table};
-            use diesel_async::methods::LoadQuery;
-            use diesel_async::{AsyncConnectionCore, RunQueryDsl};
+            use diesel::query_builder::{AsQuery, IntoUpdateTarget, Query};
+            use diesel::AsChangeset;
+            use diesel_async::AsyncConnectionCore;
 
+            use super::KeyQuery;
             use crate::synced::KeyOf;
-            use crate::write::{DecorateInsert, SyncedDelete, SyncedInsert, SyncedUpdate};
+            use crate::write::{SyncedDelete, SyncedUpdate};
 
-            impl<'q, C, S, V> WriteIds<'q, C, SyncedUpdate<S, V>> for $backend
+            impl<C, S, V> WriteIds<C, SyncedUpdate<S, V>> for $backend
             where
                 C: AsyncConnectionCore<Backend = $backend>,
-                S: IntoUpdateTarget<Table: SyncedTable> + Send + 'q,
-                V: AsChangeset<Target = S::Table> + Send + 'q,
+                S: IntoUpdateTarget<Table: SyncedTable> + Send,
+                V: AsChangeset<Target = S::Table> + Send,
                 Update<S, V>: AsQuery,
-                Returning<Update<S, V>, KeyOf<S::Table>>:
-                    Query + LoadQuery<'q, C, IdOf<S::Table>> + 'q,
+                Returning<Update<S, V>, KeyOf<S::Table>>: Query + KeyQuery<C, IdOf<S::Table>>,
             {
                 async fn write(
                     conn: &mut C,
@@ -79,18 +109,17 @@ macro_rules! returning_backend {
                     let ids: Vec<IdOf<S::Table>> = diesel::update(write.source)
                         .set(write.changes)
                         .returning(KeyOf::<S::Table>::default())
-                        .load(conn)
+                        .load_keys(conn)
                         .await?;
                     Ok((ids.len(), ids))
                 }
             }
 
-            impl<'q, C, S> WriteIds<'q, C, SyncedDelete<S>> for $backend
+            impl<C, S> WriteIds<C, SyncedDelete<S>> for $backend
             where
                 C: AsyncConnectionCore<Backend = $backend>,
-                S: IntoUpdateTarget<Table: SyncedTable> + Send + 'q,
-                Returning<Delete<S>, KeyOf<S::Table>>:
-                    Query + LoadQuery<'q, C, IdOf<S::Table>> + 'q,
+                S: IntoUpdateTarget<Table: SyncedTable> + Send,
+                Returning<Delete<S>, KeyOf<S::Table>>: Query + KeyQuery<C, IdOf<S::Table>>,
             {
                 async fn write(
                     conn: &mut C,
@@ -98,33 +127,7 @@ macro_rules! returning_backend {
                 ) -> QueryResult<(usize, Vec<IdOf<S::Table>>)> {
                     let ids: Vec<IdOf<S::Table>> = diesel::delete(write.source)
                         .returning(KeyOf::<S::Table>::default())
-                        .load(conn)
-                        .await?;
-                    Ok((ids.len(), ids))
-                }
-            }
-
-            impl<'q, C, T, V, D, U: 'q, Op: 'q> WriteIds<'q, C, SyncedInsert<T, V, D>> for $backend
-            where
-                C: AsyncConnectionCore<Backend = $backend>,
-                T: SyncedTable + Table + Send + 'q,
-                V: Insertable<T> + Send + 'q,
-                D: DecorateInsert<InsertStatement<T, V::Values>, Output = InsertStatement<T, U, Op>>
-                    + Send
-                    + 'q,
-                Returning<InsertStatement<T, U, Op>, KeyOf<T>>:
-                    Query + LoadQuery<'q, C, IdOf<T>> + 'q,
-            {
-                async fn write(
-                    conn: &mut C,
-                    write: SyncedInsert<T, V, D>,
-                ) -> QueryResult<(usize, Vec<IdOf<T>>)> {
-                    let insert = diesel::insert_into(write.table).values(write.values);
-                    let ids: Vec<IdOf<T>> = write
-                        .decorate
-                        .decorate(insert)
-                        .returning(KeyOf::<T>::default())
-                        .load(conn)
+                        .load_keys(conn)
                         .await?;
                     Ok((ids.len(), ids))
                 }
@@ -137,6 +140,112 @@ macro_rules! returning_backend {
 returning_backend!(diesel::pg::Pg);
 #[cfg(feature = "sqlite")]
 returning_backend!(diesel::sqlite::Sqlite);
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    //! PostgreSQL inserts any number of rows in one statement and returns their keys.
+
+    use diesel::dsl::Returning;
+    use diesel::pg::Pg;
+    use diesel::query_builder::{InsertStatement, Query};
+    use diesel::{Insertable, QueryResult, Table};
+    use diesel_async::AsyncConnectionCore;
+
+    use super::{IdOf, KeyQuery, SyncedTable, WriteIds};
+    use crate::synced::KeyOf;
+    use crate::write::{DecorateInsert, SyncedInsert};
+
+    impl<C, T, V, D, U, Op> WriteIds<C, SyncedInsert<T, V, D>> for Pg
+    where
+        C: AsyncConnectionCore<Backend = Pg>,
+        T: SyncedTable + Table + Send,
+        V: Insertable<T> + Send,
+        D: DecorateInsert<InsertStatement<T, V::Values>, Output = InsertStatement<T, U, Op>> + Send,
+        Returning<InsertStatement<T, U, Op>, KeyOf<T>>: Query + KeyQuery<C, IdOf<T>>,
+    {
+        async fn write(
+            conn: &mut C,
+            write: SyncedInsert<T, V, D>,
+        ) -> QueryResult<(usize, Vec<IdOf<T>>)> {
+            let insert = diesel::insert_into(write.table).values(write.values);
+            let ids: Vec<IdOf<T>> = write
+                .decorate
+                .decorate(insert)
+                .returning(KeyOf::<T>::default())
+                .load_keys(conn)
+                .await?;
+            Ok((ids.len(), ids))
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    //! SQLite over diesel-async cannot run Diesel's multi-row insert (its batch path exists only
+    //! for the synchronous connection), so a synced insert runs one `INSERT … RETURNING` per
+    //! row, inside the caller's transaction.
+
+    use diesel::dsl::Returning;
+    use diesel::query_builder::{InsertStatement, Query};
+    use diesel::sqlite::Sqlite;
+    use diesel::{Insertable, QueryResult, Table};
+    use diesel_async::AsyncConnectionCore;
+
+    use super::{IdOf, KeyQuery, SyncedTable, WriteIds};
+    use crate::synced::KeyOf;
+    use crate::write::{DecorateInsert, InsertRows, Plain, SyncedInsert, Upsert};
+
+    impl<C, T, V> WriteIds<C, SyncedInsert<T, V, Plain>> for Sqlite
+    where
+        C: AsyncConnectionCore<Backend = Sqlite>,
+        T: SyncedTable + Table + Copy + Send,
+        V: InsertRows + Send,
+        V::Row: Insertable<T> + Send,
+        Returning<InsertStatement<T, <V::Row as Insertable<T>>::Values>, KeyOf<T>>:
+            Query + KeyQuery<C, IdOf<T>>,
+    {
+        async fn write(
+            conn: &mut C,
+            write: SyncedInsert<T, V, Plain>,
+        ) -> QueryResult<(usize, Vec<IdOf<T>>)> {
+            let mut ids = Vec::new();
+            for row in write.values.rows() {
+                let returned: Vec<IdOf<T>> = diesel::insert_into(write.table)
+                    .values(row)
+                    .returning(KeyOf::<T>::default())
+                    .load_keys(conn)
+                    .await?;
+                ids.extend(returned);
+            }
+            Ok((ids.len(), ids))
+        }
+    }
+
+    /// An upsert is one statement: SQLite accepts it for one row.
+    impl<C, T, V, F, U, Op> WriteIds<C, SyncedInsert<T, V, Upsert<F>>> for Sqlite
+    where
+        C: AsyncConnectionCore<Backend = Sqlite>,
+        T: SyncedTable + Table + Send,
+        V: Insertable<T> + Send,
+        Upsert<F>: DecorateInsert<InsertStatement<T, V::Values>, Output = InsertStatement<T, U, Op>>
+            + Send,
+        Returning<InsertStatement<T, U, Op>, KeyOf<T>>: Query + KeyQuery<C, IdOf<T>>,
+    {
+        async fn write(
+            conn: &mut C,
+            write: SyncedInsert<T, V, Upsert<F>>,
+        ) -> QueryResult<(usize, Vec<IdOf<T>>)> {
+            let insert = diesel::insert_into(write.table).values(write.values);
+            let ids: Vec<IdOf<T>> = write
+                .decorate
+                .decorate(insert)
+                .returning(KeyOf::<T>::default())
+                .load_keys(conn)
+                .await?;
+            Ok((ids.len(), ids))
+        }
+    }
+}
 
 #[cfg(feature = "mysql")]
 mod mysql {
@@ -151,13 +260,14 @@ mod mysql {
     };
     use diesel::query_dsl::methods::SelectDsl;
     use diesel::{AsChangeset, Insertable, Table};
-    use diesel_async::methods::{ExecuteDsl, LoadQuery};
-    use diesel_async::{AsyncConnectionCore, RunQueryDsl};
+    use diesel_async::methods::ExecuteDsl;
+    use diesel_async::AsyncConnectionCore;
+    use diesel_async::RunQueryDsl;
 
     use diesel::query_builder::QueryId;
     use diesel::QueryResult;
 
-    use super::{IdOf, SyncedTable, WriteIds};
+    use super::{IdOf, KeyQuery, SyncedTable, WriteIds};
     use crate::synced::{KeyOf, TargetOf};
     use crate::write::{DecorateInsert, SyncedDelete, SyncedInsert, SyncedRows, SyncedUpdate};
 
@@ -177,45 +287,52 @@ mod mysql {
         }
     }
 
-    type AffectedKeys<S> = ForUpdate<<Select<S, KeyOf<<S as diesel::associations::HasTable>::Table>> as AsQuery>::Query>;
+    type AffectedKeys<S> = ForUpdate<
+        <Select<S, KeyOf<<S as diesel::associations::HasTable>::Table>> as AsQuery>::Query,
+    >;
 
     /// Selects the keys of the rows `source` matches, locking them until the transaction ends.
-    async fn affected_keys<'q, C, S>(conn: &mut C, source: S) -> QueryResult<Vec<IdOf<S::Table>>>
+    async fn affected_keys<C, S>(conn: &mut C, source: S) -> QueryResult<Vec<IdOf<S::Table>>>
     where
         C: AsyncConnectionCore<Backend = Mysql>,
         S: IntoUpdateTarget<Table: SyncedTable> + SelectDsl<KeyOf<S::Table>>,
         Select<S, KeyOf<S::Table>>: AsQuery,
-        AffectedKeys<S>: LoadQuery<'q, C, IdOf<S::Table>> + 'q,
+        AffectedKeys<S>: KeyQuery<C, IdOf<S::Table>>,
     {
-        ForUpdate(source.select(KeyOf::<S::Table>::default()).as_query()).load(conn).await
+        ForUpdate(source.select(KeyOf::<S::Table>::default()).as_query())
+            .load_keys(conn)
+            .await
     }
 
-    impl<'q, C, S, V> WriteIds<'q, C, SyncedUpdate<S, V>> for Mysql
+    impl<C, S, V> WriteIds<C, SyncedUpdate<S, V>> for Mysql
     where
         C: AsyncConnectionCore<Backend = Mysql>,
-        S: IntoUpdateTarget<Table: SyncedTable> + SelectDsl<KeyOf<S::Table>> + Clone + Send + 'q,
+        S: IntoUpdateTarget<Table: SyncedTable> + SelectDsl<KeyOf<S::Table>> + Clone + Send,
         Select<S, KeyOf<S::Table>>: AsQuery,
-        AffectedKeys<S>: LoadQuery<'q, C, IdOf<S::Table>> + 'q,
-        V: AsChangeset<Target = S::Table> + Send + 'q,
-        Update<S, V>: AsQuery + ExecuteDsl<C> + 'q,
+        AffectedKeys<S>: KeyQuery<C, IdOf<S::Table>>,
+        V: AsChangeset<Target = S::Table> + Send,
+        Update<S, V>: AsQuery + ExecuteDsl<C>,
     {
         async fn write(
             conn: &mut C,
             write: SyncedUpdate<S, V>,
         ) -> QueryResult<(usize, Vec<IdOf<S::Table>>)> {
             let ids = affected_keys(conn, write.source.clone()).await?;
-            let affected = diesel::update(write.source).set(write.changes).execute(conn).await?;
+            let affected = diesel::update(write.source)
+                .set(write.changes)
+                .execute(conn)
+                .await?;
             Ok((affected, ids))
         }
     }
 
-    impl<'q, C, S> WriteIds<'q, C, SyncedDelete<S>> for Mysql
+    impl<C, S> WriteIds<C, SyncedDelete<S>> for Mysql
     where
         C: AsyncConnectionCore<Backend = Mysql>,
-        S: IntoUpdateTarget<Table: SyncedTable> + SelectDsl<KeyOf<S::Table>> + Clone + Send + 'q,
+        S: IntoUpdateTarget<Table: SyncedTable> + SelectDsl<KeyOf<S::Table>> + Clone + Send,
         Select<S, KeyOf<S::Table>>: AsQuery,
-        AffectedKeys<S>: LoadQuery<'q, C, IdOf<S::Table>> + 'q,
-        Delete<S>: ExecuteDsl<C> + 'q,
+        AffectedKeys<S>: KeyQuery<C, IdOf<S::Table>>,
+        Delete<S>: ExecuteDsl<C>,
     {
         async fn write(
             conn: &mut C,
@@ -227,13 +344,13 @@ mod mysql {
         }
     }
 
-    impl<'q, C, T, V, D, Out> WriteIds<'q, C, SyncedInsert<T, V, D>> for Mysql
+    impl<C, T, V, D, Out> WriteIds<C, SyncedInsert<T, V, D>> for Mysql
     where
         C: AsyncConnectionCore<Backend = Mysql>,
-        T: SyncedTable + Table + Send + 'q,
-        V: Insertable<T> + SyncedRows<TargetOf<T>> + Send + 'q,
-        D: DecorateInsert<InsertStatement<T, V::Values>, Output = Out> + Send + 'q,
-        Out: ExecuteDsl<C> + 'q,
+        T: SyncedTable + Table + Send,
+        V: Insertable<T> + SyncedRows<TargetOf<T>> + Send,
+        D: DecorateInsert<InsertStatement<T, V::Values>, Output = Out> + Send,
+        Out: ExecuteDsl<C>,
     {
         async fn write(
             conn: &mut C,

@@ -34,8 +34,11 @@ pub(crate) trait PendingIds<C>: Send {
     /// Adds another set of the same target model.
     fn absorb(&mut self, other: Box<dyn PendingIds<C>>);
     /// Loads the rows, groups them by store and hands the batches to the registry.
-    fn flush<'a>(self: Box<Self>, conn: &'a mut C, registry: &'a Registry)
-        -> ScopedBoxFuture<'a, 'a, ()>;
+    fn flush<'a>(
+        self: Box<Self>,
+        conn: &'a mut C,
+        registry: &'a Registry,
+    ) -> ScopedBoxFuture<'a, 'a, ()>;
 }
 
 struct PendingTarget<T: SyncTarget, C> {
@@ -52,7 +55,6 @@ impl<C: Send + 'static> Collector<C> {
         self.frames.len()
     }
 
-    /// Opens a frame for a new transaction or savepoint.
     /// Takes the innermost frame; the caller merges, flushes or drops it.
     pub(crate) fn pop(&mut self) -> Option<Frame<C>> {
         self.frames.pop()
@@ -90,7 +92,9 @@ impl<C: Send + 'static> Collector<C> {
 
 impl<C> Default for Frame<C> {
     fn default() -> Self {
-        Self { targets: Vec::new() }
+        Self {
+            targets: Vec::new(),
+        }
     }
 }
 
@@ -129,7 +133,11 @@ impl<C: Send + 'static> Frame<C> {
 
     fn merge(&mut self, child: Frame<C>) {
         for pending in child.targets {
-            match self.targets.iter_mut().find(|p| p.target() == pending.target()) {
+            match self
+                .targets
+                .iter_mut()
+                .find(|p| p.target() == pending.target())
+            {
                 Some(existing) => existing.absorb(pending),
                 None => self.targets.push(pending),
             }

@@ -80,7 +80,12 @@ where
 impl<C: AsyncConnection + 'static> SyncedConnection<C> {
     /// Wraps `inner`; its synced writes go to `registry`'s handlers.
     pub fn new(inner: C, registry: Registry) -> Self {
-        Self { inner, collector: Collector::new(), registry, flush_depth: 0 }
+        Self {
+            inner,
+            collector: Collector::new(),
+            registry,
+            flush_depth: 0,
+        }
     }
 
     /// The registry this connection hands committed ids to.
@@ -164,7 +169,8 @@ impl<C> TransactionManager<SyncedConnection<C>> for SyncedTransactionManager<C>
 where
     C: AsyncConnection + 'static,
 {
-    type TransactionStateData = <C::TransactionManager as TransactionManager<C>>::TransactionStateData;
+    type TransactionStateData =
+        <C::TransactionManager as TransactionManager<C>>::TransactionStateData;
 
     async fn begin_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
         let result = C::TransactionManager::begin_transaction(&mut conn.inner).await;
@@ -248,7 +254,10 @@ impl<C: AsyncConnection + 'static> AsyncConnection for SyncedConnection<C> {
     /// Connects with an empty registry: ids are collected and dropped with a warning. Use
     /// [`SyncedConnection::new`] (or a pool built with a registry) to deliver them.
     async fn establish(database_url: &str) -> ConnectionResult<Self> {
-        Ok(Self::new(C::establish(database_url).await?, Registry::empty()))
+        Ok(Self::new(
+            C::establish(database_url).await?,
+            Registry::empty(),
+        ))
     }
 
     /// Begins a test transaction and treats the transactions run inside it as outermost: their

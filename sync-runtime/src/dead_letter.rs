@@ -132,6 +132,8 @@ impl DeadLetterSink for DeadLetters {
 
 impl fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeadLetters").field("len", &self.len()).finish()
+        f.debug_struct("DeadLetters")
+            .field("len", &self.len())
+            .finish()
     }
 }

@@ -65,7 +65,11 @@ pub(crate) trait AnyModelQueue: Send + Sync {
 
 impl<T: SyncTarget + Sync> ModelQueue<T> {
     pub(crate) fn new(handler: impl Handler<T>, policy: RetryPolicy) -> Self {
-        Self { handler: Box::new(handler), policy, stores: Mutex::new(HashMap::new()) }
+        Self {
+            handler: Box::new(handler),
+            policy,
+            stores: Mutex::new(HashMap::new()),
+        }
     }
 
     fn stores(&self) -> MutexGuard<'_, HashMap<T::StoreKey, StoreState<T>>> {
@@ -84,10 +88,11 @@ impl<T: SyncTarget + Sync> AnyModelQueue for ModelQueue<T> {
             if let Some(task) = state.task {
                 task.abort();
             }
-            let batches = state
-                .in_flight
-                .into_iter()
-                .chain(state.waiting.map(|waiting| Batch::new(store.clone(), waiting.rows)));
+            let batches = state.in_flight.into_iter().chain(
+                state
+                    .waiting
+                    .map(|waiting| Batch::new(store.clone(), waiting.rows)),
+            );
             for batch in batches {
                 shared.dead_letter(DeadLetter::undelivered(batch, reason.to_owned(), 0));
                 shared.settle_one();
@@ -123,7 +128,11 @@ pub(crate) fn dispatch<T: SyncTarget + Sync>(
                 let batch = Batch::new(idle.key().clone(), rows);
                 let worker = run_store(Arc::clone(shared), Arc::clone(queue), batch.clone());
                 let task = shared.spawn(worker);
-                idle.insert(StoreState { in_flight: Some(batch), waiting: None, task: Some(task) });
+                idle.insert(StoreState {
+                    in_flight: Some(batch),
+                    waiting: None,
+                    task: Some(task),
+                });
             }
         }
     }
@@ -140,7 +149,9 @@ async fn run_store<T: SyncTarget + Sync>(
         deliver(&shared, &queue, batch).await;
         let mut stores = queue.stores();
         // Gone when shutdown abandoned this store meanwhile; it settled the batch then.
-        let Some(state) = stores.get_mut(&store) else { return };
+        let Some(state) = stores.get_mut(&store) else {
+            return;
+        };
         shared.settle_one();
         match state.waiting.take() {
             Some(waiting) => {
@@ -164,10 +175,17 @@ async fn deliver<T: SyncTarget + Sync>(shared: &Shared, queue: &ModelQueue<T>, b
         let span = tracing::info_span!("dispatch", model, store = ?batch.store(), rows = batch.len(), attempt);
         let outcome = async {
             let _permit = match &shared.call_limit {
-                Some(limit) => Some(limit.acquire().await.expect("the call limit is never closed")),
+                Some(limit) => Some(
+                    limit
+                        .acquire()
+                        .await
+                        .expect("the call limit is never closed"),
+                ),
                 None => None,
             };
-            AssertUnwindSafe(queue.handler.call(batch.with_attempt(attempt))).catch_unwind().await
+            AssertUnwindSafe(queue.handler.call(batch.with_attempt(attempt)))
+                .catch_unwind()
+                .await
         }
         .instrument(span)
         .await;
@@ -179,7 +197,9 @@ async fn deliver<T: SyncTarget + Sync>(shared: &Shared, queue: &ModelQueue<T>, b
                 return;
             }
             Ok(Err(error)) => error,
-            Err(panic) => HandlerError::retryable(format!("handler panicked: {}", panic_message(&*panic))),
+            Err(panic) => {
+                HandlerError::retryable(format!("handler panicked: {}", panic_message(&*panic)))
+            }
         };
         Counters::add(&shared.counters.failures, 1);
         let delay = match error.retry() {
@@ -209,7 +229,11 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 
 impl<T: SyncTarget> Waiting<T> {
     fn new(rows: Vec<T>) -> Self {
-        let index = rows.iter().enumerate().map(|(at, row)| (row.sync_key(), at)).collect();
+        let index = rows
+            .iter()
+            .enumerate()
+            .map(|(at, row)| (row.sync_key(), at))
+            .collect();
         Self { rows, index }
     }
 

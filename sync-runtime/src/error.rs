@@ -41,19 +41,31 @@ pub(crate) enum Retry {
 impl HandlerError {
     /// A failure worth retrying with the handler's backoff (a timeout, a 5xx).
     pub fn retryable(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        Self { source: source.into(), retry: Retry::Backoff }
+        Self {
+            source: source.into(),
+            retry: Retry::Backoff,
+        }
     }
 
     /// A failure that retrying cannot fix (a 4xx validation error): the batch is dead-lettered
     /// after this attempt.
     pub fn permanent(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        Self { source: source.into(), retry: Retry::Never }
+        Self {
+            source: source.into(),
+            retry: Retry::Never,
+        }
     }
 
     /// A failure to retry after `delay` (a 429 or 503 with `Retry-After`), in place of the
     /// backoff delay.
-    pub fn retry_after(source: impl Into<Box<dyn StdError + Send + Sync>>, delay: Duration) -> Self {
-        Self { source: source.into(), retry: Retry::After(delay) }
+    pub fn retry_after(
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+        delay: Duration,
+    ) -> Self {
+        Self {
+            source: source.into(),
+            retry: Retry::After(delay),
+        }
     }
 
     /// Whether the dispatcher will try the batch again (while attempts remain).

@@ -18,11 +18,18 @@ pub struct Batch<T: SyncTarget> {
 
 impl<T: SyncTarget> Batch<T> {
     pub(crate) fn new(store: T::StoreKey, rows: Vec<T>) -> Self {
-        Self { store, rows: rows.into(), attempt: 1 }
+        Self {
+            store,
+            rows: rows.into(),
+            attempt: 1,
+        }
     }
 
     pub(crate) fn with_attempt(&self, attempt: u32) -> Self {
-        Self { attempt, ..self.clone() }
+        Self {
+            attempt,
+            ..self.clone()
+        }
     }
 
     /// The store every row of the batch belongs to.
@@ -58,7 +65,11 @@ impl<T: SyncTarget> Batch<T> {
 
 impl<T: SyncTarget> Clone for Batch<T> {
     fn clone(&self) -> Self {
-        Self { store: self.store.clone(), rows: Arc::clone(&self.rows), attempt: self.attempt }
+        Self {
+            store: self.store.clone(),
+            rows: Arc::clone(&self.rows),
+            attempt: self.attempt,
+        }
     }
 }
 

@@ -32,7 +32,7 @@ mod retry;
 mod synced;
 mod write;
 
-pub use backend::{SyncBackend, WriteIds};
+pub use backend::{KeyQuery, SyncBackend, WriteIds};
 pub use connection::{AsSynced, SyncedConnection, SyncedTransactionManager};
 pub use dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
 pub use error::HandlerError;
@@ -43,7 +43,7 @@ pub use resolve::Resolve;
 pub use retry::RetryPolicy;
 pub use synced::{SyncTarget, Synced, SyncedTable, TargetId};
 pub use write::{
-    delete, insert_into, update, DecorateInsert, InsertBuilder, Plain, SyncedDelete,
+    delete, insert_into, update, DecorateInsert, InsertBuilder, InsertRows, Plain, SyncedDelete,
     SyncedInsert, SyncedRows, SyncedUpdate, SyncedWrite, UpdateBuilder, Upsert,
 };
 
@@ -51,5 +51,6 @@ pub use write::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::synced::{SyncTarget, Synced, SyncedTable, TargetId};
+    pub use crate::write::SyncedRows;
     pub use diesel;
 }

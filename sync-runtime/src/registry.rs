@@ -106,7 +106,9 @@ impl Registry {
 
     /// The counters since the registry was built.
     pub fn metrics(&self) -> Metrics {
-        self.shared.counters.snapshot(self.shared.pending.load(Ordering::Acquire))
+        self.shared
+            .counters
+            .snapshot(self.shared.pending.load(Ordering::Acquire))
     }
 
     /// The in-memory dead letters (empty when a custom sink was set with
@@ -139,9 +141,16 @@ impl Registry {
             0
         } else {
             let reason = format!("not delivered within the shutdown deadline of {deadline:?}");
-            let abandoned: usize =
-                self.shared.models.values().map(|m| m.abandon(&self.shared, &reason)).sum();
-            tracing::error!(abandoned, "shutdown deadline passed; pending batches dead-lettered");
+            let abandoned: usize = self
+                .shared
+                .models
+                .values()
+                .map(|m| m.abandon(&self.shared, &reason))
+                .sum();
+            tracing::error!(
+                abandoned,
+                "shutdown deadline passed; pending batches dead-lettered"
+            );
             abandoned as u64
         };
         let after = self.metrics();
@@ -244,7 +253,11 @@ impl RegistryBuilder {
         self.register(handler, Some(policy))
     }
 
-    fn register<T: SyncTarget + Sync>(mut self, handler: impl Handler<T>, policy: Option<RetryPolicy>) -> Self {
+    fn register<T: SyncTarget + Sync>(
+        mut self,
+        handler: impl Handler<T>,
+        policy: Option<RetryPolicy>,
+    ) -> Self {
         let target = TypeId::of::<T>();
         assert!(
             self.models.iter().all(|m| m.target != target),
@@ -320,7 +333,10 @@ impl fmt::Debug for Registry {
 impl fmt::Debug for RegistryBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryBuilder")
-            .field("models", &self.models.iter().map(|m| m.name).collect::<Vec<_>>())
+            .field(
+                "models",
+                &self.models.iter().map(|m| m.name).collect::<Vec<_>>(),
+            )
             .field("default_policy", &self.default_policy)
             .finish_non_exhaustive()
     }

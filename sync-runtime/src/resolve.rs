@@ -33,7 +33,10 @@ pub trait Resolve<C: Send>: SyncTarget + Sync {
     const CHUNK: usize;
 
     /// Loads the rows of `ids` that still exist.
-    fn load(conn: &mut C, ids: Vec<Self::Id>) -> impl Future<Output = QueryResult<Vec<Self>>> + Send;
+    fn load(
+        conn: &mut C,
+        ids: Vec<Self::Id>,
+    ) -> impl Future<Output = QueryResult<Vec<Self>>> + Send;
 }
 
 impl<T, C> Resolve<C> for T
@@ -47,7 +50,10 @@ where
 {
     const CHUNK: usize = <C::Backend as SyncBackend>::MAX_IDS_PER_QUERY;
 
-    fn load(conn: &mut C, ids: Vec<Self::Id>) -> impl Future<Output = QueryResult<Vec<Self>>> + Send {
+    fn load(
+        conn: &mut C,
+        ids: Vec<Self::Id>,
+    ) -> impl Future<Output = QueryResult<Vec<Self>>> + Send {
         T::by_ids(ids).select(T::as_select()).load(conn)
     }
 }

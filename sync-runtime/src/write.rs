@@ -5,9 +5,9 @@
 //! an update or delete first selects the affected keys with `FOR UPDATE` in the same
 //! transaction, and an insert reads the keys from the rows it inserts.
 
-
-use diesel::query_builder::IntoUpdateTarget;
+use diesel::query_builder::{InsertStatement, IntoUpdateTarget};
 use diesel::QueryResult;
+use diesel::{Insertable, Table};
 use diesel_async::AsyncConnectionCore;
 
 use crate::backend::WriteIds;
@@ -166,17 +166,65 @@ impl<M: Synced> SyncedRows<M::Target> for Vec<M> {
     }
 }
 
+/// Values an insert can split into rows: one row of a `Synced` model, or a slice or `Vec` of
+/// rows. SQLite inserts them one statement per row.
+#[diagnostic::on_unimplemented(
+    message = "a synced insert on SQLite cannot split `{Self}` into rows",
+    note = "SQLite over diesel-async inserts one row per statement: pass a row of a `Synced` model, or a slice or `Vec` of rows"
+)]
+pub trait InsertRows {
+    /// One row.
+    type Row;
+    /// The rows, in order.
+    fn rows(self) -> impl Iterator<Item = Self::Row> + Send;
+}
+
+impl<'a, M: Synced + Sync> InsertRows for &'a M {
+    type Row = &'a M;
+    fn rows(self) -> impl Iterator<Item = &'a M> + Send {
+        std::iter::once(self)
+    }
+}
+
+impl<'a, M: Sync> InsertRows for &'a [M] {
+    type Row = &'a M;
+    fn rows(self) -> impl Iterator<Item = &'a M> + Send {
+        self.iter()
+    }
+}
+
+impl<'a, M: Sync> InsertRows for &'a Vec<M> {
+    type Row = &'a M;
+    fn rows(self) -> impl Iterator<Item = &'a M> + Send {
+        self.iter()
+    }
+}
+
+impl<M: Send> InsertRows for Vec<M> {
+    type Row = M;
+    fn rows(self) -> impl Iterator<Item = M> + Send {
+        self.into_iter()
+    }
+}
+
 impl<S> UpdateBuilder<S> {
     /// The changes, as for [`diesel::query_builder::UpdateStatement::set`].
     pub fn set<V>(self, changes: V) -> SyncedUpdate<S, V> {
-        SyncedUpdate { source: self.source, changes }
+        SyncedUpdate {
+            source: self.source,
+            changes,
+        }
     }
 }
 
 impl<T> InsertBuilder<T> {
     /// The rows to insert: one `Insertable`, a slice, a `Vec`, or column assignments.
     pub fn values<V>(self, values: V) -> SyncedInsert<T, V> {
-        SyncedInsert { table: self.table, values, decorate: Plain }
+        SyncedInsert {
+            table: self.table,
+            values,
+            decorate: Plain,
+        }
     }
 }
 
@@ -191,8 +239,17 @@ impl<T, V> SyncedInsert<T, V> {
     ///     .execute(conn)
     ///     .await?;
     /// ```
-    pub fn upsert<F>(self, finish: F) -> SyncedInsert<T, V, Upsert<F>> {
-        SyncedInsert { table: self.table, values: self.values, decorate: Upsert(finish) }
+    pub fn upsert<F, Out>(self, finish: F) -> SyncedInsert<T, V, Upsert<F>>
+    where
+        T: Table,
+        V: Insertable<T>,
+        F: FnOnce(InsertStatement<T, V::Values>) -> Out,
+    {
+        SyncedInsert {
+            table: self.table,
+            values: self.values,
+            decorate: Upsert(finish),
+        }
     }
 }
 
@@ -203,11 +260,11 @@ macro_rules! execute_synced {
         impl<$($param),*> $write<$($param),*> {
             /// Runs the statement and registers the ids it touched with the connection's
             /// collector. Returns the number of rows affected.
-            pub async fn execute<'q, Conn>(self, conn: &mut Conn) -> QueryResult<usize>
+            pub async fn execute<Conn>(self, conn: &mut Conn) -> QueryResult<usize>
             where
                 Self: SyncedWrite,
                 Conn: AsSynced,
-                BackendOf<Conn>: WriteIds<'q, Conn::Inner, Self>,
+                BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
                 TargetOf<<Self as SyncedWrite>::Table>: Resolve<Conn::Inner>,
             {
                 let conn = conn.as_synced();
@@ -220,4 +277,3 @@ macro_rules! execute_synced {
 }
 
 execute_synced!(SyncedUpdate<S, V>, SyncedDelete<S>, SyncedInsert<T, V, D>);
-

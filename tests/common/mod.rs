@@ -1,0 +1,294 @@
+//! The schema, models and fixtures the behaviour suite shares across backends.
+#![allow(dead_code, unreachable_pub, missing_debug_implementations)]
+
+use std::sync::{Arc, Mutex};
+
+use diesel::prelude::*;
+use diesel_sync::{Batch, HandlerError, Registry, RetryPolicy, Synced};
+
+diesel::table! {
+    stores (id) {
+        id -> BigInt,
+        name -> Text,
+        sync_enabled -> Bool,
+    }
+}
+
+diesel::table! {
+    products (id) {
+        id -> BigInt,
+        store_id -> BigInt,
+        name -> Text,
+        price_cents -> BigInt,
+    }
+}
+
+diesel::table! {
+    price_records (id) {
+        id -> BigInt,
+        object_id -> BigInt,
+        amount_cents -> BigInt,
+    }
+}
+
+diesel::table! {
+    product_notes (id) {
+        id -> BigInt,
+        product_id -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(stores, products, price_records);
+
+/// A product: the target model, batched by store.
+#[derive(
+    Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset, Identifiable, Synced,
+)]
+#[diesel(table_name = products)]
+#[synced(store = store_id)]
+pub struct Product {
+    pub id: i64,
+    pub store_id: i64,
+    pub name: String,
+    pub price_cents: i64,
+}
+
+/// A price record: a reference model whose changes sync the product in `object_id`.
+#[derive(Debug, Clone, Insertable, Synced)]
+#[diesel(table_name = price_records)]
+#[synced(target = Product, key = object_id)]
+pub struct PriceRecord {
+    pub object_id: i64,
+    pub amount_cents: i64,
+}
+
+/// A changeset for the edit form: only the price.
+#[derive(AsChangeset)]
+#[diesel(table_name = products)]
+pub struct PriceChange {
+    pub price_cents: i64,
+}
+
+/// One handler call, as the capture handler saw it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub store: i64,
+    pub rows: Vec<Product>,
+}
+
+impl Call {
+    pub fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.rows.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// Records every batch it receives.
+#[derive(Clone, Default)]
+pub struct Capture {
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Capture {
+    pub fn registry(&self) -> Registry {
+        let calls = Arc::clone(&self.calls);
+        Registry::builder()
+            .handler(move |batch: Batch<Product>| {
+                let calls = Arc::clone(&calls);
+                async move {
+                    calls.lock().unwrap().push(Call {
+                        store: *batch.store(),
+                        rows: batch.rows().to_vec(),
+                    });
+                    Ok::<(), HandlerError>(())
+                }
+            })
+            .retry_policy(RetryPolicy::never())
+            .build()
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Every delivered id, sorted (an id twice if it was delivered twice).
+    pub fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.calls().iter().flat_map(Call::ids).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn clear(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+}
+
+/// `count` products over stores of `per_store` products each, ids from 1.
+pub fn products(count: i64, per_store: i64) -> Vec<Product> {
+    (0..count)
+        .map(|i| Product {
+            id: i + 1,
+            store_id: i / per_store + 1,
+            name: format!("product-{}", i + 1),
+            price_cents: 100 + (i * 7919) % 99_900,
+        })
+        .collect()
+}
+
+/// Which database a suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl Backend {
+    /// The schema, in this backend's dialect. `product_notes` has a deferred foreign key where
+    /// the backend supports one.
+    pub fn schema(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "PRAGMA foreign_keys = ON;
+                 PRAGMA journal_mode = WAL;
+                 CREATE TABLE stores (id BIGINT PRIMARY KEY, name TEXT NOT NULL, sync_enabled BOOLEAN NOT NULL);
+                 CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name TEXT NOT NULL, price_cents BIGINT NOT NULL);
+                 CREATE TABLE price_records (id INTEGER PRIMARY KEY AUTOINCREMENT, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
+                 CREATE TABLE product_notes (id INTEGER PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);"
+            }
+            Backend::Postgres => {
+                "CREATE TABLE stores (id BIGINT PRIMARY KEY, name TEXT NOT NULL, sync_enabled BOOLEAN NOT NULL);
+                 CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name TEXT NOT NULL, price_cents BIGINT NOT NULL);
+                 CREATE TABLE price_records (id BIGSERIAL PRIMARY KEY, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
+                 CREATE TABLE product_notes (id BIGSERIAL PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);"
+            }
+            Backend::Mysql => {
+                "CREATE TABLE stores (id BIGINT PRIMARY KEY, name VARCHAR(255) NOT NULL, sync_enabled BOOLEAN NOT NULL);
+                 CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name VARCHAR(255) NOT NULL, price_cents BIGINT NOT NULL);
+                 CREATE TABLE price_records (id BIGINT AUTO_INCREMENT PRIMARY KEY, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
+                 CREATE TABLE product_notes (id BIGINT AUTO_INCREMENT PRIMARY KEY, product_id BIGINT NOT NULL);"
+            }
+        }
+    }
+
+    /// How many products one multi-row insert may carry under the backend's bind limit.
+    pub fn insert_chunk(self) -> usize {
+        match self {
+            Backend::Sqlite => 8_000,
+            Backend::Postgres | Backend::Mysql => 10_000,
+        }
+    }
+}
+
+/// Creates an empty database (a file, a schema or a database) named after the test; returns
+/// the URL to connect to it. Each test gets its own, so tests run in parallel without meeting.
+pub async fn create_database(backend: Backend, name: &str) -> String {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let name = format!("diesel_sync_{name}");
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join("diesel-sync-tests");
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("{name}.db"));
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            path.display().to_string()
+        }
+        Backend::Postgres => {
+            let base = std::env::var("DIESEL_SYNC_POSTGRES_URL").expect("DIESEL_SYNC_POSTGRES_URL");
+            let mut admin = diesel_async::AsyncPgConnection::establish(&base)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {base} is unreachable: {e}"));
+            admin
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name};"
+                ))
+                .await
+                .unwrap();
+            let separator = if base.contains('?') { '&' } else { '?' };
+            format!("{base}{separator}options=-csearch_path%3D{name}")
+        }
+        Backend::Mysql => {
+            let base = std::env::var("DIESEL_SYNC_MYSQL_URL").expect("DIESEL_SYNC_MYSQL_URL");
+            let mut admin = diesel_async::AsyncMysqlConnection::establish(&base)
+                .await
+                .unwrap_or_else(|e| panic!("MySQL at {base} is unreachable: {e}"));
+            admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name};"
+                ))
+                .await
+                .unwrap();
+            let server = base
+                .rsplit_once('/')
+                .map_or(base.as_str(), |(server, _)| server);
+            format!("{server}/{name}")
+        }
+    }
+}
+
+/// Inserts rows without syncing them, in as few statements as the connection allows.
+pub trait Seed {
+    async fn seed_products(&mut self, rows: Vec<Product>, backend: Backend);
+    async fn seed_price_records(&mut self, rows: Vec<PriceRecord>, backend: Backend);
+}
+
+/// SQLite over diesel-async has no multi-row insert: seed through the synchronous connection.
+impl Seed
+    for diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>
+{
+    async fn seed_products(&mut self, rows: Vec<Product>, backend: Backend) {
+        self.spawn_blocking(move |conn| {
+            conn.transaction(|conn| {
+                for chunk in rows.chunks(backend.insert_chunk()) {
+                    diesel::insert_into(products::table)
+                        .values(chunk)
+                        .execute(conn)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .expect("seed products");
+    }
+
+    async fn seed_price_records(&mut self, rows: Vec<PriceRecord>, _: Backend) {
+        self.spawn_blocking(move |conn| {
+            diesel::insert_into(price_records::table)
+                .values(&rows)
+                .execute(conn)
+                .map(drop)
+        })
+        .await
+        .expect("seed price records");
+    }
+}
+
+macro_rules! seed_async {
+    ($($conn:ty),*) => {$(
+        impl Seed for $conn {
+            async fn seed_products(&mut self, rows: Vec<Product>, backend: Backend) {
+                use diesel_async::AsyncConnection;
+                self.transaction(async |conn| {
+                    for chunk in rows.chunks(backend.insert_chunk()) {
+                        diesel_async::RunQueryDsl::execute(diesel::insert_into(products::table).values(chunk), conn).await?;
+                    }
+                    Ok::<_, diesel::result::Error>(())
+                })
+                .await
+                .expect("seed products");
+            }
+
+            async fn seed_price_records(&mut self, rows: Vec<PriceRecord>, _: Backend) {
+                diesel_async::RunQueryDsl::execute(diesel::insert_into(price_records::table).values(&rows), self).await.expect("seed price records");
+            }
+        }
+    )*};
+}
+
+seed_async!(
+    diesel_async::AsyncPgConnection,
+    diesel_async::AsyncMysqlConnection
+);
