@@ -1,4 +1,4 @@
-//! Compiles the PostgreSQL and MySQL behaviour suites only when their databases are configured,
+//! Compiles the `PostgreSQL` and `MySQL` behaviour suites only when their databases are configured,
 //! so a run without them reports fewer tests instead of counting skipped ones as passed.
 
 fn main() {

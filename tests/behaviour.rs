@@ -1,6 +1,6 @@
 //! The behaviour suite: every semantic of the library, run against every backend.
 //!
-//! SQLite always runs. PostgreSQL and MySQL run when `DIESEL_SYNC_POSTGRES_URL` and
+//! `SQLite` always runs. `PostgreSQL` and `MySQL` run when `DIESEL_SYNC_POSTGRES_URL` and
 //! `DIESEL_SYNC_MYSQL_URL` are set at build time (see `build.rs`); otherwise their suites are
 //! not compiled, so they are never counted as passed.
 
@@ -545,8 +545,8 @@ macro_rules! behaviour_suite {
     };
 }
 
-/// A COMMIT rejected by a deferred foreign key hands nothing on (PostgreSQL and SQLite check
-/// deferred constraints; MySQL has none).
+/// A COMMIT rejected by a deferred foreign key hands nothing on (`PostgreSQL` and `SQLite` check
+/// deferred constraints; `MySQL` has none).
 macro_rules! deferred_commit_suite {
     ($suite:ident, $backend:expr, $conn:ty) => {
         mod $suite {

@@ -29,6 +29,7 @@ pub(crate) enum Role<'a> {
 }
 
 /// A field and the column it maps to.
+#[allow(clippy::struct_field_names)] // `column` is the column's name, as Diesel calls it
 pub(crate) struct Column<'a> {
     pub(crate) field: &'a Ident,
     pub(crate) column: Ident,

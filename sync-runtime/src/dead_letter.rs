@@ -18,10 +18,11 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub(crate) fn undelivered<T: SyncTarget>(batch: Batch<T>, error: String, attempts: u32) -> Self
-    where
-        T: Sync,
-    {
+    pub(crate) fn undelivered<T: SyncTarget>(
+        batch: Batch<T>,
+        error: String,
+        attempts: u32,
+    ) -> Self {
         Self {
             model: std::any::type_name::<T>(),
             store: Some(format!("{:?}", batch.store())),

@@ -63,7 +63,7 @@ pub(crate) trait AnyModelQueue: Send + Sync {
     fn abandon(&self, shared: &Shared, reason: &str) -> usize;
 }
 
-impl<T: SyncTarget + Sync> ModelQueue<T> {
+impl<T: SyncTarget> ModelQueue<T> {
     pub(crate) fn new(handler: impl Handler<T>, policy: RetryPolicy) -> Self {
         Self {
             handler: Box::new(handler),
@@ -77,7 +77,7 @@ impl<T: SyncTarget + Sync> ModelQueue<T> {
     }
 }
 
-impl<T: SyncTarget + Sync> AnyModelQueue for ModelQueue<T> {
+impl<T: SyncTarget> AnyModelQueue for ModelQueue<T> {
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
@@ -104,7 +104,7 @@ impl<T: SyncTarget + Sync> AnyModelQueue for ModelQueue<T> {
 }
 
 /// Queues one flush's batches of model `T`, starting a worker for each idle store.
-pub(crate) fn dispatch<T: SyncTarget + Sync>(
+pub(crate) fn dispatch<T: SyncTarget>(
     shared: &Arc<Shared>,
     queue: &Arc<ModelQueue<T>>,
     batches: Vec<(T::StoreKey, Vec<T>)>,
@@ -139,7 +139,7 @@ pub(crate) fn dispatch<T: SyncTarget + Sync>(
 }
 
 /// Delivers a store's batches one at a time until none is waiting.
-async fn run_store<T: SyncTarget + Sync>(
+async fn run_store<T: SyncTarget>(
     shared: Arc<Shared>,
     queue: Arc<ModelQueue<T>>,
     mut batch: Batch<T>,
@@ -167,7 +167,7 @@ async fn run_store<T: SyncTarget + Sync>(
 }
 
 /// Calls the handler until the batch is delivered or the policy gives up.
-async fn deliver<T: SyncTarget + Sync>(shared: &Shared, queue: &ModelQueue<T>, batch: Batch<T>) {
+async fn deliver<T: SyncTarget>(shared: &Shared, queue: &ModelQueue<T>, batch: Batch<T>) {
     let model = type_name::<T>();
     let mut delays = queue.policy.delays();
     let mut attempt = 1;

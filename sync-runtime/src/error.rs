@@ -9,6 +9,7 @@ use std::time::Duration;
 /// It wraps the cause and says whether the batch should be tried again:
 ///
 /// ```
+/// # use diesel_sync_runtime as diesel_sync;
 /// use std::time::Duration;
 /// use diesel_sync::HandlerError;
 ///

@@ -90,6 +90,7 @@ impl<T: SyncTarget> fmt::Debug for Batch<T> {
 /// `Fn(Batch<T>) -> impl Future<Output = Result<(), HandlerError>>` is a handler:
 ///
 /// ```
+/// # use diesel_sync_runtime as diesel_sync;
 /// # use diesel_sync::{Batch, HandlerError, Handler, SyncTarget};
 /// # fn check<T: SyncTarget>() -> impl Handler<T> {
 /// async |batch: Batch<T>| -> Result<(), HandlerError> {

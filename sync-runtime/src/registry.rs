@@ -26,9 +26,10 @@ use crate::synced::SyncTarget;
 /// to each [`SyncedConnection`](crate::SyncedConnection) or pool.
 ///
 /// ```
+/// # use diesel_sync_runtime as diesel_sync;
 /// use diesel_sync::{Registry, RetryPolicy};
 /// # use diesel_sync::{Batch, HandlerError, SyncTarget};
-/// # fn build<Product: SyncTarget + Sync>() {
+/// # fn build<Product: SyncTarget>() {
 /// let registry = Registry::builder()
 ///     .handler(async |batch: Batch<Product>| -> Result<(), HandlerError> {
 ///         // send batch.rows() to the store batch.store()
@@ -162,7 +163,7 @@ impl Registry {
     }
 
     /// Hands one flush's batches of `T` to the dispatcher. Returns at once.
-    pub(crate) fn dispatch<T: SyncTarget + Sync>(&self, batches: Vec<(T::StoreKey, Vec<T>)>) {
+    pub(crate) fn dispatch<T: SyncTarget>(&self, batches: Vec<(T::StoreKey, Vec<T>)>) {
         let Some(queue) = self.shared.models.get(&TypeId::of::<T>()) else {
             return;
         };
@@ -236,7 +237,7 @@ impl RegistryBuilder {
     /// # Panics
     /// When `T` already has a handler: each target model has exactly one.
     #[must_use]
-    pub fn handler<T: SyncTarget + Sync>(self, handler: impl Handler<T>) -> Self {
+    pub fn handler<T: SyncTarget>(self, handler: impl Handler<T>) -> Self {
         self.register(handler, None)
     }
 
@@ -245,7 +246,7 @@ impl RegistryBuilder {
     /// # Panics
     /// When `T` already has a handler.
     #[must_use]
-    pub fn handler_with_policy<T: SyncTarget + Sync>(
+    pub fn handler_with_policy<T: SyncTarget>(
         self,
         handler: impl Handler<T>,
         policy: RetryPolicy,
@@ -253,7 +254,7 @@ impl RegistryBuilder {
         self.register(handler, Some(policy))
     }
 
-    fn register<T: SyncTarget + Sync>(
+    fn register<T: SyncTarget>(
         mut self,
         handler: impl Handler<T>,
         policy: Option<RetryPolicy>,

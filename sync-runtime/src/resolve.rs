@@ -28,7 +28,7 @@ use crate::synced::SyncTarget;
     message = "`{Self}` cannot be loaded by id over `{C}`",
     note = "a target model must derive `Queryable` and `Selectable` for the connection's backend"
 )]
-pub trait Resolve<C: Send>: SyncTarget + Sync {
+pub trait Resolve<C: Send>: SyncTarget {
     /// The most ids one resolve query binds.
     const CHUNK: usize;
 
@@ -41,7 +41,7 @@ pub trait Resolve<C: Send>: SyncTarget + Sync {
 
 impl<T, C> Resolve<C> for T
 where
-    T: SyncTarget + Sync + Selectable<C::Backend>,
+    T: SyncTarget + Selectable<C::Backend>,
     C: AsyncConnectionCore,
     C::Backend: SyncBackend,
     T::SelectExpression: QueryId,

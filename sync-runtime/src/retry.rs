@@ -10,6 +10,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 /// in all, delays of about 1 s, 2 s, 4 s (each with up to 100 % added jitter), capped at 600 s.
 ///
 /// ```
+/// # use diesel_sync_runtime as diesel_sync;
 /// use std::time::Duration;
 /// use diesel_sync::RetryPolicy;
 ///

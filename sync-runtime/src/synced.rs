@@ -29,7 +29,7 @@ pub trait Synced: Sized + Send + 'static {
 }
 
 /// A model handed to handlers: it has an id to deduplicate by and a store key to group by.
-pub trait SyncTarget: Synced<Target = Self> + Debug {
+pub trait SyncTarget: Synced<Target = Self> + Debug + Sync {
     /// The primary key type.
     type Id: Clone + Eq + Hash + Debug + Send + Sync + 'static;
     /// The value batches are grouped by (`()` when the model has no store column).

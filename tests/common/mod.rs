@@ -235,7 +235,7 @@ pub trait Seed {
     async fn seed_price_records(&mut self, rows: Vec<PriceRecord>, backend: Backend);
 }
 
-/// SQLite over diesel-async has no multi-row insert: seed through the synchronous connection.
+/// `SQLite` over diesel-async has no multi-row insert: seed through the synchronous connection.
 impl Seed
     for diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>
 {
