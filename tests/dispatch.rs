@@ -1,0 +1,397 @@
+//! Delivery after commit, with faults injected into the handler: retries, backoff, dead letters,
+//! panics, per-store order, merging, shutdown. Tokio's clock is paused, so backoff costs no wall
+//! time. Runs on SQLite, and on PostgreSQL when `DIESEL_SYNC_POSTGRES_URL` is set.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use diesel_sync::{Batch, HandlerError, Registry, RetryPolicy};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// What the scripted handler does on one call.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Deliver,
+    Fail,
+    Reject,
+    RetryAfter(Duration),
+    Panic,
+    /// Deliver once the gate lets the call through. A gate, not a timer: the paused clock
+    /// jumps ahead whenever the runtime waits on database I/O.
+    Gated(Arc<Semaphore>),
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    store: i64,
+    rows: Vec<(i64, i64)>,
+    attempt: u32,
+    at: Instant,
+    delivered: bool,
+}
+
+type Script = dyn Fn(usize, &Batch<Product>) -> Outcome + Send + Sync;
+
+/// A handler that follows a script, call by call, and records every call.
+#[derive(Clone)]
+struct Scripted {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Scripted {
+    fn registry(
+        policy: RetryPolicy,
+        script: impl Fn(usize, &Batch<Product>) -> Outcome + Send + Sync + 'static,
+    ) -> (Self, Registry) {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let script: Arc<Script> = Arc::new(script);
+        let recorder = Arc::clone(&seen);
+        let registry = Registry::builder()
+            .handler(move |batch: Batch<Product>| {
+                let seen = Arc::clone(&recorder);
+                let script = Arc::clone(&script);
+                async move {
+                    let call = seen.lock().unwrap().len();
+                    let outcome = script(call, &batch);
+                    let mut rows: Vec<(i64, i64)> =
+                        batch.rows().iter().map(|p| (p.id, p.price_cents)).collect();
+                    rows.sort_unstable();
+                    let record = |delivered| Seen {
+                        store: *batch.store(),
+                        rows: rows.clone(),
+                        attempt: batch.attempt(),
+                        at: Instant::now(),
+                        delivered,
+                    };
+                    match outcome {
+                        Outcome::Deliver => {
+                            seen.lock().unwrap().push(record(true));
+                            Ok(())
+                        }
+                        Outcome::Gated(gate) => {
+                            seen.lock().unwrap().push(record(true));
+                            drop(gate.acquire().await.expect("gates stay open"));
+                            Ok(())
+                        }
+                        Outcome::Fail => {
+                            seen.lock().unwrap().push(record(false));
+                            Err(HandlerError::retryable("marketplace answered 503"))
+                        }
+                        Outcome::Reject => {
+                            seen.lock().unwrap().push(record(false));
+                            Err(HandlerError::permanent(
+                                "price below the marketplace minimum",
+                            ))
+                        }
+                        Outcome::RetryAfter(delay) => {
+                            seen.lock().unwrap().push(record(false));
+                            Err(HandlerError::retry_after("rate limited", delay))
+                        }
+                        Outcome::Panic => {
+                            seen.lock().unwrap().push(record(false));
+                            panic!("handler bug");
+                        }
+                    }
+                }
+            })
+            .retry_policy(policy)
+            .build();
+        (Self { seen }, registry)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn delivered(&self) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.delivered).collect()
+    }
+}
+
+/// A policy whose delays are exact: 1 s, 2 s, 4 s, … (no jitter).
+fn exact(attempts: u32) -> RetryPolicy {
+    RetryPolicy::default()
+        .max_attempts(attempts)
+        .initial_delay(Duration::from_secs(1))
+        .jitter(false)
+}
+
+macro_rules! dispatch_suite {
+    ($suite:ident, $backend:expr, $conn:ty) => {
+        mod $suite {
+            use super::*;
+
+            use diesel::result::Error;
+            use diesel::{ExpressionMethods, QueryDsl};
+            use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+            use diesel_sync::SyncedConnection;
+
+            const BACKEND: Backend = $backend;
+
+            type Conn = SyncedConnection<$conn>;
+
+            /// A database with 2,000 products, 100 per store (stores 1–20).
+            async fn connect(test: &str, registry: &Registry) -> Conn {
+                let url = create_database(BACKEND, &format!("{}_{test}", stringify!($suite))).await;
+                let mut inner = <$conn>::establish(&url).await.expect("connect");
+                inner.batch_execute(BACKEND.schema()).await.expect("schema");
+                inner.seed_products(common::products(2_000, 100), BACKEND).await;
+                SyncedConnection::new(inner, registry.clone())
+            }
+
+            async fn set_prices(conn: &mut Conn, prices: &[(i64, i64)]) {
+                conn.transaction(async |conn| {
+                    for &(id, cents) in prices {
+                        diesel_sync::update(products::table.find(id))
+                            .set(products::price_cents.eq(cents))
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok::<_, Error>(())
+                })
+                .await
+                .expect("commit");
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn a_handler_that_fails_twice_is_delivered_once_on_the_third_attempt() {
+                let (handler, registry) = Scripted::registry(exact(4), |call, _| if call < 2 { Outcome::Fail } else { Outcome::Deliver });
+                let mut conn = connect("fails_twice", &registry).await;
+                set_prices(&mut conn, &[(1, 10), (2, 20)]).await;
+                registry.settled().await;
+                let seen = handler.seen();
+                assert_eq!(seen.iter().map(|s| s.attempt).collect::<Vec<_>>(), vec![1, 2, 3]);
+                assert_eq!(handler.delivered().len(), 1);
+                assert_eq!(handler.delivered()[0].rows, vec![(1, 10), (2, 20)]);
+                let metrics = registry.metrics();
+                assert_eq!((metrics.calls, metrics.retries, metrics.failures, metrics.delivered), (3, 2, 2, 1));
+                assert_eq!(seen[1].at - seen[0].at, Duration::from_secs(1), "first backoff delay");
+                assert_eq!(seen[2].at - seen[1].at, Duration::from_secs(2), "second backoff delay doubles");
+                assert!(registry.dead_letters().is_empty());
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn a_handler_that_always_fails_is_dead_lettered_with_its_batch_and_error() {
+                let (handler, registry) = Scripted::registry(exact(3), |_, _| Outcome::Fail);
+                let mut conn = connect("always_fails", &registry).await;
+                set_prices(&mut conn, &[(5, 50), (6, 60)]).await;
+                registry.settled().await;
+                assert_eq!(handler.seen().len(), 3);
+                let letters = registry.dead_letters().drain();
+                assert_eq!(letters.len(), 1);
+                let letter = &letters[0];
+                assert_eq!((letter.attempts(), letter.error(), letter.store()), (3, "marketplace answered 503", Some("1")));
+                let batch = letter.batch::<Product>().expect("the typed batch");
+                assert_eq!(batch.ids().collect::<BTreeSet<_>>(), BTreeSet::from([5, 6]));
+                assert_eq!(registry.metrics().dead_letters, 1);
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn a_permanent_error_is_dead_lettered_after_one_attempt() {
+                let (handler, registry) = Scripted::registry(exact(5), |_, _| Outcome::Reject);
+                let mut conn = connect("permanent", &registry).await;
+                set_prices(&mut conn, &[(7, 70)]).await;
+                registry.settled().await;
+                assert_eq!(handler.seen().len(), 1);
+                let letters = registry.dead_letters().drain();
+                assert_eq!((letters.len(), letters[0].attempts()), (1, 1));
+                assert_eq!(letters[0].error(), "price below the marketplace minimum");
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn retry_after_waits_as_long_as_the_handler_asked() {
+                let (handler, registry) = Scripted::registry(exact(3), |call, _| {
+                    if call == 0 { Outcome::RetryAfter(Duration::from_secs(30)) } else { Outcome::Deliver }
+                });
+                let mut conn = connect("retry_after", &registry).await;
+                set_prices(&mut conn, &[(8, 80)]).await;
+                registry.settled().await;
+                let seen = handler.seen();
+                assert_eq!(seen.len(), 2);
+                assert_eq!(seen[1].at - seen[0].at, Duration::from_secs(30));
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn a_panicking_handler_is_caught_and_retried() {
+                let (handler, registry) = Scripted::registry(exact(3), |call, _| if call == 0 { Outcome::Panic } else { Outcome::Deliver });
+                let mut conn = connect("panic", &registry).await;
+                set_prices(&mut conn, &[(9, 90)]).await;
+                registry.settled().await;
+                assert_eq!(handler.seen().len(), 2);
+                assert_eq!(handler.delivered()[0].rows, vec![(9, 90)]);
+                assert_eq!(registry.metrics().failures, 1);
+
+                // A handler that always panics ends in the dead letters, with the panic message.
+                let (_, registry) = Scripted::registry(exact(2), |_, _| Outcome::Panic);
+                let mut conn = connect("panic_always", &registry).await;
+                set_prices(&mut conn, &[(9, 91)]).await;
+                registry.settled().await;
+                let letters = registry.dead_letters().drain();
+                assert_eq!(letters[0].error(), "handler panicked: handler bug");
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn a_slow_handler_does_not_slow_commits_keeps_store_order_and_merges_waiting_batches() {
+                let gate = Arc::new(Semaphore::new(0));
+                let held = Arc::clone(&gate);
+                let (handler, registry) = Scripted::registry(exact(1), move |_, _| Outcome::Gated(Arc::clone(&held)));
+                let mut conn = connect("slow", &registry).await;
+                set_prices(&mut conn, &[(1, 1)]).await;
+                set_prices(&mut conn, &[(1, 2), (2, 2)]).await;
+                set_prices(&mut conn, &[(2, 3), (3, 3)]).await;
+                set_prices(&mut conn, &[(150, 4)]).await;
+                // Every commit returned while store 1's first call is still held at the gate.
+                assert_eq!(registry.metrics().delivered, 0);
+                assert_eq!(registry.metrics().pending, 3, "store 1: one in flight, one merged waiting; store 2: one");
+                gate.add_permits(Semaphore::MAX_PERMITS);
+                registry.settled().await;
+                let mut seen = handler.seen();
+                seen.sort_by_key(|s| (s.store, s.at));
+                let calls: Vec<(i64, Vec<(i64, i64)>)> = seen.into_iter().map(|s| (s.store, s.rows)).collect();
+                assert_eq!(
+                    calls,
+                    vec![
+                        (1, vec![(1, 1)]),
+                        // The second and third commits waited behind the first call, merged:
+                        // each id once, with its latest committed price.
+                        (1, vec![(1, 2), (2, 3), (3, 3)]),
+                        (2, vec![(150, 4)]),
+                    ]
+                );
+                assert_eq!(registry.metrics().batches, 4);
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn a_global_call_limit_caps_calls_in_flight() {
+                let in_flight = Arc::new(Mutex::new((0_usize, 0_usize)));
+                let gauge = Arc::clone(&in_flight);
+                let registry = Registry::builder()
+                    .handler(move |_: Batch<Product>| {
+                        let gauge = Arc::clone(&gauge);
+                        async move {
+                            {
+                                let mut g = gauge.lock().unwrap();
+                                g.0 += 1;
+                                g.1 = g.1.max(g.0);
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            gauge.lock().unwrap().0 -= 1;
+                            Ok::<(), HandlerError>(())
+                        }
+                    })
+                    .max_concurrent_calls(2)
+                    .build();
+                let mut conn = connect("call_limit", &registry).await;
+                let prices: Vec<(i64, i64)> = (0..10).map(|store| (store * 100 + 1, 1)).collect();
+                set_prices(&mut conn, &prices).await;
+                registry.settled().await;
+                assert_eq!(registry.metrics().delivered, 10);
+                assert_eq!(in_flight.lock().unwrap().1, 2);
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn shutdown_drains_pending_batches_and_dead_letters_what_misses_the_deadline() {
+                let (handler, registry) = Scripted::registry(exact(4), |call, _| if call == 0 { Outcome::Fail } else { Outcome::Deliver });
+                let mut conn = connect("shutdown", &registry).await;
+                set_prices(&mut conn, &[(11, 11), (111, 111)]).await;
+                let report = registry.shutdown(Duration::from_secs(60)).await;
+                assert_eq!((report.delivered, report.dead_lettered, report.abandoned), (2, 0, 0));
+                assert_eq!(handler.delivered().len(), 2);
+
+                let closed = Arc::new(Semaphore::new(0));
+                let (_, registry) = Scripted::registry(exact(1), move |_, _| Outcome::Gated(Arc::clone(&closed)));
+                let mut conn = connect("shutdown_deadline", &registry).await;
+                set_prices(&mut conn, &[(12, 12)]).await;
+                set_prices(&mut conn, &[(13, 13)]).await;
+                let report = registry.shutdown(Duration::from_secs(5)).await;
+                assert_eq!((report.delivered, report.dead_lettered, report.abandoned), (0, 2, 2));
+                let letters = registry.dead_letters().drain();
+                let ids: BTreeSet<String> = letters.iter().flat_map(|l| l.ids().to_vec()).collect();
+                assert_eq!(ids, BTreeSet::from(["12".to_owned(), "13".to_owned()]));
+                assert_eq!(registry.metrics().pending, 0);
+            }
+
+            /// 1,000 commits over 20 stores; a tenth of calls fail at random; every seventh
+            /// transaction rolls back. Every committed id is delivered or dead-lettered, and
+            /// nothing of a rolled-back transaction is.
+            #[tokio::test(start_paused = true)]
+            async fn a_thousand_commits_with_random_failures_lose_nothing() {
+                let random = Arc::new(Mutex::new(SplitMix(42)));
+                let coin = Arc::clone(&random);
+                let (handler, registry) = Scripted::registry(
+                    RetryPolicy::default().max_attempts(3).initial_delay(Duration::from_millis(100)),
+                    move |_, _| if coin.lock().unwrap().below(10) == 0 { Outcome::Fail } else { Outcome::Deliver },
+                );
+                let mut conn = connect("random_failures", &registry).await;
+                let mut committed = BTreeSet::new();
+                let mut rolled_back = BTreeSet::new();
+                for tx in 1..=1_000_u64 {
+                    let store = random.lock().unwrap().below(20) as i64;
+                    let count = 1 + random.lock().unwrap().below(3);
+                    // Rolled-back transactions write ids 51–100 of a store; committed ones 1–50.
+                    let rolls_back = tx % 7 == 0;
+                    let offset = if rolls_back { 51 } else { 1 };
+                    let ids: Vec<i64> = (0..count).map(|_| store * 100 + offset + random.lock().unwrap().below(50) as i64).collect();
+                    let result = conn
+                        .transaction(async |conn| {
+                            for &id in &ids {
+                                diesel_sync::update(products::table.find(id))
+                                    .set(products::price_cents.eq(tx as i64))
+                                    .execute(conn)
+                                    .await?;
+                            }
+                            if rolls_back { Err(Error::RollbackTransaction) } else { Ok(()) }
+                        })
+                        .await;
+                    assert_eq!(result.is_err(), rolls_back);
+                    if rolls_back { rolled_back.extend(ids) } else { committed.extend(ids) }
+                }
+                registry.settled().await;
+                let delivered: BTreeSet<i64> = handler.delivered().iter().flat_map(|s| s.rows.iter().map(|r| r.0)).collect();
+                let dead: BTreeSet<i64> = registry
+                    .dead_letters()
+                    .drain()
+                    .iter()
+                    .flat_map(|l| l.batch::<Product>().unwrap().ids().collect::<Vec<_>>())
+                    .collect();
+                let reached: BTreeSet<i64> = delivered.union(&dead).copied().collect();
+                assert_eq!(reached, committed, "every committed id delivered or dead-lettered");
+                assert!(reached.is_disjoint(&rolled_back), "nothing of a rolled-back transaction");
+                let metrics = registry.metrics();
+                assert!(metrics.failures > 0 && metrics.retries > 0, "faults were injected: {metrics:?}");
+                assert_eq!(metrics.pending, 0);
+            }
+        }
+    };
+}
+
+/// splitmix64: a small deterministic generator for the fault schedule.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+dispatch_suite!(
+    sqlite,
+    Backend::Sqlite,
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>
+);
+
+#[cfg(diesel_sync_postgres)]
+dispatch_suite!(postgres, Backend::Postgres, diesel_async::AsyncPgConnection);
