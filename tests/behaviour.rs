@@ -54,6 +54,7 @@ macro_rules! behaviour_suite {
             fn price(id: i64, price_cents: i64) -> diesel_sync::SyncedUpdate<
                 diesel::dsl::Find<products::table, i64>,
                 diesel::dsl::Eq<products::price_cents, i64>,
+                Product,
             > {
                 diesel_sync::update(products::table.find(id)).set(products::price_cents.eq(price_cents))
             }

@@ -330,18 +330,18 @@ macro_rules! dispatch_suite {
                 let mut conn = connect("random_failures", &registry).await;
                 let mut committed = BTreeSet::new();
                 let mut rolled_back = BTreeSet::new();
-                for tx in 1..=1_000_u64 {
-                    let store = random.lock().unwrap().below(20) as i64;
+                for tx in 1..=1_000_i64 {
+                    let store = random.lock().unwrap().below(20);
                     let count = 1 + random.lock().unwrap().below(3);
                     // Rolled-back transactions write ids 51–100 of a store; committed ones 1–50.
                     let rolls_back = tx % 7 == 0;
                     let offset = if rolls_back { 51 } else { 1 };
-                    let ids: Vec<i64> = (0..count).map(|_| store * 100 + offset + random.lock().unwrap().below(50) as i64).collect();
+                    let ids: Vec<i64> = (0..count).map(|_| store * 100 + offset + random.lock().unwrap().below(50)).collect();
                     let result = conn
                         .transaction(async |conn| {
                             for &id in &ids {
                                 diesel_sync::update(products::table.find(id))
-                                    .set(products::price_cents.eq(tx as i64))
+                                    .set(products::price_cents.eq(tx))
                                     .execute(conn)
                                     .await?;
                             }
@@ -382,8 +382,8 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    fn below(&mut self, n: i64) -> i64 {
+        i64::try_from(self.next() % n.unsigned_abs()).expect("below n")
     }
 }
 

@@ -102,9 +102,7 @@ fn expand(model: &Model<'_>) -> TokenStream {
             #sync_target
 
             #[automatically_derived]
-            impl #rt::SyncedTable for #table::table {
-                type Model = #ident;
-            }
+            impl #rt::SyncedTable<#ident> for #table::table {}
 
             #[automatically_derived]
             impl #rt::SyncedRows<#target_ty> for #ident {

@@ -11,9 +11,7 @@ use diesel::QueryResult;
 use diesel_async::AsyncConnectionCore;
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::synced::IdOf;
-#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
-use crate::synced::SyncedTable;
+use crate::synced::TargetId;
 use crate::write::SyncedWrite;
 
 /// A query returning one key per row, runnable on `C`. Keys are read through
@@ -50,7 +48,7 @@ pub trait SyncBackend: Backend {
 
 /// How a write on backend `Self` over connection `C` reports the target ids it touched.
 ///
-/// Returns the affected row count and the ids.
+/// Returns the affected row count and the target ids.
 #[diagnostic::on_unimplemented(
     message = "this synced write cannot run on backend `{Self}`",
     note = "check that the statement compiles as plain Diesel on this backend; on MySQL an insert needs rows of a `Synced` model and an update or delete needs a filtered table, not a model reference"
@@ -60,7 +58,7 @@ pub trait WriteIds<C, W: SyncedWrite>: Backend {
     fn write(
         conn: &mut C,
         write: W,
-    ) -> impl Future<Output = QueryResult<(usize, Vec<IdOf<W::Table>>)>> + Send;
+    ) -> impl Future<Output = QueryResult<(usize, Vec<TargetId<W::Model>>)>> + Send;
 }
 
 #[cfg(feature = "postgres")]
@@ -90,43 +88,45 @@ macro_rules! returning_backend {
             use diesel::AsChangeset;
             use diesel_async::AsyncConnectionCore;
 
-            use super::KeyQuery;
-            use crate::synced::KeyOf;
+            use super::{KeyQuery, TargetId};
+            use crate::synced::Synced;
             use crate::write::{SyncedDelete, SyncedUpdate};
 
-            impl<C, S, V> WriteIds<C, SyncedUpdate<S, V>> for $backend
+            impl<C, S, V, M> WriteIds<C, SyncedUpdate<S, V, M>> for $backend
             where
                 C: AsyncConnectionCore<Backend = $backend>,
-                S: IntoUpdateTarget<Table: SyncedTable> + Send,
+                M: Synced,
+                S: IntoUpdateTarget<Table = M::Table> + Send,
                 V: AsChangeset<Target = S::Table> + Send,
                 Update<S, V>: AsQuery,
-                Returning<Update<S, V>, KeyOf<S::Table>>: Query + KeyQuery<C, IdOf<S::Table>>,
+                Returning<Update<S, V>, M::KeyColumn>: Query + KeyQuery<C, TargetId<M>>,
             {
                 async fn write(
                     conn: &mut C,
-                    write: SyncedUpdate<S, V>,
-                ) -> QueryResult<(usize, Vec<IdOf<S::Table>>)> {
-                    let ids: Vec<IdOf<S::Table>> = diesel::update(write.source)
+                    write: SyncedUpdate<S, V, M>,
+                ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
+                    let ids: Vec<TargetId<M>> = diesel::update(write.source)
                         .set(write.changes)
-                        .returning(KeyOf::<S::Table>::default())
+                        .returning(<M::KeyColumn as Default>::default())
                         .load_keys(conn)
                         .await?;
                     Ok((ids.len(), ids))
                 }
             }
 
-            impl<C, S> WriteIds<C, SyncedDelete<S>> for $backend
+            impl<C, S, M> WriteIds<C, SyncedDelete<S, M>> for $backend
             where
                 C: AsyncConnectionCore<Backend = $backend>,
-                S: IntoUpdateTarget<Table: SyncedTable> + Send,
-                Returning<Delete<S>, KeyOf<S::Table>>: Query + KeyQuery<C, IdOf<S::Table>>,
+                M: Synced,
+                S: IntoUpdateTarget<Table = M::Table> + Send,
+                Returning<Delete<S>, M::KeyColumn>: Query + KeyQuery<C, TargetId<M>>,
             {
                 async fn write(
                     conn: &mut C,
-                    write: SyncedDelete<S>,
-                ) -> QueryResult<(usize, Vec<IdOf<S::Table>>)> {
-                    let ids: Vec<IdOf<S::Table>> = diesel::delete(write.source)
-                        .returning(KeyOf::<S::Table>::default())
+                    write: SyncedDelete<S, M>,
+                ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
+                    let ids: Vec<TargetId<M>> = diesel::delete(write.source)
+                        .returning(<M::KeyColumn as Default>::default())
                         .load_keys(conn)
                         .await?;
                     Ok((ids.len(), ids))
@@ -151,27 +151,28 @@ mod postgres {
     use diesel::{Insertable, QueryResult, Table};
     use diesel_async::AsyncConnectionCore;
 
-    use super::{IdOf, KeyQuery, SyncedTable, WriteIds};
-    use crate::synced::KeyOf;
+    use super::{KeyQuery, TargetId, WriteIds};
+    use crate::synced::Synced;
     use crate::write::{DecorateInsert, SyncedInsert};
 
-    impl<C, T, V, D, U, Op> WriteIds<C, SyncedInsert<T, V, D>> for Pg
+    impl<C, T, V, M, D, U, Op> WriteIds<C, SyncedInsert<T, V, M, D>> for Pg
     where
         C: AsyncConnectionCore<Backend = Pg>,
-        T: SyncedTable + Table + Send,
+        M: Synced<Table = T>,
+        T: Table + Send,
         V: Insertable<T> + Send,
         D: DecorateInsert<InsertStatement<T, V::Values>, Output = InsertStatement<T, U, Op>> + Send,
-        Returning<InsertStatement<T, U, Op>, KeyOf<T>>: Query + KeyQuery<C, IdOf<T>>,
+        Returning<InsertStatement<T, U, Op>, M::KeyColumn>: Query + KeyQuery<C, TargetId<M>>,
     {
         async fn write(
             conn: &mut C,
-            write: SyncedInsert<T, V, D>,
-        ) -> QueryResult<(usize, Vec<IdOf<T>>)> {
+            write: SyncedInsert<T, V, M, D>,
+        ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
             let insert = diesel::insert_into(write.table).values(write.values);
-            let ids: Vec<IdOf<T>> = write
+            let ids: Vec<TargetId<M>> = write
                 .decorate
                 .decorate(insert)
-                .returning(KeyOf::<T>::default())
+                .returning(<M::KeyColumn as Default>::default())
                 .load_keys(conn)
                 .await?;
             Ok((ids.len(), ids))
@@ -191,28 +192,29 @@ mod sqlite {
     use diesel::{Insertable, QueryResult, Table};
     use diesel_async::AsyncConnectionCore;
 
-    use super::{IdOf, KeyQuery, SyncedTable, WriteIds};
-    use crate::synced::KeyOf;
+    use super::{KeyQuery, TargetId, WriteIds};
+    use crate::synced::Synced;
     use crate::write::{DecorateInsert, InsertRows, Plain, SyncedInsert, Upsert};
 
-    impl<C, T, V> WriteIds<C, SyncedInsert<T, V, Plain>> for Sqlite
+    impl<C, T, V, M> WriteIds<C, SyncedInsert<T, V, M, Plain>> for Sqlite
     where
         C: AsyncConnectionCore<Backend = Sqlite>,
-        T: SyncedTable + Table + Copy + Send,
+        M: Synced<Table = T>,
+        T: Table + Copy + Send,
         V: InsertRows + Send,
         V::Row: Insertable<T> + Send,
-        Returning<InsertStatement<T, <V::Row as Insertable<T>>::Values>, KeyOf<T>>:
-            Query + KeyQuery<C, IdOf<T>>,
+        Returning<InsertStatement<T, <V::Row as Insertable<T>>::Values>, M::KeyColumn>:
+            Query + KeyQuery<C, TargetId<M>>,
     {
         async fn write(
             conn: &mut C,
-            write: SyncedInsert<T, V, Plain>,
-        ) -> QueryResult<(usize, Vec<IdOf<T>>)> {
+            write: SyncedInsert<T, V, M, Plain>,
+        ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
             let mut ids = Vec::new();
             for row in write.values.rows() {
-                let returned: Vec<IdOf<T>> = diesel::insert_into(write.table)
+                let returned: Vec<TargetId<M>> = diesel::insert_into(write.table)
                     .values(row)
-                    .returning(KeyOf::<T>::default())
+                    .returning(<M::KeyColumn as Default>::default())
                     .load_keys(conn)
                     .await?;
                 ids.extend(returned);
@@ -222,24 +224,25 @@ mod sqlite {
     }
 
     /// An upsert is one statement: SQLite accepts it for one row.
-    impl<C, T, V, F, U, Op> WriteIds<C, SyncedInsert<T, V, Upsert<F>>> for Sqlite
+    impl<C, T, V, M, F, U, Op> WriteIds<C, SyncedInsert<T, V, M, Upsert<F>>> for Sqlite
     where
         C: AsyncConnectionCore<Backend = Sqlite>,
-        T: SyncedTable + Table + Send,
+        M: Synced<Table = T>,
+        T: Table + Send,
         V: Insertable<T> + Send,
         Upsert<F>: DecorateInsert<InsertStatement<T, V::Values>, Output = InsertStatement<T, U, Op>>
             + Send,
-        Returning<InsertStatement<T, U, Op>, KeyOf<T>>: Query + KeyQuery<C, IdOf<T>>,
+        Returning<InsertStatement<T, U, Op>, M::KeyColumn>: Query + KeyQuery<C, TargetId<M>>,
     {
         async fn write(
             conn: &mut C,
-            write: SyncedInsert<T, V, Upsert<F>>,
-        ) -> QueryResult<(usize, Vec<IdOf<T>>)> {
+            write: SyncedInsert<T, V, M, Upsert<F>>,
+        ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
             let insert = diesel::insert_into(write.table).values(write.values);
-            let ids: Vec<IdOf<T>> = write
+            let ids: Vec<TargetId<M>> = write
                 .decorate
                 .decorate(insert)
-                .returning(KeyOf::<T>::default())
+                .returning(<M::KeyColumn as Default>::default())
                 .load_keys(conn)
                 .await?;
             Ok((ids.len(), ids))
@@ -267,8 +270,8 @@ mod mysql {
     use diesel::query_builder::QueryId;
     use diesel::QueryResult;
 
-    use super::{IdOf, KeyQuery, SyncedTable, WriteIds};
-    use crate::synced::{KeyOf, TargetOf};
+    use super::{KeyQuery, TargetId, WriteIds};
+    use crate::synced::Synced;
     use crate::write::{DecorateInsert, SyncedDelete, SyncedInsert, SyncedRows, SyncedUpdate};
 
     /// `<query> FOR UPDATE`: Diesel's own locking clause type is not nameable in bounds.
@@ -287,37 +290,41 @@ mod mysql {
         }
     }
 
-    type AffectedKeys<S> = ForUpdate<
-        <Select<S, KeyOf<<S as diesel::associations::HasTable>::Table>> as AsQuery>::Query,
-    >;
+    type AffectedKeys<S, M> = ForUpdate<<Select<S, <M as Synced>::KeyColumn> as AsQuery>::Query>;
 
     /// Selects the keys of the rows `source` matches, locking them until the transaction ends.
-    async fn affected_keys<C, S>(conn: &mut C, source: S) -> QueryResult<Vec<IdOf<S::Table>>>
+    async fn affected_keys<C, S, M>(conn: &mut C, source: S) -> QueryResult<Vec<TargetId<M>>>
     where
         C: AsyncConnectionCore<Backend = Mysql>,
-        S: IntoUpdateTarget<Table: SyncedTable> + SelectDsl<KeyOf<S::Table>>,
-        Select<S, KeyOf<S::Table>>: AsQuery,
-        AffectedKeys<S>: KeyQuery<C, IdOf<S::Table>>,
+        M: Synced,
+        S: IntoUpdateTarget<Table = M::Table> + SelectDsl<M::KeyColumn>,
+        Select<S, M::KeyColumn>: AsQuery,
+        AffectedKeys<S, M>: KeyQuery<C, TargetId<M>>,
     {
-        ForUpdate(source.select(KeyOf::<S::Table>::default()).as_query())
-            .load_keys(conn)
-            .await
+        ForUpdate(
+            source
+                .select(<M::KeyColumn as Default>::default())
+                .as_query(),
+        )
+        .load_keys(conn)
+        .await
     }
 
-    impl<C, S, V> WriteIds<C, SyncedUpdate<S, V>> for Mysql
+    impl<C, S, V, M> WriteIds<C, SyncedUpdate<S, V, M>> for Mysql
     where
         C: AsyncConnectionCore<Backend = Mysql>,
-        S: IntoUpdateTarget<Table: SyncedTable> + SelectDsl<KeyOf<S::Table>> + Clone + Send,
-        Select<S, KeyOf<S::Table>>: AsQuery,
-        AffectedKeys<S>: KeyQuery<C, IdOf<S::Table>>,
+        M: Synced,
+        S: IntoUpdateTarget<Table = M::Table> + SelectDsl<M::KeyColumn> + Clone + Send,
+        Select<S, M::KeyColumn>: AsQuery,
+        AffectedKeys<S, M>: KeyQuery<C, TargetId<M>>,
         V: AsChangeset<Target = S::Table> + Send,
         Update<S, V>: AsQuery + ExecuteDsl<C>,
     {
         async fn write(
             conn: &mut C,
-            write: SyncedUpdate<S, V>,
-        ) -> QueryResult<(usize, Vec<IdOf<S::Table>>)> {
-            let ids = affected_keys(conn, write.source.clone()).await?;
+            write: SyncedUpdate<S, V, M>,
+        ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
+            let ids = affected_keys::<C, S, M>(conn, write.source.clone()).await?;
             let affected = diesel::update(write.source)
                 .set(write.changes)
                 .execute(conn)
@@ -326,36 +333,38 @@ mod mysql {
         }
     }
 
-    impl<C, S> WriteIds<C, SyncedDelete<S>> for Mysql
+    impl<C, S, M> WriteIds<C, SyncedDelete<S, M>> for Mysql
     where
         C: AsyncConnectionCore<Backend = Mysql>,
-        S: IntoUpdateTarget<Table: SyncedTable> + SelectDsl<KeyOf<S::Table>> + Clone + Send,
-        Select<S, KeyOf<S::Table>>: AsQuery,
-        AffectedKeys<S>: KeyQuery<C, IdOf<S::Table>>,
+        M: Synced,
+        S: IntoUpdateTarget<Table = M::Table> + SelectDsl<M::KeyColumn> + Clone + Send,
+        Select<S, M::KeyColumn>: AsQuery,
+        AffectedKeys<S, M>: KeyQuery<C, TargetId<M>>,
         Delete<S>: ExecuteDsl<C>,
     {
         async fn write(
             conn: &mut C,
-            write: SyncedDelete<S>,
-        ) -> QueryResult<(usize, Vec<IdOf<S::Table>>)> {
-            let ids = affected_keys(conn, write.source.clone()).await?;
+            write: SyncedDelete<S, M>,
+        ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
+            let ids = affected_keys::<C, S, M>(conn, write.source.clone()).await?;
             let affected = diesel::delete(write.source).execute(conn).await?;
             Ok((affected, ids))
         }
     }
 
-    impl<C, T, V, D, Out> WriteIds<C, SyncedInsert<T, V, D>> for Mysql
+    impl<C, T, V, M, D, Out> WriteIds<C, SyncedInsert<T, V, M, D>> for Mysql
     where
         C: AsyncConnectionCore<Backend = Mysql>,
-        T: SyncedTable + Table + Send,
-        V: Insertable<T> + SyncedRows<TargetOf<T>> + Send,
+        M: Synced<Table = T>,
+        T: Table + Send,
+        V: Insertable<T> + SyncedRows<M::Target> + Send,
         D: DecorateInsert<InsertStatement<T, V::Values>, Output = Out> + Send,
         Out: ExecuteDsl<C>,
     {
         async fn write(
             conn: &mut C,
-            write: SyncedInsert<T, V, D>,
-        ) -> QueryResult<(usize, Vec<IdOf<T>>)> {
+            write: SyncedInsert<T, V, M, D>,
+        ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
             let ids = write.values.sync_keys();
             let insert = diesel::insert_into(write.table).values(write.values);
             let affected = write.decorate.decorate(insert).execute(conn).await?;

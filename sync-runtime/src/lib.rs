@@ -50,7 +50,31 @@ pub use write::{
 /// Items the derive's generated code names. Not public API: no stability guarantees.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::synced::{SyncTarget, Synced, SyncedTable, TargetId};
+    pub use crate::synced::{
+        IdOfType, SyncId, SyncStoreKey, SyncTarget, Synced, SyncedTable, TargetId,
+    };
     pub use crate::write::SyncedRows;
     pub use diesel;
+
+    /// A copy of a field's value. Spelled as a function so that a field of a `Copy` type does
+    /// not trip `clippy::clone_on_copy` in the user's crate.
+    #[inline]
+    pub fn field<T: Clone>(value: &T) -> T {
+        value.clone()
+    }
+
+    /// What the derive implements the traits with when it reported an error and does not know
+    /// the table or the key: the impls exist, so code that uses the model reports nothing more.
+    pub mod fallback {
+        diesel::table! {
+            /// Stands in for the table of a model whose derive failed; never queried.
+            fallback (id) {
+                id -> Integer,
+            }
+        }
+
+        /// Stands in for the id type of a model whose derive failed.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub struct Id;
+    }
 }

@@ -13,7 +13,9 @@ use diesel_async::AsyncConnectionCore;
 use crate::backend::WriteIds;
 use crate::connection::AsSynced;
 use crate::resolve::Resolve;
-use crate::synced::{Synced, SyncedTable, TargetId, TargetOf};
+use std::marker::PhantomData;
+
+use crate::synced::{Synced, SyncedTable, TargetId};
 
 /// Creates a synced `UPDATE`, like [`diesel::update`]: every row it changes is registered.
 ///
@@ -21,62 +23,92 @@ use crate::synced::{Synced, SyncedTable, TargetId, TargetOf};
 /// # use diesel_sync_runtime as diesel_sync;
 /// # diesel::table! { products { id -> BigInt, store_id -> BigInt, price_cents -> BigInt } }
 /// # use diesel::prelude::*;
+/// # #[derive(Debug, Queryable, Selectable, diesel_sync_derive::Synced)]
+/// # #[diesel(table_name = products)]
+/// # #[synced(crate = "diesel_sync_runtime", store = store_id)]
+/// # struct Product { id: i64, store_id: i64, price_cents: i64 }
 /// let raise = diesel_sync::update(products::table.filter(products::store_id.eq(7)))
 ///     .set(products::price_cents.eq(products::price_cents * 2));
 /// ```
-pub fn update<S: IntoUpdateTarget>(source: S) -> UpdateBuilder<S> {
-    UpdateBuilder { source }
+pub fn update<S, M>(source: S) -> UpdateBuilder<S, M>
+where
+    S: IntoUpdateTarget<Table: SyncedTable<M>>,
+    M: Synced<Table = S::Table>,
+{
+    UpdateBuilder {
+        source,
+        model: PhantomData,
+    }
 }
 
 /// Creates a synced `DELETE`, like [`diesel::delete`]: every row it deletes is registered
 /// (the rows of a deleted target are gone at resolve time, so only reference models'
 /// targets are sent).
-pub fn delete<S: IntoUpdateTarget>(source: S) -> SyncedDelete<S> {
-    SyncedDelete { source }
+pub fn delete<S, M>(source: S) -> SyncedDelete<S, M>
+where
+    S: IntoUpdateTarget<Table: SyncedTable<M>>,
+    M: Synced<Table = S::Table>,
+{
+    SyncedDelete {
+        source,
+        model: PhantomData,
+    }
 }
 
 /// Creates a synced `INSERT`, like [`diesel::insert_into`]: every row it inserts (or, as an
 /// upsert, updates) is registered.
-pub fn insert_into<T: SyncedTable>(table: T) -> InsertBuilder<T> {
-    InsertBuilder { table }
+pub fn insert_into<T, M>(table: T) -> InsertBuilder<T, M>
+where
+    T: SyncedTable<M>,
+    M: Synced<Table = T>,
+{
+    InsertBuilder {
+        table,
+        model: PhantomData,
+    }
 }
 
 /// An `UPDATE` waiting for its changes; see [`update`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use = "call `.set(…)` and `.execute(conn)`"]
-pub struct UpdateBuilder<S> {
+pub struct UpdateBuilder<S, M> {
     source: S,
+    model: PhantomData<fn() -> M>,
 }
 
 /// A synced `UPDATE`; run it with [`SyncedUpdate::execute`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use = "a synced write does nothing until `.execute(conn)` is awaited"]
-pub struct SyncedUpdate<S, V> {
+pub struct SyncedUpdate<S, V, M> {
     pub(crate) source: S,
     pub(crate) changes: V,
+    model: PhantomData<fn() -> M>,
 }
 
 /// A synced `DELETE`; run it with [`SyncedDelete::execute`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use = "a synced write does nothing until `.execute(conn)` is awaited"]
-pub struct SyncedDelete<S> {
+pub struct SyncedDelete<S, M> {
     pub(crate) source: S,
+    model: PhantomData<fn() -> M>,
 }
 
 /// An `INSERT` waiting for its values; see [`insert_into`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use = "call `.values(…)` and `.execute(conn)`"]
-pub struct InsertBuilder<T> {
+pub struct InsertBuilder<T, M> {
     table: T,
+    model: PhantomData<fn() -> M>,
 }
 
 /// A synced `INSERT`; run it with [`SyncedInsert::execute`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use = "a synced write does nothing until `.execute(conn)` is awaited"]
-pub struct SyncedInsert<T, V, D = Plain> {
+pub struct SyncedInsert<T, V, M, D = Plain> {
     pub(crate) table: T,
     pub(crate) values: V,
     pub(crate) decorate: D,
+    model: PhantomData<fn() -> M>,
 }
 
 /// A plain insert: the statement is run as `values` built it.
@@ -112,22 +144,22 @@ where
     }
 }
 
-/// A synced write and the target model its ids belong to.
+/// A synced write and the model of the table it writes.
 pub trait SyncedWrite {
-    /// The table written.
-    type Table: SyncedTable;
+    /// The synced model of the table written.
+    type Model: Synced;
 }
 
-impl<S: IntoUpdateTarget<Table: SyncedTable>, V> SyncedWrite for SyncedUpdate<S, V> {
-    type Table = S::Table;
+impl<S, V, M: Synced> SyncedWrite for SyncedUpdate<S, V, M> {
+    type Model = M;
 }
 
-impl<S: IntoUpdateTarget<Table: SyncedTable>> SyncedWrite for SyncedDelete<S> {
-    type Table = S::Table;
+impl<S, M: Synced> SyncedWrite for SyncedDelete<S, M> {
+    type Model = M;
 }
 
-impl<T: SyncedTable, V, D> SyncedWrite for SyncedInsert<T, V, D> {
-    type Table = T;
+impl<T, V, M: Synced, D> SyncedWrite for SyncedInsert<T, V, M, D> {
+    type Model = M;
 }
 
 /// Rows whose keys are known before they are written: what an insert on a backend without
@@ -207,28 +239,30 @@ impl<M: Send> InsertRows for Vec<M> {
     }
 }
 
-impl<S> UpdateBuilder<S> {
+impl<S, M> UpdateBuilder<S, M> {
     /// The changes, as for [`diesel::query_builder::UpdateStatement::set`].
-    pub fn set<V>(self, changes: V) -> SyncedUpdate<S, V> {
+    pub fn set<V>(self, changes: V) -> SyncedUpdate<S, V, M> {
         SyncedUpdate {
             source: self.source,
             changes,
+            model: PhantomData,
         }
     }
 }
 
-impl<T> InsertBuilder<T> {
+impl<T, M> InsertBuilder<T, M> {
     /// The rows to insert: one `Insertable`, a slice, a `Vec`, or column assignments.
-    pub fn values<V>(self, values: V) -> SyncedInsert<T, V> {
+    pub fn values<V>(self, values: V) -> SyncedInsert<T, V, M> {
         SyncedInsert {
             table: self.table,
             values,
             decorate: Plain,
+            model: PhantomData,
         }
     }
 }
 
-impl<T, V> SyncedInsert<T, V> {
+impl<T, V, M> SyncedInsert<T, V, M> {
     /// Finishes the statement with Diesel's upsert builder; rows inserted and rows updated are
     /// both registered.
     ///
@@ -239,7 +273,7 @@ impl<T, V> SyncedInsert<T, V> {
     ///     .execute(conn)
     ///     .await?;
     /// ```
-    pub fn upsert<F, Out>(self, finish: F) -> SyncedInsert<T, V, Upsert<F>>
+    pub fn upsert<F, Out>(self, finish: F) -> SyncedInsert<T, V, M, Upsert<F>>
     where
         T: Table,
         V: Insertable<T>,
@@ -249,6 +283,7 @@ impl<T, V> SyncedInsert<T, V> {
             table: self.table,
             values: self.values,
             decorate: Upsert(finish),
+            model: PhantomData,
         }
     }
 }
@@ -262,18 +297,18 @@ macro_rules! execute_synced {
             /// collector. Returns the number of rows affected.
             pub async fn execute<Conn>(self, conn: &mut Conn) -> QueryResult<usize>
             where
-                Self: SyncedWrite,
+                M: Synced,
                 Conn: AsSynced,
                 BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
-                TargetOf<<Self as SyncedWrite>::Table>: Resolve<Conn::Inner>,
+                <M as Synced>::Target: Resolve<Conn::Inner>,
             {
                 let conn = conn.as_synced();
                 let (affected, ids) = <BackendOf<Conn>>::write(conn.inner_mut(), self).await?;
-                conn.register::<TargetOf<<Self as SyncedWrite>::Table>>(ids).await;
+                conn.register::<<M as Synced>::Target>(ids).await;
                 Ok(affected)
             }
         }
     )*};
 }
 
-execute_synced!(SyncedUpdate<S, V>, SyncedDelete<S>, SyncedInsert<T, V, D>);
+execute_synced!(SyncedUpdate<S, V, M>, SyncedDelete<S, M>, SyncedInsert<T, V, M, D>);

@@ -1,0 +1,85 @@
+//! The sync handler: sends a store's batch to the marketplace and maps its answers to
+//! retry, do-not-retry and retry-after.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_sync::{Batch, Handler, HandlerError};
+use reqwest::StatusCode;
+
+use crate::marketplace::Price;
+use crate::shop::Product;
+
+/// Pushes prices to the marketplace, for stores whose "sync prices" toggle is on.
+#[derive(Clone)]
+pub(crate) struct MarketplaceClient {
+    http: reqwest::Client,
+    base: String,
+    /// Stores with sync switched on, read at startup (the shop's settings cache).
+    enabled: Arc<HashSet<i64>>,
+}
+
+impl MarketplaceClient {
+    pub(crate) fn new(base: String, enabled: HashSet<i64>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
+        Self {
+            http,
+            base,
+            enabled: Arc::new(enabled),
+        }
+    }
+}
+
+impl Handler<Product> for MarketplaceClient {
+    async fn handle(&self, batch: Batch<Product>) -> Result<(), HandlerError> {
+        let store = *batch.store();
+        if !self.enabled.contains(&store) {
+            tracing::debug!(
+                store,
+                rows = batch.len(),
+                "sync is off for this store; batch skipped"
+            );
+            return Ok(());
+        }
+        let prices: Vec<Price> = batch
+            .rows()
+            .iter()
+            .map(|p| Price {
+                id: p.id,
+                price_cents: p.price_cents,
+            })
+            .collect();
+        let response = self
+            .http
+            .post(format!("{}/stores/{store}/prices", self.base))
+            .json(&prices)
+            .send()
+            .await?;
+        let status = response.status();
+        match status {
+            s if s.is_success() => Ok(()),
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .map_or(Duration::from_secs(1), Duration::from_secs);
+                Err(HandlerError::retry_after(
+                    format!("store {store}: rate limited"),
+                    wait,
+                ))
+            }
+            s if s.is_client_error() => Err(HandlerError::permanent(format!(
+                "store {store}: marketplace rejected the batch ({s})"
+            ))),
+            s => Err(HandlerError::retryable(format!(
+                "store {store}: marketplace answered {s}"
+            ))),
+        }
+    }
+}

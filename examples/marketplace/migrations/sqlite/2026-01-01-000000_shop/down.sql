@@ -1,0 +1,1 @@
+DROP TABLE price_records; DROP TABLE products; DROP TABLE stores;
