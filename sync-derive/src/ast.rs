@@ -1,220 +1,131 @@
-//! The derive's model of the annotated struct: which table, which key, which store; each part
-//! keeps the user's tokens so errors point at them.
+//! The derive's view of the annotated item: its fields and attributes, read from syn. Each part
+//! keeps the user's tokens so that errors point at them.
 
-use proc_macro2::Span;
-use syn::{Data, DeriveInput, Field, Fields, Ident, Path, Type};
+use syn::ext::IdentExt as _;
+use syn::{Data, DeriveInput, Fields, Ident, Type};
 
-use crate::attr::{DieselAttrs, SyncedAttrs};
+use crate::attr::{self, DieselAttrs, SyncedAttrs};
 use crate::ctxt::Ctxt;
 
-/// A struct deriving `Synced`, read and checked.
-pub(crate) struct Model<'a> {
+/// The item `#[derive(Synced)]` is on.
+pub(crate) struct Container<'a> {
+    pub(crate) input: &'a DeriveInput,
+    /// The named fields; `None` when the item is not a struct with named fields, which has
+    /// been reported.
+    pub(crate) fields: Option<Vec<Field<'a>>>,
+    pub(crate) synced: SyncedAttrs,
+    pub(crate) diesel: DieselAttrs,
+}
+
+/// A named field and the column Diesel maps it to.
+pub(crate) struct Field<'a> {
     pub(crate) ident: &'a Ident,
-    /// The path the generated code names the runtime by.
-    pub(crate) krate: Path,
-    /// The module `table!` generated (`products`, or `schema::products`).
-    pub(crate) table: Path,
-    pub(crate) role: Role<'a>,
-}
-
-/// What the model is to the sync: sent itself, or pointing at what is sent.
-pub(crate) enum Role<'a> {
-    /// Rows of this model are sent to handlers.
-    Target {
-        id: Column<'a>,
-        store: Option<Column<'a>>,
-    },
-    /// A change to this model syncs the `target` row whose id is in `key`.
-    Reference { target: Path, key: Column<'a> },
-}
-
-/// A field and the column it maps to.
-#[allow(clippy::struct_field_names)] // `column` is the column's name, as Diesel calls it
-pub(crate) struct Column<'a> {
-    pub(crate) field: &'a Ident,
-    pub(crate) column: Ident,
     pub(crate) ty: &'a Type,
+    /// `#[diesel(column_name = …)]`, else the field's name.
+    pub(crate) column: Ident,
 }
 
-impl<'a> Model<'a> {
-    pub(crate) fn from_input(cx: &mut Ctxt, input: &'a DeriveInput) -> Option<Self> {
-        let fields = struct_fields(cx, input);
-        if input.generics.lt_token.is_some() {
-            cx.error_spanned_by(
-                &input.generics,
-                "`Synced` cannot be derived for a generic struct: a Diesel table has one row type",
-            );
-        }
-        let diesel = DieselAttrs::from_attrs(cx, &input.attrs);
+impl<'a> Container<'a> {
+    pub(crate) fn from_input(cx: &mut Ctxt, input: &'a DeriveInput) -> Self {
         let synced = SyncedAttrs::from_attrs(cx, &input.attrs);
-        let fields = fields?;
-        let find = |cx: &mut Ctxt, name: &Ident, what: &str| {
-            let found = fields.iter().find(|f| f.ident.as_ref() == Some(name));
-            if found.is_none() {
-                cx.error_spanned_by(
-                    name,
-                    format!(
-                        "`{}` has no field `{name}` to use as the {what}",
-                        input.ident
-                    ),
-                );
-            }
-            found.map(Column::new)
-        };
-
-        let role = match (synced.target, synced.key) {
-            (Some(target), Some(key)) => {
-                if let Some(store) = &synced.store {
-                    cx.error_spanned_by(store, "`store` cannot be set on a reference model: batches are grouped by the store of its target; set `store` on the target model");
-                }
-                find(cx, &key, "key").map(|key| Role::Reference { target, key })
-            }
-            (Some(target), None) => {
-                cx.error_spanned_by(&target, "`target` needs a `key`: the field that holds the target's id, like `#[synced(target = Product, key = product_id)]`");
-                None
-            }
-            (None, Some(key)) => {
-                cx.error_spanned_by(&key, "`key` needs a `target`: the model whose id the key holds, like `#[synced(target = Product, key = product_id)]`");
-                None
-            }
-            (None, None) => {
-                let store = synced
-                    .store
-                    .as_ref()
-                    .and_then(|store| find(cx, store, "store key"));
-                primary_key(cx, input, &diesel, fields).map(|id| Role::Target { id, store })
-            }
-        };
-
-        let table = diesel
-            .table_name
-            .unwrap_or_else(|| inferred_table(&input.ident));
-        let krate = synced
-            .krate
-            .unwrap_or_else(|| syn::parse_quote!(::diesel_sync));
-        role.map(|role| Model {
-            ident: &input.ident,
-            krate,
-            table,
-            role,
-        })
-    }
-}
-
-impl<'a> Column<'a> {
-    fn new(field: &'a Field) -> Self {
-        let ident = field.ident.as_ref().expect("named fields only");
-        Column {
-            field: ident,
-            column: column_name(field).unwrap_or_else(|| ident.clone()),
-            ty: &field.ty,
+        let mut diesel = DieselAttrs::from_attrs(&input.attrs);
+        let fields = fields(cx, input, &mut diesel);
+        Container {
+            input,
+            fields,
+            synced,
+            diesel,
         }
     }
+
+    pub(crate) fn ident(&self) -> &'a Ident {
+        &self.input.ident
+    }
 }
 
-fn struct_fields<'a>(
+impl Field<'_> {
+    /// The field's name as written, without `r#`.
+    pub(crate) fn name(&self) -> String {
+        self.ident.unraw().to_string()
+    }
+
+    /// The column's name, without `r#`.
+    pub(crate) fn column_name(&self) -> String {
+        self.column.unraw().to_string()
+    }
+}
+
+fn fields<'a>(
     cx: &mut Ctxt,
     input: &'a DeriveInput,
-) -> Option<&'a syn::punctuated::Punctuated<Field, syn::Token![,]>> {
+    diesel: &mut DieselAttrs,
+) -> Option<Vec<Field<'a>>> {
+    let ident = &input.ident;
+    let help = "help: `Synced` goes on the struct Diesel maps a table's rows to, \
+                like `#[derive(Queryable, Selectable, Synced)] struct Product { id: i64, … }`";
     match &input.data {
-        Data::Struct(data) => {
-            match &data.fields {
-                Fields::Named(named) => Some(&named.named),
-                Fields::Unnamed(unnamed) => {
-                    cx.error_spanned_by(unnamed, "`Synced` needs named fields: the key and store are named after their columns");
-                    None
-                }
-                Fields::Unit => {
-                    cx.error_spanned_by(
-                        &input.ident,
-                        "`Synced` needs a struct with fields: a unit struct has no key to sync",
-                    );
-                    None
-                }
+        Data::Struct(data) => match &data.fields {
+            Fields::Named(named) => Some(
+                named
+                    .named
+                    .iter()
+                    .map(|field| {
+                        attr::misplaced_synced(cx, &field.attrs, "a field");
+                        let ident = field.ident.as_ref().expect("a named field has a name");
+                        let column = attr::column_name(&field.attrs).unwrap_or_else(|error| {
+                            diesel.malformed.get_or_insert(error);
+                            None
+                        });
+                        Field {
+                            ident,
+                            ty: &field.ty,
+                            column: column.unwrap_or_else(|| ident.clone()),
+                        }
+                    })
+                    .collect(),
+            ),
+            Fields::Unnamed(unnamed) => {
+                cx.error_spanned_by(
+                    unnamed,
+                    format!(
+                        "`Synced` cannot be derived for a tuple struct: `{ident}` has no field names \
+                         for `#[synced]` to name\n\
+                         help: give the fields names, like `struct {ident} {{ id: i64, … }}`"
+                    ),
+                );
+                None
             }
-        }
+            Fields::Unit => {
+                cx.error_spanned_by(
+                    ident,
+                    format!(
+                        "`Synced` cannot be derived for a unit struct: `{ident}` has no primary key \
+                         field to sync\n{help}"
+                    ),
+                );
+                None
+            }
+        },
         Data::Enum(data) => {
-            cx.error_spanned_by(data.enum_token, "`Synced` can only be derived for a struct, the Diesel model of a table; not for an enum");
+            for variant in &data.variants {
+                attr::misplaced_synced(cx, &variant.attrs, "a variant");
+            }
+            cx.error_spanned_by(
+                data.enum_token,
+                format!(
+                    "`Synced` cannot be derived for an enum: it syncs the rows of a table\n{help}"
+                ),
+            );
             None
         }
         Data::Union(data) => {
-            cx.error_spanned_by(data.union_token, "`Synced` can only be derived for a struct, the Diesel model of a table; not for a union");
+            cx.error_spanned_by(
+                data.union_token,
+                format!(
+                    "`Synced` cannot be derived for a union: it syncs the rows of a table\n{help}"
+                ),
+            );
             None
         }
     }
-}
-
-/// The primary key field: `#[diesel(primary_key(…))]`, else `id`, as Diesel's `Identifiable`.
-fn primary_key<'a>(
-    cx: &mut Ctxt,
-    input: &'a DeriveInput,
-    diesel: &DieselAttrs,
-    fields: &'a syn::punctuated::Punctuated<Field, syn::Token![,]>,
-) -> Option<Column<'a>> {
-    let by_column = |name: &Ident| fields.iter().map(Column::new).find(|c| c.column == *name);
-    match diesel.primary_key.as_deref() {
-        Some([column]) => {
-            let found = by_column(column);
-            if found.is_none() {
-                cx.error_spanned_by(
-                    column,
-                    format!(
-                        "`{}` has no field for the primary key column `{column}`",
-                        input.ident
-                    ),
-                );
-            }
-            found
-        }
-        Some(columns) => {
-            let first = columns.first().map(|c| c as &dyn quote::ToTokens);
-            let message = "a synced target needs a single-column primary key: composite keys cannot be collected and resolved as one id";
-            match first {
-                Some(first) => cx.error_spanned_by(first, message),
-                None => cx.error_spanned_by(&input.ident, message),
-            }
-            None
-        }
-        None => {
-            let found = by_column(&Ident::new("id", Span::call_site()));
-            if found.is_none() {
-                cx.error_spanned_by(&input.ident, format!("`{}` has no `id` field; name its primary key with `#[diesel(primary_key(your_key))]`", input.ident));
-            }
-            found
-        }
-    }
-}
-
-/// `#[diesel(column_name = …)]` on a field.
-fn column_name(field: &Field) -> Option<Ident> {
-    let mut name = None;
-    for attr in field.attrs.iter().filter(|a| a.path().is_ident("diesel")) {
-        let _ = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("column_name") {
-                name = Some(meta.value()?.parse::<Ident>()?);
-            } else if meta.input.peek(syn::Token![=]) {
-                meta.value()?.parse::<syn::Expr>()?;
-            }
-            Ok(())
-        });
-    }
-    name
-}
-
-/// Diesel's default: `ProductVariant` → `product_variants`.
-fn inferred_table(ident: &Ident) -> Path {
-    let mut snake = String::new();
-    for (i, ch) in ident.to_string().chars().enumerate() {
-        if ch.is_uppercase() {
-            if i > 0 {
-                snake.push('_');
-            }
-            snake.extend(ch.to_lowercase());
-        } else {
-            snake.push(ch);
-        }
-    }
-    snake.push('s');
-    let table = Ident::new(&snake, ident.span());
-    syn::parse_quote!(#table)
 }

@@ -23,6 +23,10 @@ impl Ctxt {
         }
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.errors.is_none()
+    }
+
     /// The combined errors as `compile_error!` invocations, if any.
     pub(crate) fn check(self) -> Result<(), TokenStream> {
         match self.errors {

@@ -1,115 +1,454 @@
-//! Writes the impls: `Synced` for every model, `SyncTarget` for targets, and `SyncedTable` for
-//! the table, all in one `const _` block that names the runtime through its hidden module.
+//! Writes the impls: `Synced` for every model, `SyncTarget` for targets, `SyncedTable` for the
+//! table and `SyncedRows` for inserts of one row, in one `const _` block that names the runtime
+//! only through its hidden `__private` module.
+//!
+//! When the derive reported an error, it still writes the impls, next to the `compile_error!`,
+//! with stand-ins (see [`crate::fallback`]) for the parts it could not tell. Code that uses the
+//! model elsewhere (`Batch<Product>`, `handler::<Product>`) then compiles, so the user sees the
+//! derive's error and nothing that follows from it.
 
-use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
-use syn::spanned::Spanned;
-use syn::DeriveInput;
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{quote, ToTokens};
+use syn::spanned::Spanned as _;
+use syn::{DeriveInput, Path};
 
-use crate::ast::{Model, Role};
+use crate::ast::Container;
+use crate::check::{self, MappedField, Model, Role};
 use crate::ctxt::Ctxt;
+use crate::fallback;
 
+/// The derive: the impls, or the errors and the fallback impls.
 pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
     let mut cx = Ctxt::default();
-    let model = Model::from_input(&mut cx, input);
-    match (cx.check(), model) {
-        (Ok(()), Some(model)) => expand(&model),
-        (Err(errors), _) => errors,
-        (Ok(()), None) => unreachable!("a model that failed to parse recorded an error"),
+    let mut container = Container::from_input(&mut cx, input);
+    let model = check::model(&mut cx, &container);
+    if !model.is_complete() && cx.is_empty() {
+        // Only a `#[diesel]` attribute this derive could not read explains the gap. Diesel's
+        // derives report it as well, but the output must never compile with stand-in impls.
+        cx.push(container.diesel.malformed.take().unwrap_or_else(|| {
+            syn::Error::new(Span::call_site(), "`Synced` could not read this model")
+        }));
+    }
+    let impls = expand(&model);
+    match cx.check() {
+        Ok(()) => impls,
+        Err(errors) => quote!(#errors #impls),
     }
 }
 
+/// Who receives this model's changes.
+enum Target<'a> {
+    /// The model itself. `standin` when it is not a real target (an enum, a reference model
+    /// whose target is unknown, a generic struct) and only stands in for one after an error.
+    Own {
+        id: Option<&'a MappedField>,
+        store: Option<&'a MappedField>,
+        standin: bool,
+    },
+    /// A reference model's target, and the field holding its id.
+    Other {
+        path: &'a Path,
+        key: &'a MappedField,
+    },
+}
+
+impl<'a> Target<'a> {
+    fn of(model: &'a Model<'_>) -> Self {
+        match &model.role {
+            Role::Target { id, store } if model.generics.params.is_empty() => Target::Own {
+                id: id.as_ref(),
+                store: store.as_ref(),
+                standin: false,
+            },
+            Role::Reference {
+                target: Some(path),
+                key: Some(key),
+            } if model.generics.params.is_empty() => Target::Other { path, key },
+            _ => Target::Own {
+                id: None,
+                store: None,
+                standin: true,
+            },
+        }
+    }
+
+    fn is_standin(&self) -> bool {
+        matches!(self, Target::Own { standin: true, .. })
+    }
+
+    /// The field whose column `KeyColumn` is.
+    fn key(&self) -> Option<&'a MappedField> {
+        match self {
+            Target::Own { id, .. } => *id,
+            Target::Other { key, .. } => Some(key),
+        }
+    }
+}
+
+/// What every impl needs: the names, the table with its key column when both are known, and
+/// the where clause that keeps the impls compiling whatever the user's types are.
+struct Cx<'a> {
+    rt: TokenStream,
+    model: &'a Model<'a>,
+    target: Target<'a>,
+    /// `impl<…>`, `Model<…>` and `where …` with the guards, for every impl header.
+    header: (TokenStream, TokenStream, TokenStream),
+    table_and_key: Option<(&'a Path, &'a MappedField)>,
+}
+
 fn expand(model: &Model<'_>) -> TokenStream {
-    let ident = model.ident;
-    let krate = &model.krate;
-    let table = &model.table;
     let rt = quote!(__diesel_sync);
-
-    let (target, key) = match &model.role {
-        Role::Target { id, .. } => (quote!(Self), id),
-        Role::Reference { target, key } => (quote!(#target), key),
-    };
-    let key_field = key.field;
-    let key_column = &key.column;
-    // Spanned at the user's field, so a key whose type differs from the target's id is
-    // reported there.
-    let sync_key = quote_spanned! {key.ty.span()=>
-        fn sync_key(&self) -> #rt::TargetId<Self> {
-            ::core::clone::Clone::clone(&self.#key_field)
+    let target = Target::of(model);
+    let ident = model.ident;
+    let (impl_generics, ty_generics, where_clause) = model.generics.split_for_impl();
+    let guards = guards(&rt, &target, &quote!(#ident #ty_generics));
+    let mut predicates: Vec<TokenStream> = where_clause
+        .map(|w| w.predicates.iter().map(ToTokens::to_token_stream).collect())
+        .unwrap_or_default();
+    for guard in guards {
+        // A model whose id and store have one type needs the bound once.
+        if !predicates
+            .iter()
+            .any(|p| p.to_string() == guard.to_string())
+        {
+            predicates.push(guard);
         }
+    }
+    let where_clause = (!predicates.is_empty()).then(|| quote!(where #(#predicates,)*));
+    let table_and_key = model
+        .table
+        .as_ref()
+        .zip(target.key())
+        .filter(|_| !target.is_standin());
+    let cx = Cx {
+        header: (
+            quote!(#impl_generics),
+            quote!(#ident #ty_generics),
+            quote!(#where_clause),
+        ),
+        rt,
+        model,
+        table_and_key,
+        target,
     };
-    let target_ty = match &model.role {
-        Role::Target { .. } => quote!(Self),
-        Role::Reference { target, .. } => quote_spanned!(target.span()=> #target),
-    };
 
-    let sync_target = match &model.role {
-        Role::Reference { .. } => quote!(),
-        Role::Target { id, store } => {
-            let id_ty = id.ty;
-            let id_column = &id.column;
-            let (store_ty, store_key) = match store {
-                Some(store) => {
-                    let ty = store.ty;
-                    let field = store.field;
-                    (
-                        quote_spanned!(ty.span()=> #ty),
-                        quote!(::core::clone::Clone::clone(&self.#field)),
-                    )
-                }
-                None => (quote!(()), quote!(())),
-            };
-            let id_ty_spanned = quote_spanned!(id_ty.span()=> #id_ty);
-            quote! {
-                #[automatically_derived]
-                impl #rt::SyncTarget for #ident {
-                    type Id = #id_ty_spanned;
-                    type StoreKey = #store_ty;
-                    type ByIds = #rt::diesel::dsl::Filter<
-                        #table::table,
-                        #rt::diesel::dsl::EqAny<#table::#id_column, ::std::vec::Vec<#id_ty>>,
-                    >;
-
-                    fn store_key(&self) -> Self::StoreKey {
-                        #store_key
-                    }
-
-                    fn by_ids(ids: ::std::vec::Vec<Self::Id>) -> Self::ByIds {
-                        use #rt::diesel::{ExpressionMethods as _, QueryDsl as _};
-                        #table::table.filter(#table::#id_column.eq_any(ids))
-                    }
-                }
-            }
-        }
-    };
-    let _ = target;
-
+    let krate = &model.krate;
+    let rt = &cx.rt;
+    let synced = synced_impl(&cx);
+    let sync_target = sync_target_impl(&cx);
+    let synced_table = synced_table_impl(&cx);
+    let synced_rows = synced_rows_impl(&cx);
+    let assertions = assertions(&cx);
     quote! {
         #[doc(hidden)]
-        #[allow(non_upper_case_globals, unused_qualifications, clippy::all, clippy::pedantic)]
         const _: () = {
             use #krate::__private as #rt;
 
-            #[automatically_derived]
-            impl #rt::Synced for #ident {
-                type Table = #table::table;
-                type Target = #target_ty;
-                type KeyColumn = #table::#key_column;
-
-                #sync_key
-            }
+            #synced
 
             #sync_target
 
-            #[automatically_derived]
-            impl #rt::SyncedTable<#ident> for #table::table {}
+            #synced_table
 
-            #[automatically_derived]
-            impl #rt::SyncedRows<#target_ty> for #ident {
-                fn sync_keys(&self) -> ::std::vec::Vec<#rt::TargetId<Self>> {
-                    ::std::vec![#rt::Synced::sync_key(self)]
-                }
-            }
+            #synced_rows
+
+            #assertions
         };
+    }
+}
+
+/// The requirements on the user's types, as bounds on the impls. Under `for<'a>` they are not
+/// checked where the impls are written (a bound such as `f64: Hash`, which no impl could meet,
+/// would be an error there): an impl whose bound fails does not apply, and [`assertions`]
+/// reports why, at the user's tokens.
+fn guards(rt: &TokenStream, target: &Target<'_>, ty: &TokenStream) -> Vec<TokenStream> {
+    let hrtb = quote!(for<'__diesel_sync>);
+    match target {
+        Target::Own { standin: true, .. } => vec![fallback::guard(ty)],
+        Target::Own { id, store, .. } => id
+            .iter()
+            .chain(store)
+            .map(|field| {
+                let ty = &field.ty;
+                quote!(#hrtb #ty: #rt::KeyBounds)
+            })
+            .collect(),
+        Target::Other { path, key } => {
+            let key_ty = &key.ty;
+            vec![quote!(#hrtb #path: #rt::SyncTarget<Id = #key_ty>)]
+        }
+    }
+}
+
+/// Calls that fail to compile, at the user's tokens and with a message that says what to
+/// change, when a guard of the impls does not hold.
+fn assertions(cx: &Cx<'_>) -> TokenStream {
+    let rt = &cx.rt;
+    match &cx.target {
+        Target::Own { standin: true, .. } => quote!(),
+        Target::Own { id, store, .. } => {
+            let id = id.map(|id| {
+                let ty = &id.ty;
+                respan(quote!(#rt::assert_id::<#ty>();), ty.span())
+            });
+            let store = store.map(|store| {
+                let ty = &store.ty;
+                respan(quote!(#rt::assert_store_key::<#ty>();), ty.span())
+            });
+            quote!(#id #store)
+        }
+        Target::Other { path, key } => {
+            // At the `target = …` path, where "not a target" is reported; the key's type keeps
+            // its own span, where a type that is not the target's id is reported.
+            let span = path.span();
+            let path = respan(path.to_token_stream(), span);
+            let key_ty = &key.ty;
+            let call = respan(quote!(#rt::assert_target::<#path, ), span);
+            let end = respan(quote!(>();), span);
+            quote!(#call #key_ty #end)
+        }
+    }
+}
+
+fn synced_impl(cx: &Cx<'_>) -> TokenStream {
+    let Cx {
+        rt,
+        header: (generics, ty, bounds),
+        ..
+    } = cx;
+    let (table, key_column) = match cx.table_and_key {
+        Some((table, key)) => {
+            let column = &key.column;
+            (quote!(#table::table), quote!(#table::#column))
+        }
+        None => fallback::table_and_key(rt),
+    };
+    let (target, sync_key) = match &cx.target {
+        Target::Own { id: Some(id), .. } => {
+            let field = &id.field;
+            (quote!(Self), quote!(#rt::field(&self.#field)))
+        }
+        Target::Own { id: None, .. } => (quote!(Self), fallback::id(rt)),
+        Target::Other { path, key } => {
+            let field = &key.field;
+            (quote!(#path), quote!(#rt::field(&self.#field)))
+        }
+    };
+    quote! {
+        #[automatically_derived]
+        impl #generics #rt::Synced for #ty #bounds {
+            type Table = #table;
+            type Target = #target;
+            type KeyColumn = #key_column;
+
+            fn sync_key(&self) -> #rt::TargetId<Self> {
+                #sync_key
+            }
+        }
+    }
+}
+
+fn sync_target_impl(cx: &Cx<'_>) -> TokenStream {
+    let Cx {
+        rt,
+        header: (generics, ty, bounds),
+        ..
+    } = cx;
+    let Target::Own { id, store, .. } = &cx.target else {
+        return quote!();
+    };
+    let (id_ty, by_ids_ty, by_ids) = match (id, &cx.model.table) {
+        (Some(id), Some(table)) => {
+            let (id_ty, column) = (&id.ty, &id.column);
+            (
+                quote!(#id_ty),
+                quote! {
+                    #rt::diesel::dsl::Filter<
+                        #table::table,
+                        #rt::diesel::dsl::EqAny<#table::#column, ::std::vec::Vec<#id_ty>>,
+                    >
+                },
+                quote! {
+                    use #rt::diesel::{ExpressionMethods as _, QueryDsl as _};
+                    #table::table.filter(#table::#column.eq_any(ids))
+                },
+            )
+        }
+        (Some(id), None) => {
+            let (by_ids_ty, by_ids) = fallback::by_ids();
+            let id_ty = &id.ty;
+            (quote!(#id_ty), by_ids_ty, by_ids)
+        }
+        (None, _) => {
+            let (by_ids_ty, by_ids) = fallback::by_ids();
+            (fallback::id_ty(rt), by_ids_ty, by_ids)
+        }
+    };
+    let (store_ty, store_key) = match store {
+        Some(store) => {
+            let (field, ty) = (&store.field, &store.ty);
+            (quote!(#ty), quote!(#rt::field(&self.#field)))
+        }
+        None => (quote!(()), quote!()),
+    };
+    quote! {
+        #[automatically_derived]
+        impl #generics #rt::SyncTarget for #ty #bounds {
+            type Id = #id_ty;
+            type StoreKey = #store_ty;
+            type ByIds = #by_ids_ty;
+
+            fn store_key(&self) -> Self::StoreKey {
+                #store_key
+            }
+
+            fn by_ids(ids: ::std::vec::Vec<Self::Id>) -> Self::ByIds {
+                #by_ids
+            }
+        }
+    }
+}
+
+/// The table's link to its model, through which statement-level writes infer the model. Only
+/// written when the table and key are known: a stand-in has no table.
+fn synced_table_impl(cx: &Cx<'_>) -> TokenStream {
+    let Some((table, _)) = cx.table_and_key else {
+        return quote!();
+    };
+    let Cx {
+        rt,
+        header: (generics, ty, bounds),
+        ..
+    } = cx;
+    quote! {
+        #[automatically_derived]
+        impl #generics #rt::SyncedTable<#ty> for #table::table #bounds {}
+    }
+}
+
+/// One owned row as insert values, for backends that read the keys from the rows.
+fn synced_rows_impl(cx: &Cx<'_>) -> TokenStream {
+    let Cx {
+        rt,
+        header: (generics, ty, bounds),
+        ..
+    } = cx;
+    let target = match &cx.target {
+        Target::Own { .. } => quote!(Self),
+        Target::Other { path, .. } => quote!(#path),
+    };
+    quote! {
+        #[automatically_derived]
+        impl #generics #rt::SyncedRows<#target> for #ty #bounds {
+            fn sync_keys(&self) -> ::std::vec::Vec<#rt::TargetId<Self>> {
+                ::std::vec![#rt::Synced::sync_key(self)]
+            }
+        }
+    }
+}
+
+/// `tokens`, every one of them spanned at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut respanned =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                token = TokenTree::Group(respanned);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
+}
+
+/// What the derive writes for representative models, pretty-printed and compared with the files
+/// in `snapshots/`. After a deliberate change, `UPDATE_EXPECT=1 cargo test -p
+/// diesel-sync-derive` rewrites them; review the diff.
+#[cfg(test)]
+mod tests {
+    use expect_test::{expect_file, ExpectFile};
+    use syn::DeriveInput;
+
+    /// The model, as a comment, then what the derive writes for it.
+    fn check(input: &DeriveInput, snapshot: &ExpectFile) {
+        let model: syn::File = syn::parse_quote!(#input);
+        let model: String = prettyplease::unparse(&model)
+            .lines()
+            .map(|line| format!("// {line}\n").replace("// \n", "//\n"))
+            .collect();
+        let expansion: syn::File = syn::parse2(super::derive(input)).expect("the expansion parses");
+        snapshot.assert_eq(&format!(
+            "// What `#[derive(Synced)]` writes for this model (see `src/expand.rs`, `mod tests`):\n\
+             //\n{model}\n{}",
+            prettyplease::unparse(&expansion)
+        ));
+    }
+
+    #[test]
+    fn target_with_store() {
+        check(
+            &syn::parse_quote! {
+                #[derive(Debug, Clone, Queryable, Selectable, Insertable, Synced)]
+                #[diesel(table_name = products)]
+                #[synced(store = store_id)]
+                pub struct Product {
+                    pub id: i64,
+                    pub store_id: i64,
+                    pub name: String,
+                }
+            },
+            &expect_file!["../snapshots/target_with_store.rs"],
+        );
+    }
+
+    #[test]
+    fn reference_model() {
+        check(
+            &syn::parse_quote! {
+                #[derive(Debug, Clone, Insertable, Synced)]
+                #[diesel(table_name = price_records)]
+                #[synced(target = Product, key = object_id)]
+                pub struct PriceRecord {
+                    pub object_id: i64,
+                    pub amount_cents: i64,
+                }
+            },
+            &expect_file!["../snapshots/reference_model.rs"],
+        );
+    }
+
+    #[test]
+    fn renamed_crate_and_columns() {
+        check(
+            &syn::parse_quote! {
+                #[derive(Debug, Clone, Queryable, Selectable, my_sync::Synced)]
+                #[diesel(table_name = schema::products, primary_key(sku))]
+                #[synced(crate = "my_sync", store = shop)]
+                pub struct Product {
+                    pub sku: String,
+                    #[diesel(column_name = store_id)]
+                    pub shop: i64,
+                }
+            },
+            &expect_file!["../snapshots/renamed_crate_and_columns.rs"],
+        );
+    }
+
+    #[test]
+    fn failed_derive_writes_stand_ins() {
+        check(
+            &syn::parse_quote! {
+                #[derive(Debug, Synced)]
+                #[synced(stor = store_id)]
+                pub enum Product {
+                    Book { id: i64 },
+                }
+            },
+            &expect_file!["../snapshots/failed_derive.rs"],
+        );
     }
 }

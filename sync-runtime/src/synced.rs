@@ -38,9 +38,9 @@ pub trait Synced: Sized + Send + 'static {
 /// A model that derives `Synced` without `#[synced(target = …, key = …)]` is a target.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a synced target model",
-    label = "handlers receive rows of a target model",
-    note = "a target derives `Synced` without `#[synced(target = …)]`: `#[derive(Synced)] struct Product {{ id: i64, … }}`",
-    note = "a reference model (one with `#[synced(target = …, key = …)]`) is never sent itself; name its target instead"
+    label = "not a target model",
+    note = "if handlers should receive rows of `{Self}`, add `#[derive(Synced)]` to it, without `#[synced(target = …)]`",
+    note = "if `{Self}` is a reference model (it has `#[synced(target = …, key = …)]`), it is never sent itself: name the model it references instead"
 )]
 pub trait SyncTarget: Synced<Target = Self> + Debug + Sync {
     /// The primary key type.
@@ -74,58 +74,62 @@ pub trait SyncedTable<M: Synced<Table = Self>>: Table {}
 /// The id type of the target a model syncs.
 pub type TargetId<M> = <<M as Synced>::Target as SyncTarget>::Id;
 
-// What follows is for the code `#[derive(Synced)]` writes, reached through `__private`: checks
-// that turn a type error in the user's model into a message that says what to change.
+// What follows is for the code `#[derive(Synced)]` writes, reached through `__private`. The
+// derive states each requirement on the user's types twice: as a bound on its impls, under
+// `for<'a>` so that the impls themselves always compile, and as a call to one of the `assert_*`
+// functions, spanned at the user's tokens, whose trait says what is wrong and how to fix it.
+// The user sees one error, at their field or path, and none from the impls.
 
-/// Checks that a field's type can be a target's id; `<T as SyncId>::Id` is `T`.
+/// The bounds on [`SyncTarget::Id`] and [`SyncTarget::StoreKey`], as one trait to put on an impl.
+#[doc(hidden)]
+pub trait KeyBounds: Clone + Eq + Hash + Debug + Send + Sync + 'static {}
+
+impl<T: Clone + Eq + Hash + Debug + Send + Sync + 'static> KeyBounds for T {}
+
+/// Asserts that a field's type can be a target's id.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the id of a synced model",
     label = "ids are deduplicated in a hash set, so this type must be `Clone + Eq + Hash + Debug + Send + Sync + 'static`",
-    note = "use an integer, a `String` or a `Uuid` primary key, or a newtype that derives `Clone, PartialEq, Eq, Hash, Debug`"
+    note = "use an integer, `String` or `Uuid` primary key, or wrap this one in a type that implements `Clone`, `Eq`, `Hash` and `Debug`"
 )]
-pub trait SyncId {
-    /// The id type itself.
-    type Id: Clone + Eq + Hash + Debug + Send + Sync + 'static;
-}
+pub trait SyncId {}
 
 #[diagnostic::do_not_recommend]
-impl<T: Clone + Eq + Hash + Debug + Send + Sync + 'static> SyncId for T {
-    type Id = T;
-}
+impl<T: KeyBounds> SyncId for T {}
 
-/// Checks that a field's type can be a store key; `<T as SyncStoreKey>::Key` is `T`.
+/// Asserts that a field's type can be a store key.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the store key of a synced model",
     label = "batches are grouped by store in a hash map, so this type must be `Clone + Eq + Hash + Debug + Send + Sync + 'static`",
-    note = "group by a column of an integer, `String` or `Uuid` type, or by a newtype that derives `Clone, PartialEq, Eq, Hash, Debug`"
+    note = "group by an integer, `String` or `Uuid` column, or wrap this one in a type that implements `Clone`, `Eq`, `Hash` and `Debug`"
 )]
-pub trait SyncStoreKey {
-    /// The store key type itself.
-    type Key: Clone + Eq + Hash + Debug + Send + Sync + 'static;
-}
+pub trait SyncStoreKey {}
 
 #[diagnostic::do_not_recommend]
-impl<T: Clone + Eq + Hash + Debug + Send + Sync + 'static> SyncStoreKey for T {
-    type Key = T;
-}
+impl<T: KeyBounds> SyncStoreKey for T {}
 
-/// Checks that a reference model's key field holds its target's id: implemented for a target
-/// `T` and `K = T::Id` only.
+/// Asserts that a reference model's key field has its target's id type: `K: KeyOfType<Id>`
+/// holds for `K = Id` only.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
-    message = "the key field has type `{K}`, which is not the id type of `{Self}`",
-    label = "this field holds the id of a `{Self}`, so it must have the type of `{Self}`'s primary key",
-    note = "give the key field the type of the primary key field of `{Self}`"
+    message = "the key field has type `{Self}`, but the id of the target has type `{Id}`",
+    label = "this field holds the id of a target row, so it must be `{Id}`",
+    note = "give the key field the type of the target's primary key field, `{Id}`"
 )]
-pub trait IdOfType<K>: SyncTarget {
-    /// The key, as the target's id.
-    fn id_from_key(key: K) -> Self::Id;
-}
+pub trait KeyOfType<Id> {}
 
-impl<T: SyncTarget> IdOfType<T::Id> for T {
-    fn id_from_key(key: T::Id) -> T::Id {
-        key
-    }
-}
+impl<T> KeyOfType<T> for T {}
+
+/// Fails to compile, with [`SyncId`]'s message, unless `T` can be an id.
+#[doc(hidden)]
+pub const fn assert_id<T: SyncId>() {}
+
+/// Fails to compile, with [`SyncStoreKey`]'s message, unless `T` can be a store key.
+#[doc(hidden)]
+pub const fn assert_store_key<T: SyncStoreKey>() {}
+
+/// Fails to compile unless `T` is a target model whose id type is `K`.
+#[doc(hidden)]
+pub const fn assert_target<T: SyncTarget, K: KeyOfType<T::Id>>() {}

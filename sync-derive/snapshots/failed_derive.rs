@@ -1,0 +1,55 @@
+// What `#[derive(Synced)]` writes for this model (see `src/expand.rs`, `mod tests`):
+//
+// #[derive(Debug, Synced)]
+// #[synced(stor = store_id)]
+// pub enum Product {
+//     Book { id: i64 },
+// }
+
+::core::compile_error! {
+    "unknown `synced` option `stor`\nhelp: the options are `store`, `target`, `key` and `crate`; did you mean `store`?"
+}
+::core::compile_error! {
+    "`Synced` cannot be derived for an enum: it syncs the rows of a table\nhelp: `Synced` goes on the struct Diesel maps a table's rows to, like `#[derive(Queryable, Selectable, Synced)] struct Product { id: i64, … }`"
+}
+#[doc(hidden)]
+const _: () = {
+    use ::diesel_sync::__private as __diesel_sync;
+    #[automatically_derived]
+    impl __diesel_sync::Synced for Product
+    where
+        for<'__diesel_sync> Product: ::core::marker::Send + ::core::marker::Sync
+            + ::core::fmt::Debug + 'static,
+    {
+        type Table = __diesel_sync::fallback::table;
+        type Target = Self;
+        type KeyColumn = __diesel_sync::fallback::id;
+        fn sync_key(&self) -> __diesel_sync::TargetId<Self> {
+            __diesel_sync::fallback::Id
+        }
+    }
+    #[automatically_derived]
+    impl __diesel_sync::SyncTarget for Product
+    where
+        for<'__diesel_sync> Product: ::core::marker::Send + ::core::marker::Sync
+            + ::core::fmt::Debug + 'static,
+    {
+        type Id = __diesel_sync::fallback::Id;
+        type StoreKey = ();
+        type ByIds = ();
+        fn store_key(&self) -> Self::StoreKey {}
+        fn by_ids(ids: ::std::vec::Vec<Self::Id>) -> Self::ByIds {
+            ::core::mem::drop(ids)
+        }
+    }
+    #[automatically_derived]
+    impl __diesel_sync::SyncedRows<Self> for Product
+    where
+        for<'__diesel_sync> Product: ::core::marker::Send + ::core::marker::Sync
+            + ::core::fmt::Debug + 'static,
+    {
+        fn sync_keys(&self) -> ::std::vec::Vec<__diesel_sync::TargetId<Self>> {
+            ::std::vec![__diesel_sync::Synced::sync_key(self)]
+        }
+    }
+};

@@ -1,0 +1,62 @@
+// What `#[derive(Synced)]` writes for this model (see `src/expand.rs`, `mod tests`):
+//
+// #[derive(Debug, Clone, Queryable, Selectable, Insertable, Synced)]
+// #[diesel(table_name = products)]
+// #[synced(store = store_id)]
+// pub struct Product {
+//     pub id: i64,
+//     pub store_id: i64,
+//     pub name: String,
+// }
+
+#[doc(hidden)]
+const _: () = {
+    use ::diesel_sync::__private as __diesel_sync;
+    #[automatically_derived]
+    impl __diesel_sync::Synced for Product
+    where
+        for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
+    {
+        type Table = products::table;
+        type Target = Self;
+        type KeyColumn = products::id;
+        fn sync_key(&self) -> __diesel_sync::TargetId<Self> {
+            __diesel_sync::field(&self.id)
+        }
+    }
+    #[automatically_derived]
+    impl __diesel_sync::SyncTarget for Product
+    where
+        for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
+    {
+        type Id = i64;
+        type StoreKey = i64;
+        type ByIds = __diesel_sync::diesel::dsl::Filter<
+            products::table,
+            __diesel_sync::diesel::dsl::EqAny<products::id, ::std::vec::Vec<i64>>,
+        >;
+        fn store_key(&self) -> Self::StoreKey {
+            __diesel_sync::field(&self.store_id)
+        }
+        fn by_ids(ids: ::std::vec::Vec<Self::Id>) -> Self::ByIds {
+            use __diesel_sync::diesel::{ExpressionMethods as _, QueryDsl as _};
+            products::table.filter(products::id.eq_any(ids))
+        }
+    }
+    #[automatically_derived]
+    impl __diesel_sync::SyncedTable<Product> for products::table
+    where
+        for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
+    {}
+    #[automatically_derived]
+    impl __diesel_sync::SyncedRows<Self> for Product
+    where
+        for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
+    {
+        fn sync_keys(&self) -> ::std::vec::Vec<__diesel_sync::TargetId<Self>> {
+            ::std::vec![__diesel_sync::Synced::sync_key(self)]
+        }
+    }
+    __diesel_sync::assert_id::<i64>();
+    __diesel_sync::assert_store_key::<i64>();
+};

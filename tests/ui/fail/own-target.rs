@@ -1,0 +1,21 @@
+// A model naming itself as its target.
+use diesel::prelude::*;
+use diesel_sync::Synced;
+
+diesel::table! {
+    price_records (id) {
+        id -> BigInt,
+        object_id -> BigInt,
+        amount_cents -> BigInt,
+    }
+}
+
+#[derive(Debug, Clone, Insertable, Synced)]
+#[diesel(table_name = price_records)]
+#[synced(target = Self, key = object_id)]
+pub struct PriceRecord {
+    pub object_id: i64,
+    pub amount_cents: i64,
+}
+
+fn main() {}

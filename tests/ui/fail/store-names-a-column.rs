@@ -1,0 +1,31 @@
+// `store` names the column of a renamed field instead of the field.
+use diesel::prelude::*;
+use diesel_sync::{Batch, HandlerError, Registry, Synced};
+
+diesel::table! {
+    products (id) {
+        id -> BigInt,
+        store_id -> BigInt,
+        name -> Text,
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Synced)]
+#[diesel(table_name = products)]
+#[synced(store = store_id)]
+pub struct Product {
+    pub id: i64,
+    #[diesel(column_name = store_id)]
+    pub shop: i64,
+    pub name: String,
+}
+
+fn main() {
+    // Code that uses `Product` reports nothing more.
+    let _registry = Registry::builder()
+        .handler(|batch: Batch<Product>| async move {
+            let _rows: &[Product] = batch.rows();
+            Ok::<(), HandlerError>(())
+        })
+        .build();
+}
