@@ -18,8 +18,8 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::Synced for Product
     where
-        for<'__diesel_sync> Product: ::core::marker::Send + ::core::marker::Sync
-            + ::core::fmt::Debug + 'static,
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
     {
         type Table = __diesel_sync::fallback::table;
         type Target = Self;
@@ -31,8 +31,8 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::SyncTarget for Product
     where
-        for<'__diesel_sync> Product: ::core::marker::Send + ::core::marker::Sync
-            + ::core::fmt::Debug + 'static,
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
     {
         type Id = __diesel_sync::fallback::Id;
         type StoreKey = ();
@@ -45,8 +45,8 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::SyncedRows<Self> for Product
     where
-        for<'__diesel_sync> Product: ::core::marker::Send + ::core::marker::Sync
-            + ::core::fmt::Debug + 'static,
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
     {
         fn sync_keys(&self) -> ::std::vec::Vec<__diesel_sync::TargetId<Self>> {
             ::std::vec![__diesel_sync::Synced::sync_key(self)]

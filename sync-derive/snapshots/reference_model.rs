@@ -14,6 +14,7 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::Synced for PriceRecord
     where
+        for<'__diesel_sync> PriceRecord: ::core::marker::Send + 'static,
         for<'__diesel_sync> Product: __diesel_sync::SyncTarget<Id = i64>,
     {
         type Table = price_records::table;
@@ -26,16 +27,19 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::SyncedTable<PriceRecord> for price_records::table
     where
+        for<'__diesel_sync> PriceRecord: ::core::marker::Send + 'static,
         for<'__diesel_sync> Product: __diesel_sync::SyncTarget<Id = i64>,
     {}
     #[automatically_derived]
     impl __diesel_sync::SyncedRows<Product> for PriceRecord
     where
+        for<'__diesel_sync> PriceRecord: ::core::marker::Send + 'static,
         for<'__diesel_sync> Product: __diesel_sync::SyncTarget<Id = i64>,
     {
         fn sync_keys(&self) -> ::std::vec::Vec<__diesel_sync::TargetId<Self>> {
             ::std::vec![__diesel_sync::Synced::sync_key(self)]
         }
     }
+    __diesel_sync::assert_model::<PriceRecord>();
     __diesel_sync::assert_target::<Product, i64>();
 };

@@ -15,6 +15,8 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::Synced for Product
     where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
         for<'__diesel_sync> String: __diesel_sync::KeyBounds,
         for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
     {
@@ -28,6 +30,8 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::SyncTarget for Product
     where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
         for<'__diesel_sync> String: __diesel_sync::KeyBounds,
         for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
     {
@@ -51,12 +55,16 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::SyncedTable<Product> for schema::products::table
     where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
         for<'__diesel_sync> String: __diesel_sync::KeyBounds,
         for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
     {}
     #[automatically_derived]
     impl __diesel_sync::SyncedRows<Self> for Product
     where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
         for<'__diesel_sync> String: __diesel_sync::KeyBounds,
         for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
     {
@@ -64,6 +72,7 @@ const _: () = {
             ::std::vec![__diesel_sync::Synced::sync_key(self)]
         }
     }
+    __diesel_sync::assert_target_model::<Product>();
     __diesel_sync::assert_id::<String>();
     __diesel_sync::assert_store_key::<i64>();
 };

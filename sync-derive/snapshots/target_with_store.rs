@@ -15,6 +15,8 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::Synced for Product
     where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
         for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
     {
         type Table = products::table;
@@ -27,6 +29,8 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::SyncTarget for Product
     where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
         for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
     {
         type Id = i64;
@@ -46,17 +50,22 @@ const _: () = {
     #[automatically_derived]
     impl __diesel_sync::SyncedTable<Product> for products::table
     where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
         for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
     {}
     #[automatically_derived]
     impl __diesel_sync::SyncedRows<Self> for Product
     where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
         for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
     {
         fn sync_keys(&self) -> ::std::vec::Vec<__diesel_sync::TargetId<Self>> {
             ::std::vec![__diesel_sync::Synced::sync_key(self)]
         }
     }
+    __diesel_sync::assert_target_model::<Product>();
     __diesel_sync::assert_id::<i64>();
     __diesel_sync::assert_store_key::<i64>();
 };

@@ -159,34 +159,44 @@ fn expand(model: &Model<'_>) -> TokenStream {
 
 /// The requirements on the user's types, as bounds on the impls. Under `for<'a>` they are not
 /// checked where the impls are written (a bound such as `f64: Hash`, which no impl could meet,
-/// would be an error there): an impl whose bound fails does not apply, and [`assertions`]
-/// reports why, at the user's tokens.
+/// would be an error there, and another in each impl): an impl whose bound fails does not
+/// apply, and [`assertions`] reports why, once, at the user's tokens.
 fn guards(rt: &TokenStream, target: &Target<'_>, ty: &TokenStream) -> Vec<TokenStream> {
     let hrtb = quote!(for<'__diesel_sync>);
     match target {
-        Target::Own { standin: true, .. } => vec![fallback::guard(ty)],
-        Target::Own { id, store, .. } => id
-            .iter()
-            .chain(store)
-            .map(|field| {
+        Target::Own { id, store, .. } => {
+            let own = quote! {
+                #hrtb #ty: ::core::fmt::Debug
+                    + ::core::marker::Send
+                    + ::core::marker::Sync
+                    + 'static
+            };
+            let keys = id.iter().chain(store).map(|field| {
                 let ty = &field.ty;
                 quote!(#hrtb #ty: #rt::KeyBounds)
-            })
-            .collect(),
+            });
+            std::iter::once(own).chain(keys).collect()
+        }
         Target::Other { path, key } => {
             let key_ty = &key.ty;
-            vec![quote!(#hrtb #path: #rt::SyncTarget<Id = #key_ty>)]
+            vec![
+                quote!(#hrtb #ty: ::core::marker::Send + 'static),
+                quote!(#hrtb #path: #rt::SyncTarget<Id = #key_ty>),
+            ]
         }
     }
 }
 
 /// Calls that fail to compile, at the user's tokens and with a message that says what to
-/// change, when a guard of the impls does not hold.
+/// change, when a guard of the impls does not hold. A stand-in asserts nothing: the derive
+/// reported what is wrong with it.
 fn assertions(cx: &Cx<'_>) -> TokenStream {
     let rt = &cx.rt;
+    let ident = cx.model.ident;
     match &cx.target {
         Target::Own { standin: true, .. } => quote!(),
         Target::Own { id, store, .. } => {
+            let own = respan(quote!(#rt::assert_target_model::<#ident>();), ident.span());
             let id = id.map(|id| {
                 let ty = &id.ty;
                 respan(quote!(#rt::assert_id::<#ty>();), ty.span())
@@ -195,9 +205,10 @@ fn assertions(cx: &Cx<'_>) -> TokenStream {
                 let ty = &store.ty;
                 respan(quote!(#rt::assert_store_key::<#ty>();), ty.span())
             });
-            quote!(#id #store)
+            quote!(#own #id #store)
         }
         Target::Other { path, key } => {
+            let own = respan(quote!(#rt::assert_model::<#ident>();), ident.span());
             // At the `target = …` path, where "not a target" is reported; the key's type keeps
             // its own span, where a type that is not the target's id is reported.
             let span = path.span();
@@ -205,7 +216,7 @@ fn assertions(cx: &Cx<'_>) -> TokenStream {
             let key_ty = &key.ty;
             let call = respan(quote!(#rt::assert_target::<#path, ), span);
             let end = respan(quote!(>();), span);
-            quote!(#call #key_ty #end)
+            quote!(#own #call #key_ty #end)
         }
     }
 }

@@ -25,15 +25,3 @@ pub(crate) fn id(rt: &TokenStream) -> TokenStream {
 pub(crate) fn by_ids() -> (TokenStream, TokenStream) {
     (quote!(()), quote!(::core::mem::drop(ids)))
 }
-
-/// The bounds the traits put on `Self`, under `for<'a>` so that they are checked where the
-/// model is used rather than at the impl: a stand-in for an enum without `Debug` must not report
-/// that as well.
-pub(crate) fn guard(ty: &TokenStream) -> TokenStream {
-    quote! {
-        for<'__diesel_sync> #ty: ::core::marker::Send
-            + ::core::marker::Sync
-            + ::core::fmt::Debug
-            + 'static
-    }
-}

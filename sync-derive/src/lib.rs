@@ -148,10 +148,11 @@ use proc_macro::TokenStream;
 /// repeated or malformed option; a `store`, `key` or primary key that names no field; a missing
 /// or composite primary key; conflicting options. When the derive reports an error it still
 /// implements the traits, with stand-ins, so code that uses the model elsewhere reports nothing
-/// more. Mistakes only the compiler can see are reported at the user's tokens too: a target
-/// that does not derive `Synced` (at `target = …`), a key whose type is not the target's id
-/// type (at the key field's type), and an id or store type that is not `Eq + Hash` (at the
-/// field's type).
+/// more. Mistakes only the compiler can see are reported once, at the user's tokens too: a
+/// target that does not derive `Synced` (at `target = …`), a key whose type is not the
+/// target's id type (at the key field's type), an id or store type that is not `Eq + Hash` (at
+/// the field's type), a target that is not `Debug` or a model that is not `Send` (at the
+/// struct's name). A malformed `#[diesel(…)]` attribute is left to Diesel's derives to report.
 #[proc_macro_derive(Synced, attributes(synced))]
 pub fn derive_synced(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);

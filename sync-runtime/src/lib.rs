@@ -51,8 +51,8 @@ pub use write::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::synced::{
-        assert_id, assert_store_key, assert_target, KeyBounds, SyncTarget, Synced, SyncedTable,
-        TargetId,
+        assert_id, assert_model, assert_store_key, assert_target, assert_target_model, KeyBounds,
+        SyncTarget, Synced, SyncedTable, TargetId,
     };
     pub use crate::write::SyncedRows;
     pub use diesel;

@@ -130,6 +130,15 @@ pub const fn assert_id<T: SyncId>() {}
 #[doc(hidden)]
 pub const fn assert_store_key<T: SyncStoreKey>() {}
 
+/// Fails to compile unless `T` can be a target model: handlers receive its rows on other
+/// threads, and logs and dead letters print them.
+#[doc(hidden)]
+pub const fn assert_target_model<T: Debug + Send + Sync + 'static>() {}
+
+/// Fails to compile unless `T` can be a synced model: its writes are collected on any thread.
+#[doc(hidden)]
+pub const fn assert_model<T: Send + 'static>() {}
+
 /// Fails to compile unless `T` is a target model whose id type is `K`.
 #[doc(hidden)]
 pub const fn assert_target<T: SyncTarget, K: KeyOfType<T::Id>>() {}
