@@ -309,7 +309,7 @@ fn table(cx: &mut Ctxt, container: &Container<'_>) -> Option<Path> {
                     "cannot infer the table of `{ident}`: {reason}\n\
                      help: name the `table!` this struct maps to, like \
                      `#[diesel(table_name = {})]` above the struct",
-                    snake_plural(&ident.unraw().to_string())
+                    Some(snake_case(&ident.unraw().to_string()) + "s")
                         .filter(|t| syn::parse_str::<Ident>(t).is_ok())
                         .unwrap_or_else(|| "my_table".to_owned())
                 ),
