@@ -61,7 +61,7 @@ pub trait WriteIds<C, W: SyncedWrite>: Backend {
     ) -> impl Future<Output = QueryResult<(usize, Vec<TargetId<W::Model>>)>> + Send;
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
 impl SyncBackend for diesel::pg::Pg {
     const MAX_IDS_PER_QUERY: usize = usize::MAX;
 }
@@ -72,7 +72,7 @@ impl SyncBackend for diesel::sqlite::Sqlite {
     const MAX_IDS_PER_QUERY: usize = 32_766;
 }
 
-#[cfg(feature = "mysql")]
+#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
 impl SyncBackend for diesel::mysql::Mysql {
     // The protocol counts placeholders in a u16.
     const MAX_IDS_PER_QUERY: usize = 65_535;
@@ -250,8 +250,8 @@ mod sqlite {
     }
 }
 
-#[cfg(feature = "mysql")]
-mod mysql {
+#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
+pub(crate) mod mysql {
     //! MySQL has no `RETURNING`: updates and deletes select the affected keys first, locking the
     //! rows (`FOR UPDATE`) so the write that follows touches exactly those; inserts read the
     //! keys from their rows.
@@ -276,7 +276,7 @@ mod mysql {
 
     /// `<query> FOR UPDATE`: Diesel's own locking clause type is not nameable in bounds.
     #[derive(Debug, Clone, Copy, QueryId)]
-    pub struct ForUpdate<Q>(Q);
+    pub struct ForUpdate<Q>(pub(crate) Q);
 
     impl<Q: Query> Query for ForUpdate<Q> {
         type SqlType = Q::SqlType;

@@ -3,6 +3,10 @@
 //! A frame holds, for each target model, the deduplicated ids written at that level. Releasing a
 //! savepoint merges its frame into the parent; rolling back drops it; the outermost COMMIT takes
 //! the last frame and hands it to resolve and dispatch.
+//!
+//! Frames are generic over the boxed pending-set trait object `P`: `dyn PendingIds<C>` for a
+//! diesel-async connection (an async flush), `dyn BlockingPendingIds<C>` for a synchronous Diesel
+//! connection (a blocking flush). Both hold the same [`PendingTarget`]; only the flush differs.
 
 use std::any::{Any, TypeId};
 use std::collections::HashSet;
@@ -15,24 +19,37 @@ use crate::resolve::{resolve_and_dispatch, Resolve};
 use crate::synced::SyncTarget;
 
 /// The frames of one connection, innermost last. `frames.len()` follows the transaction depth.
-pub(crate) struct Collector<C> {
-    frames: Vec<Frame<C>>,
+pub(crate) struct Collector<P: ?Sized> {
+    frames: Vec<Frame<P>>,
 }
 
 /// The ids written at one transaction level, grouped by target model.
-pub(crate) struct Frame<C> {
+pub(crate) struct Frame<P: ?Sized> {
     // A frame rarely holds more than a few target models: a linear scan beats hashing.
-    targets: Vec<Box<dyn PendingIds<C>>>,
+    targets: Vec<Box<P>>,
 }
 
-/// The pending ids of one target model, with the monomorphised code that resolves them over `C`.
-pub(crate) trait PendingIds<C>: Send {
+/// What a frame does with a target model's pending ids, whichever connection kind flushes them.
+pub(crate) trait PendingSet: Send {
     fn target(&self) -> TypeId;
     fn len(&self) -> usize;
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
-    /// Adds another set of the same target model.
-    fn absorb(&mut self, other: Box<dyn PendingIds<C>>);
+    /// Adds another set of the same target model, given as [`PendingSet::into_any`] returned it.
+    fn absorb(&mut self, other: Box<dyn Any>);
+}
+
+/// A pending-set trait object that can hold ids of target model `T`.
+pub(crate) trait PendingKind<T: SyncTarget>: PendingSet {
+    /// An empty set of `T`.
+    fn empty() -> Box<Self>;
+    /// The ids of a set of `T` (the caller checked its target).
+    fn ids_mut(pending: &mut Self) -> &mut HashSet<T::Id>;
+}
+
+/// The pending ids of one target model, with the monomorphised code that resolves them over a
+/// diesel-async connection `C`.
+pub(crate) trait PendingIds<C>: PendingSet {
     /// Loads the rows, groups them by store and hands the batches to the registry.
     fn flush<'a>(
         self: Box<Self>,
@@ -41,12 +58,28 @@ pub(crate) trait PendingIds<C>: Send {
     ) -> ScopedBoxFuture<'a, 'a, ()>;
 }
 
-struct PendingTarget<T: SyncTarget, C> {
-    ids: HashSet<T::Id>,
+/// The pending ids of one target model, resolved over a synchronous Diesel connection `C`.
+pub(crate) trait BlockingPendingIds<C>: PendingSet {
+    /// Loads the rows, groups them by store and hands the batches to the registry.
+    fn flush(self: Box<Self>, conn: &mut C, registry: &Registry);
+}
+
+/// The ids of target model `T`, to be resolved over `C`.
+pub(crate) struct PendingTarget<T: SyncTarget, C> {
+    pub(crate) ids: HashSet<T::Id>,
     connection: PhantomData<fn(&mut C)>,
 }
 
-impl<C: Send + 'static> Collector<C> {
+impl<T: SyncTarget, C> PendingTarget<T, C> {
+    pub(crate) fn new() -> Self {
+        Self {
+            ids: HashSet::new(),
+            connection: PhantomData,
+        }
+    }
+}
+
+impl<P: ?Sized + PendingSet> Collector<P> {
     pub(crate) fn new() -> Self {
         Self { frames: Vec::new() }
     }
@@ -56,7 +89,7 @@ impl<C: Send + 'static> Collector<C> {
     }
 
     /// Takes the innermost frame; the caller merges, flushes or drops it.
-    pub(crate) fn pop(&mut self) -> Option<Frame<C>> {
+    pub(crate) fn pop(&mut self) -> Option<Frame<P>> {
         self.frames.pop()
     }
 
@@ -80,7 +113,7 @@ impl<C: Send + 'static> Collector<C> {
     }
 
     /// The innermost frame, if a transaction is open.
-    pub(crate) fn current(&mut self) -> Option<&mut Frame<C>> {
+    pub(crate) fn current(&mut self) -> Option<&mut Frame<P>> {
         self.frames.last_mut()
     }
 
@@ -90,7 +123,7 @@ impl<C: Send + 'static> Collector<C> {
     }
 }
 
-impl<C> Default for Frame<C> {
+impl<P: ?Sized> Default for Frame<P> {
     fn default() -> Self {
         Self {
             targets: Vec::new(),
@@ -98,29 +131,22 @@ impl<C> Default for Frame<C> {
     }
 }
 
-impl<C: Send + 'static> Frame<C> {
+impl<P: ?Sized + PendingSet> Frame<P> {
     /// Adds ids of target model `T`; an id already pending is kept once.
     pub(crate) fn insert<T>(&mut self, ids: impl IntoIterator<Item = T::Id>)
     where
-        T: Resolve<C>,
+        T: SyncTarget,
+        P: PendingKind<T>,
     {
         let target = TypeId::of::<T>();
         let pending = match self.targets.iter().position(|p| p.target() == target) {
             Some(index) => &mut self.targets[index],
             None => {
-                self.targets.push(Box::new(PendingTarget::<T, C> {
-                    ids: HashSet::new(),
-                    connection: PhantomData,
-                }));
+                self.targets.push(P::empty());
                 self.targets.last_mut().expect("just pushed")
             }
         };
-        pending
-            .as_any_mut()
-            .downcast_mut::<PendingTarget<T, C>>()
-            .expect("a frame keys each target model by its TypeId")
-            .ids
-            .extend(ids);
+        P::ids_mut(pending).extend(ids);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -131,30 +157,26 @@ impl<C: Send + 'static> Frame<C> {
         self.targets.iter().all(|p| p.len() == 0)
     }
 
-    fn merge(&mut self, child: Frame<C>) {
+    fn merge(&mut self, child: Frame<P>) {
         for pending in child.targets {
             match self
                 .targets
                 .iter_mut()
                 .find(|p| p.target() == pending.target())
             {
-                Some(existing) => existing.absorb(pending),
+                Some(existing) => existing.absorb(pending.into_any()),
                 None => self.targets.push(pending),
             }
         }
     }
 
     /// Each target model's pending ids, ready to flush.
-    pub(crate) fn into_targets(self) -> Vec<Box<dyn PendingIds<C>>> {
+    pub(crate) fn into_targets(self) -> Vec<Box<P>> {
         self.targets
     }
 }
 
-impl<T, C> PendingIds<C> for PendingTarget<T, C>
-where
-    T: Resolve<C>,
-    C: Send + 'static,
-{
+impl<T: SyncTarget, C: 'static> PendingSet for PendingTarget<T, C> {
     fn target(&self) -> TypeId {
         TypeId::of::<T>()
     }
@@ -171,9 +193,8 @@ where
         self
     }
 
-    fn absorb(&mut self, other: Box<dyn PendingIds<C>>) {
+    fn absorb(&mut self, other: Box<dyn Any>) {
         let other = other
-            .into_any()
             .downcast::<Self>()
             .expect("only sets of the same target model are merged");
         if other.ids.len() > self.ids.len() {
@@ -183,7 +204,31 @@ where
             self.ids.extend(other.ids);
         }
     }
+}
 
+impl<T, C> PendingKind<T> for dyn PendingIds<C>
+where
+    T: Resolve<C>,
+    C: Send + 'static,
+{
+    fn empty() -> Box<Self> {
+        Box::new(PendingTarget::<T, C>::new())
+    }
+
+    fn ids_mut(pending: &mut Self) -> &mut HashSet<T::Id> {
+        &mut pending
+            .as_any_mut()
+            .downcast_mut::<PendingTarget<T, C>>()
+            .expect("a frame keys each target model by its TypeId")
+            .ids
+    }
+}
+
+impl<T, C> PendingIds<C> for PendingTarget<T, C>
+where
+    T: Resolve<C>,
+    C: Send + 'static,
+{
     fn flush<'a>(
         self: Box<Self>,
         conn: &'a mut C,

@@ -16,7 +16,7 @@ use diesel_async::{
 use futures_util::future::BoxFuture;
 use tracing::Instrument;
 
-use crate::collector::{Collector, Frame};
+use crate::collector::{Collector, Frame, PendingIds};
 use crate::registry::Registry;
 use crate::resolve::Resolve;
 use crate::synced::Synced;
@@ -43,7 +43,7 @@ use crate::synced::Synced;
 /// ```
 pub struct SyncedConnection<C> {
     inner: C,
-    collector: Collector<C>,
+    collector: Collector<dyn PendingIds<C>>,
     registry: Registry,
     /// The depth a COMMIT must return to for its ids to be handed on: 0, or 1 inside a test
     /// transaction, so that the transactions a test runs are treated as outermost.
@@ -126,7 +126,7 @@ impl<C: AsyncConnection + 'static> SyncedConnection<C> {
         match self.collector.current() {
             Some(frame) => frame.insert::<T>(ids),
             None => {
-                let mut frame = Frame::default();
+                let mut frame = Frame::<dyn PendingIds<C>>::default();
                 frame.insert::<T>(ids);
                 self.flush(frame).await;
             }
@@ -134,7 +134,7 @@ impl<C: AsyncConnection + 'static> SyncedConnection<C> {
     }
 
     /// Resolves and dispatches a committed frame. Never fails: errors become dead letters.
-    async fn flush(&mut self, frame: Frame<C>) {
+    async fn flush(&mut self, frame: Frame<dyn PendingIds<C>>) {
         if frame.is_empty() {
             return;
         }

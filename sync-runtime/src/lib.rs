@@ -14,9 +14,12 @@
 //! 5. **dispatch**: each store's batch is queued on the [`Registry`], one call in flight per
 //!    store, retried by [`RetryPolicy`], dead-lettered when retries run out;
 //! 6. **handler**: the [`Handler`] registered for the model delivers the [`Batch`].
+//!
+//! The same pipeline runs over synchronous Diesel connections and r2d2 pools: see [`blocking`].
 #![forbid(unsafe_code)]
 
 mod backend;
+pub mod blocking;
 mod collector;
 mod connection;
 mod dead_letter;

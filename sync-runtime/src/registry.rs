@@ -162,6 +162,25 @@ impl Registry {
         }
     }
 
+    /// [`Registry::settled`] for synchronous code: blocks the calling thread until every batch
+    /// handed on so far is delivered or dead-lettered. No tokio runtime is needed.
+    ///
+    /// # Panics
+    /// When called on a tokio runtime's worker thread (from async code); await
+    /// [`Registry::settled`] there. A `spawn_blocking` thread may call it.
+    pub fn settled_blocking(&self) {
+        self.shared.background().block_on(self.settled());
+    }
+
+    /// [`Registry::shutdown`] for synchronous code: blocks the calling thread for at most
+    /// `deadline`, then dead-letters whatever is still pending. No tokio runtime is needed.
+    ///
+    /// # Panics
+    /// When called on a tokio runtime's worker thread; await [`Registry::shutdown`] there.
+    pub fn shutdown_blocking(&self, deadline: Duration) -> ShutdownReport {
+        self.shared.background().block_on(self.shutdown(deadline))
+    }
+
     /// Hands one flush's batches of `T` to the dispatcher. Returns at once.
     pub(crate) fn dispatch<T: SyncTarget>(&self, batches: Vec<(T::StoreKey, Vec<T>)>) {
         let Some(queue) = self.shared.models.get(&TypeId::of::<T>()) else {
@@ -205,20 +224,20 @@ impl Shared {
     /// Spawns on the caller's tokio runtime, or on the registry's own when there is none
     /// (a synchronous caller).
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> AbortHandle {
-        let handle = Handle::try_current().unwrap_or_else(|_| {
-            self.background
-                .get_or_init(|| {
-                    tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(1)
-                        .thread_name("diesel-sync-dispatch")
-                        .enable_time()
-                        .build()
-                        .expect("failed to start the diesel-sync dispatch runtime")
-                })
-                .handle()
-                .clone()
-        });
+        let handle = Handle::try_current().unwrap_or_else(|_| self.background().handle().clone());
         handle.spawn(task).abort_handle()
+    }
+
+    /// The registry's own runtime, started on first use.
+    fn background(&self) -> &Runtime {
+        self.background.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("diesel-sync-dispatch")
+                .enable_time()
+                .build()
+                .expect("failed to start the diesel-sync dispatch runtime")
+        })
     }
 }
 

@@ -64,44 +64,97 @@ where
     T: Resolve<C>,
     C: Send,
 {
-    let model = type_name::<T>();
-    let committed = ids.len();
-    let counters = registry.counters();
-    Counters::add(&counters.ids_committed, committed);
-    if !registry.handles::<T>() {
-        tracing::warn!(model, ids = committed, "ids committed for a model with no handler; register one with `RegistryBuilder::handler`");
+    let Some(mut resolution) = Resolution::<T>::start(registry, ids.len()) else {
         return;
-    }
-    let span = tracing::info_span!("resolve", model, ids = committed);
-    let rows = async {
-        let mut rows = Vec::with_capacity(committed);
-        let mut unresolved = 0;
-        let mut ids = ids.into_iter();
-        loop {
-            let chunk: Vec<T::Id> = ids.by_ref().take(T::CHUNK).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            Counters::add(&counters.resolve_queries, 1);
-            match T::load(conn, chunk.clone()).await {
-                Ok(loaded) => rows.extend(loaded),
-                Err(error) => {
-                    tracing::error!(model, ids = chunk.len(), %error, "loading committed rows failed; ids dead-lettered");
-                    unresolved += chunk.len();
-                    registry.dead_letter(DeadLetter::unresolved::<T>(chunk, error.to_string()));
-                }
-            }
+    };
+    let span = resolution.span();
+    async {
+        for chunk in chunks(ids, T::CHUNK) {
+            let loaded = T::load(conn, chunk.clone()).await;
+            resolution.loaded(chunk, loaded);
         }
-        let stale = committed - unresolved - rows.len();
-        if stale > 0 {
-            Counters::add(&counters.ids_stale, stale);
-            tracing::debug!(model, stale, "skipped ids whose rows no longer exist");
-        }
-        rows
+        resolution.count_stale();
     }
     .instrument(span)
     .await;
-    registry.dispatch(group_by_store(rows));
+    resolution.dispatch();
+}
+
+/// One target model's committed ids on their way from loading to dispatch: the bookkeeping the
+/// async and the blocking resolve share. Only the loading differs between them.
+pub(crate) struct Resolution<'r, T: SyncTarget> {
+    registry: &'r Registry,
+    model: &'static str,
+    committed: usize,
+    unresolved: usize,
+    rows: Vec<T>,
+}
+
+impl<'r, T: SyncTarget> Resolution<'r, T> {
+    /// Counts `committed` ids of `T`; `None` (with a warning) when `T` has no handler, so
+    /// nothing is loaded.
+    pub(crate) fn start(registry: &'r Registry, committed: usize) -> Option<Self> {
+        let model = type_name::<T>();
+        Counters::add(&registry.counters().ids_committed, committed);
+        if !registry.handles::<T>() {
+            tracing::warn!(model, ids = committed, "ids committed for a model with no handler; register one with `RegistryBuilder::handler`");
+            return None;
+        }
+        Some(Self {
+            registry,
+            model,
+            committed,
+            unresolved: 0,
+            rows: Vec::with_capacity(committed),
+        })
+    }
+
+    /// The `resolve` span the loading runs in.
+    pub(crate) fn span(&self) -> tracing::Span {
+        tracing::info_span!("resolve", model = self.model, ids = self.committed)
+    }
+
+    /// Takes one chunk's query result: its rows, or its ids dead-lettered.
+    pub(crate) fn loaded(&mut self, chunk: Vec<T::Id>, loaded: QueryResult<Vec<T>>) {
+        Counters::add(&self.registry.counters().resolve_queries, 1);
+        match loaded {
+            Ok(loaded) => self.rows.extend(loaded),
+            Err(error) => {
+                let model = self.model;
+                tracing::error!(model, ids = chunk.len(), %error, "loading committed rows failed; ids dead-lettered");
+                self.unresolved += chunk.len();
+                self.registry
+                    .dead_letter(DeadLetter::unresolved::<T>(chunk, error.to_string()));
+            }
+        }
+    }
+
+    /// Counts the ids whose rows no longer exist.
+    pub(crate) fn count_stale(&self) {
+        let stale = self.committed - self.unresolved - self.rows.len();
+        if stale > 0 {
+            Counters::add(&self.registry.counters().ids_stale, stale);
+            tracing::debug!(
+                model = self.model,
+                stale,
+                "skipped ids whose rows no longer exist"
+            );
+        }
+    }
+
+    /// Groups the rows by store and hands the batches to the dispatcher.
+    pub(crate) fn dispatch(self) {
+        self.registry.dispatch(group_by_store(self.rows));
+    }
+}
+
+/// The ids in chunks of at most `size`, one resolve query each.
+pub(crate) fn chunks<Id>(ids: Vec<Id>, size: usize) -> impl Iterator<Item = Vec<Id>> {
+    let mut ids = ids.into_iter();
+    std::iter::from_fn(move || {
+        let chunk: Vec<Id> = ids.by_ref().take(size).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    })
 }
 
 /// Groups rows by store key, stores in order of their first row.

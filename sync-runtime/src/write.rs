@@ -76,18 +76,20 @@ pub struct UpdateBuilder<S, M> {
     model: PhantomData<fn() -> M>,
 }
 
-/// A synced `UPDATE`; run it with [`SyncedUpdate::execute`].
+/// A synced `UPDATE`; run it with [`SyncedUpdate::execute`], or with
+/// [`SyncedUpdate::execute_blocking`] on a [`blocking`](crate::blocking) connection.
 #[derive(Debug)]
-#[must_use = "a synced write does nothing until `.execute(conn)` is awaited"]
+#[must_use = "a synced write does nothing until `.execute(conn)` is awaited (or `.execute_blocking(conn)` is called)"]
 pub struct SyncedUpdate<S, V, M> {
     pub(crate) source: S,
     pub(crate) changes: V,
     model: PhantomData<fn() -> M>,
 }
 
-/// A synced `DELETE`; run it with [`SyncedDelete::execute`].
+/// A synced `DELETE`; run it with [`SyncedDelete::execute`], or with
+/// [`SyncedDelete::execute_blocking`] on a [`blocking`](crate::blocking) connection.
 #[derive(Debug)]
-#[must_use = "a synced write does nothing until `.execute(conn)` is awaited"]
+#[must_use = "a synced write does nothing until `.execute(conn)` is awaited (or `.execute_blocking(conn)` is called)"]
 pub struct SyncedDelete<S, M> {
     pub(crate) source: S,
     model: PhantomData<fn() -> M>,
@@ -101,9 +103,10 @@ pub struct InsertBuilder<T, M> {
     model: PhantomData<fn() -> M>,
 }
 
-/// A synced `INSERT`; run it with [`SyncedInsert::execute`].
+/// A synced `INSERT`; run it with [`SyncedInsert::execute`], or with
+/// [`SyncedInsert::execute_blocking`] on a [`blocking`](crate::blocking) connection.
 #[derive(Debug)]
-#[must_use = "a synced write does nothing until `.execute(conn)` is awaited"]
+#[must_use = "a synced write does nothing until `.execute(conn)` is awaited (or `.execute_blocking(conn)` is called)"]
 pub struct SyncedInsert<T, V, M, D = Plain> {
     pub(crate) table: T,
     pub(crate) values: V,

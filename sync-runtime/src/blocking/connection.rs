@@ -1,0 +1,335 @@
+//! `blocking::SyncedConnection<C>`: any synchronous Diesel connection, plus the collector its
+//! writes register with, and a transaction manager that tells the collector about BEGIN,
+//! RELEASE, ROLLBACK and COMMIT. The twin of [`crate::SyncedConnection`], with the same rules.
+
+use std::fmt;
+use std::ops::DerefMut;
+
+use diesel::connection::{
+    CacheSize, Connection, ConnectionSealed, Instrumentation, LoadConnection, SimpleConnection,
+    TransactionManager, TransactionManagerStatus, WithMetadataLookup,
+};
+use diesel::expression::QueryMetadata;
+use diesel::migration::MigrationConnection;
+use diesel::query_builder::{Query, QueryFragment, QueryId};
+use diesel::query_dsl::UpdateAndFetchResults;
+use diesel::sql_types::TypeMetadata;
+use diesel::{ConnectionResult, QueryResult};
+
+use crate::collector::{BlockingPendingIds, Collector, Frame};
+use crate::registry::Registry;
+use crate::synced::Synced;
+
+use super::resolve::Resolve;
+
+/// A synchronous Diesel connection whose synced writes are collected per transaction and handed
+/// on after COMMIT.
+///
+/// It is a [`diesel::Connection`] itself: use it wherever the inner connection was used.
+/// Transactions (`conn.transaction(|conn| …)`) nest as savepoints; a released savepoint's ids
+/// merge into its parent, a rolled-back one's are dropped, and the outermost COMMIT hands the
+/// ids on only once the database has accepted it. A synced write outside a transaction is handed
+/// on right after it succeeds.
+///
+/// ```no_run
+/// # use diesel_sync_runtime as diesel_sync;
+/// use diesel::{Connection, SqliteConnection};
+/// use diesel_sync::blocking::SyncedConnection;
+/// use diesel_sync::Registry;
+///
+/// # fn connect(registry: Registry) -> diesel::ConnectionResult<()> {
+/// let mut conn = SyncedConnection::new(SqliteConnection::establish("shop.db")?, registry);
+/// # Ok(()) }
+/// ```
+pub struct SyncedConnection<C> {
+    inner: C,
+    collector: Collector<dyn BlockingPendingIds<C>>,
+    registry: Registry,
+    /// The depth a COMMIT must return to for its ids to be handed on: 0, or 1 inside a test
+    /// transaction, so that the transactions a test runs are treated as outermost.
+    flush_depth: usize,
+}
+
+/// A connection that routes through a [`SyncedConnection`]: the connection itself, or a pooled
+/// connection (`r2d2::PooledConnection`) that dereferences to one.
+pub trait AsSynced: Send {
+    /// The wrapped Diesel connection.
+    type Inner: Connection + 'static;
+    /// The synced connection.
+    fn as_synced(&mut self) -> &mut SyncedConnection<Self::Inner>;
+}
+
+impl<C: Connection + 'static> AsSynced for SyncedConnection<C> {
+    type Inner = C;
+    fn as_synced(&mut self) -> &mut SyncedConnection<C> {
+        self
+    }
+}
+
+impl<P> AsSynced for P
+where
+    P: DerefMut + Send,
+    P::Target: AsSynced,
+{
+    type Inner = <P::Target as AsSynced>::Inner;
+    fn as_synced(&mut self) -> &mut SyncedConnection<Self::Inner> {
+        self.deref_mut().as_synced()
+    }
+}
+
+impl<C: Connection + 'static> SyncedConnection<C> {
+    /// Wraps `inner`; its synced writes go to `registry`'s handlers.
+    pub fn new(inner: C, registry: Registry) -> Self {
+        Self {
+            inner,
+            collector: Collector::new(),
+            registry,
+            flush_depth: 0,
+        }
+    }
+
+    /// The registry this connection hands committed ids to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The wrapped connection. Writes made on it directly are not synced.
+    pub fn inner_mut(&mut self) -> &mut C {
+        &mut self.inner
+    }
+
+    /// Unwraps the connection, dropping ids of any open transaction.
+    pub fn into_inner(self) -> C {
+        self.inner
+    }
+
+    /// Ids registered in the open transaction (every level), not yet handed on.
+    pub fn pending_ids(&self) -> usize {
+        self.collector.pending()
+    }
+
+    /// Registers ids of target model `T` changed by a write the hooks cannot see (raw SQL,
+    /// `sql_query`, a trigger). Inside a transaction they are handed on after COMMIT; outside,
+    /// at once.
+    ///
+    /// ```ignore
+    /// diesel::sql_query("UPDATE products SET price_cents = price_cents + 1 WHERE id = 7")
+    ///     .execute(conn)?;
+    /// conn.mark_changed::<Product>([7]);
+    /// ```
+    pub fn mark_changed<T: Resolve<C>>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
+        self.register::<T>(ids);
+    }
+
+    /// Adds ids to the innermost open transaction, or hands them on now if none is open.
+    pub(crate) fn register<T: Resolve<C>>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
+        match self.collector.current() {
+            Some(frame) => frame.insert::<T>(ids),
+            None => {
+                let mut frame = Frame::<dyn BlockingPendingIds<C>>::default();
+                frame.insert::<T>(ids);
+                self.flush(frame);
+            }
+        }
+    }
+
+    /// Resolves and dispatches a committed frame. Never fails: errors become dead letters.
+    fn flush(&mut self, frame: Frame<dyn BlockingPendingIds<C>>) {
+        if frame.is_empty() {
+            return;
+        }
+        let _span = tracing::info_span!("flush", ids = frame.len()).entered();
+        for pending in frame.into_targets() {
+            pending.flush(&mut self.inner, &self.registry);
+        }
+    }
+
+    /// The inner connection's transaction depth; a broken transaction manager counts as none
+    /// open, so nothing from it is ever handed on.
+    fn database_depth(&mut self) -> usize {
+        match C::TransactionManager::transaction_manager_status_mut(&mut self.inner)
+            .transaction_depth()
+        {
+            Ok(depth) => depth.map_or(0, |d| d.get() as usize),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// The transaction manager of [`SyncedConnection`]: delegates to `C`'s and keeps the collector's
+/// frames in step with the database's transaction depth.
+#[derive(Debug)]
+pub struct SyncedTransactionManager<C>(std::marker::PhantomData<C>);
+
+impl<C> TransactionManager<SyncedConnection<C>> for SyncedTransactionManager<C>
+where
+    C: Connection + 'static,
+{
+    type TransactionStateData =
+        <C::TransactionManager as TransactionManager<C>>::TransactionStateData;
+
+    fn begin_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
+        let result = C::TransactionManager::begin_transaction(&mut conn.inner);
+        let depth = conn.database_depth();
+        conn.collector.truncate_to(depth);
+        result
+    }
+
+    fn rollback_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
+        let result = C::TransactionManager::rollback_transaction(&mut conn.inner);
+        // The level is gone whether or not ROLLBACK itself reported an error.
+        conn.collector.pop();
+        let depth = conn.database_depth();
+        conn.collector.truncate_to(depth);
+        result
+    }
+
+    fn commit_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
+        let before = conn.collector.depth();
+        let result = C::TransactionManager::commit_transaction(&mut conn.inner);
+        let depth = conn.database_depth();
+        match result {
+            Ok(()) if depth + 1 == before && depth == conn.flush_depth => {
+                if let Some(frame) = conn.collector.pop() {
+                    conn.flush(frame);
+                }
+            }
+            Ok(()) if depth + 1 == before => conn.collector.release(),
+            // A failed COMMIT or RELEASE: levels that no longer exist were rolled back.
+            _ => conn.collector.truncate_to(depth),
+        }
+        result
+    }
+
+    fn transaction_manager_status_mut(
+        conn: &mut SyncedConnection<C>,
+    ) -> &mut TransactionManagerStatus {
+        C::TransactionManager::transaction_manager_status_mut(&mut conn.inner)
+    }
+
+    fn is_broken_transaction_manager(conn: &mut SyncedConnection<C>) -> bool {
+        C::TransactionManager::is_broken_transaction_manager(&mut conn.inner)
+    }
+}
+
+impl<C: Connection + 'static> SimpleConnection for SyncedConnection<C> {
+    fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.inner.batch_execute(query)
+    }
+}
+
+impl<C: ConnectionSealed> ConnectionSealed for SyncedConnection<C> {}
+
+impl<C: Connection + 'static> Connection for SyncedConnection<C> {
+    type Backend = C::Backend;
+    type TransactionManager = SyncedTransactionManager<C>;
+
+    /// Connects with an empty registry: ids are collected and dropped with a warning. Use
+    /// [`SyncedConnection::new`] (or `SyncedConnection::pool_manager`, feature `r2d2`) to deliver
+    /// them.
+    fn establish(database_url: &str) -> ConnectionResult<Self> {
+        Ok(Self::new(C::establish(database_url)?, Registry::empty()))
+    }
+
+    /// Begins a test transaction and treats the transactions run inside it as outermost: their
+    /// ids are handed on when they finish, so tests see what would be sent.
+    fn begin_test_transaction(&mut self) -> QueryResult<()> {
+        self.inner.begin_test_transaction()?;
+        self.collector.truncate_to(1);
+        self.flush_depth = 1;
+        Ok(())
+    }
+
+    fn execute_returning_count<T>(&mut self, source: &T) -> QueryResult<usize>
+    where
+        T: QueryFragment<Self::Backend> + QueryId,
+    {
+        self.inner.execute_returning_count(source)
+    }
+
+    fn transaction_state(
+        &mut self,
+    ) -> &mut <C::TransactionManager as TransactionManager<C>>::TransactionStateData {
+        self.inner.transaction_state()
+    }
+
+    fn instrumentation(&mut self) -> &mut dyn Instrumentation {
+        self.inner.instrumentation()
+    }
+
+    fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
+        self.inner.set_instrumentation(instrumentation);
+    }
+
+    fn set_prepared_statement_cache_size(&mut self, size: CacheSize) {
+        self.inner.set_prepared_statement_cache_size(size);
+    }
+}
+
+impl<B, C> LoadConnection<B> for SyncedConnection<C>
+where
+    C: LoadConnection<B> + 'static,
+{
+    type Cursor<'conn, 'query> = C::Cursor<'conn, 'query>;
+    type Row<'conn, 'query> = C::Row<'conn, 'query>;
+
+    fn load<'conn, 'query, T>(
+        &'conn mut self,
+        source: T,
+    ) -> QueryResult<Self::Cursor<'conn, 'query>>
+    where
+        T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
+        Self::Backend: QueryMetadata<T::SqlType>,
+    {
+        self.inner.load(source)
+    }
+}
+
+impl<C: WithMetadataLookup + 'static> WithMetadataLookup for SyncedConnection<C> {
+    fn metadata_lookup(&mut self) -> &mut <C::Backend as TypeMetadata>::MetadataLookup {
+        self.inner.metadata_lookup()
+    }
+}
+
+/// Migrations run on the inner connection's migration table (`diesel_migrations`).
+impl<C: MigrationConnection + 'static> MigrationConnection for SyncedConnection<C> {
+    fn setup(&mut self) -> QueryResult<usize> {
+        self.inner.setup()
+    }
+}
+
+/// `save_changes`: the row Diesel reads back is registered.
+impl<C, Changes, Output> UpdateAndFetchResults<Changes, Output> for SyncedConnection<C>
+where
+    C: UpdateAndFetchResults<Changes, Output> + 'static,
+    Output: Synced<Target: Resolve<C>>,
+{
+    fn update_and_fetch(&mut self, changeset: Changes) -> QueryResult<Output> {
+        let row = self.inner.update_and_fetch(changeset)?;
+        self.register::<Output::Target>([row.sync_key()]);
+        Ok(row)
+    }
+}
+
+#[cfg(feature = "r2d2")]
+impl<C> diesel::r2d2::R2D2Connection for SyncedConnection<C>
+where
+    C: diesel::r2d2::R2D2Connection + 'static,
+{
+    fn ping(&mut self) -> QueryResult<()> {
+        self.inner.ping()
+    }
+
+    fn is_broken(&mut self) -> bool {
+        self.inner.is_broken()
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for SyncedConnection<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncedConnection")
+            .field("inner", &self.inner)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,95 @@
+//! After commit, over a synchronous connection: load a target model's pending ids on the
+//! committing thread, then group and dispatch them as the async side does.
+
+use std::collections::HashSet;
+
+use diesel::connection::Connection;
+use diesel::dsl::{AsSelect, Select};
+use diesel::query_builder::QueryId;
+use diesel::query_dsl::methods::SelectDsl;
+use diesel::query_dsl::LoadQuery;
+use diesel::{QueryResult, RunQueryDsl, Selectable, SelectableHelper};
+
+use crate::backend::SyncBackend;
+use crate::collector::{BlockingPendingIds, PendingKind, PendingTarget};
+use crate::registry::Registry;
+use crate::resolve::{chunks, Resolution};
+use crate::synced::SyncTarget;
+
+/// A target model that can be loaded by id over synchronous connection `C`: the blocking twin
+/// of [`crate::Resolve`].
+///
+/// Implemented for every [`SyncTarget`] that is `Selectable` on `C`'s backend; hooks require it
+/// so that a model which cannot be loaded is a compile error at the write, not a failure after
+/// commit.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be loaded by id over `{C}`",
+    note = "a target model must derive `Queryable` and `Selectable` for the connection's backend"
+)]
+pub trait Resolve<C>: SyncTarget {
+    /// The most ids one resolve query binds ([`SyncBackend::MAX_IDS_PER_QUERY`]).
+    const CHUNK: usize;
+
+    /// Loads the rows of `ids` that still exist.
+    fn load(conn: &mut C, ids: Vec<Self::Id>) -> QueryResult<Vec<Self>>;
+}
+
+impl<T, C> Resolve<C> for T
+where
+    T: SyncTarget + Selectable<C::Backend>,
+    C: Connection,
+    C::Backend: SyncBackend,
+    T::SelectExpression: QueryId,
+    T::ByIds: SelectDsl<AsSelect<T, C::Backend>>,
+    Select<T::ByIds, AsSelect<T, C::Backend>>: LoadQuery<'static, C, T>,
+{
+    const CHUNK: usize = <C::Backend as SyncBackend>::MAX_IDS_PER_QUERY;
+
+    fn load(conn: &mut C, ids: Vec<Self::Id>) -> QueryResult<Vec<Self>> {
+        T::by_ids(ids).select(T::as_select()).load(conn)
+    }
+}
+
+/// Resolves one target model's committed ids and dispatches them, one batch per store.
+fn resolve_and_dispatch<T: Resolve<C>, C>(conn: &mut C, registry: &Registry, ids: Vec<T::Id>) {
+    let Some(mut resolution) = Resolution::<T>::start(registry, ids.len()) else {
+        return;
+    };
+    {
+        let _span = resolution.span().entered();
+        for chunk in chunks(ids, T::CHUNK) {
+            let loaded = T::load(conn, chunk.clone());
+            resolution.loaded(chunk, loaded);
+        }
+        resolution.count_stale();
+    }
+    resolution.dispatch();
+}
+
+impl<T, C> PendingKind<T> for dyn BlockingPendingIds<C>
+where
+    T: Resolve<C>,
+    C: Send + 'static,
+{
+    fn empty() -> Box<Self> {
+        Box::new(PendingTarget::<T, C>::new())
+    }
+
+    fn ids_mut(pending: &mut Self) -> &mut HashSet<T::Id> {
+        &mut pending
+            .as_any_mut()
+            .downcast_mut::<PendingTarget<T, C>>()
+            .expect("a frame keys each target model by its TypeId")
+            .ids
+    }
+}
+
+impl<T, C> BlockingPendingIds<C> for PendingTarget<T, C>
+where
+    T: Resolve<C>,
+    C: Send + 'static,
+{
+    fn flush(self: Box<Self>, conn: &mut C, registry: &Registry) {
+        resolve_and_dispatch::<T, C>(conn, registry, self.ids.into_iter().collect());
+    }
+}

@@ -1,0 +1,42 @@
+//! `execute_blocking`: the statement-level writes of [`crate::update`], [`crate::delete`] and
+//! [`crate::insert_into`], run on a synchronous [`SyncedConnection`](super::SyncedConnection).
+//!
+//! The statements are the ones the async side builds; only the last call differs. It is an
+//! inherent method with its own name rather than a trait method named `execute`: the async
+//! inherent `execute` would always win method resolution over a trait method of the same name.
+
+use diesel::connection::Connection;
+use diesel::QueryResult;
+
+use super::backend::WriteIds;
+use super::connection::AsSynced;
+use super::resolve::Resolve;
+use crate::synced::Synced;
+use crate::write::{SyncedDelete, SyncedInsert, SyncedUpdate};
+
+type BackendOf<Conn> = <<Conn as AsSynced>::Inner as Connection>::Backend;
+
+macro_rules! execute_blocking {
+    ($($write:ident<$($param:ident),*>),*) => {$(
+        impl<$($param),*> $write<$($param),*> {
+            /// Runs the statement on a synchronous synced connection (a
+            /// [`blocking::SyncedConnection`](crate::blocking::SyncedConnection) or an r2d2
+            /// connection of them) and registers the ids it touched with the connection's
+            /// collector. Returns the number of rows affected.
+            pub fn execute_blocking<Conn>(self, conn: &mut Conn) -> QueryResult<usize>
+            where
+                M: Synced,
+                Conn: AsSynced,
+                BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
+                <M as Synced>::Target: Resolve<Conn::Inner>,
+            {
+                let conn = conn.as_synced();
+                let (affected, ids) = <BackendOf<Conn>>::write(conn.inner_mut(), self)?;
+                conn.register::<<M as Synced>::Target>(ids);
+                Ok(affected)
+            }
+        }
+    )*};
+}
+
+execute_blocking!(SyncedUpdate<S, V, M>, SyncedDelete<S, M>, SyncedInsert<T, V, M, D>);
