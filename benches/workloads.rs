@@ -12,6 +12,8 @@
 //! MySQL: `DIESEL_SYNC_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`).
 //! See `docs/benchmarks.md` for what each field means and how it is measured.
 
+#[path = "workloads/blocking.rs"]
+mod blocking;
 #[path = "workloads/db.rs"]
 mod db;
 #[path = "workloads/plan.rs"]
@@ -25,7 +27,6 @@ mod run;
 #[path = "workloads/schema.rs"]
 mod schema;
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 use peak_alloc::PeakAlloc;
@@ -122,6 +123,9 @@ fn main() -> ExitCode {
     };
     let mut failed = false;
     for &backend in &args.backends {
+        if backend == Backend::Sqlite {
+            failed |= !run_blocking_sqlite(&args, &bench);
+        }
         let ok = runtime.block_on(async {
             match backend {
                 Backend::Sqlite => run_backend::<db::Sqlite>(&args, &bench).await,
@@ -139,25 +143,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs W1, W2 and W3 on synchronous SQLite, outside any tokio runtime (dispatch runs on the
+/// registry's own). Returns whether every line is correct.
+fn run_blocking_sqlite(args: &Args, bench: &Bench) -> bool {
+    let mut ok = true;
+    let mut emit = |result: Result<Vec<Line>, String>, workload: &str| {
+        ok &= report::emit(
+            result,
+            workload,
+            Backend::Sqlite.name(),
+            blocking::CONNECTION,
+        );
+    };
+    if args.wants("W1") || args.wants("W1base") {
+        eprintln!("[sqlite, blocking] W1, W1base");
+        emit(blocking::w1(bench), "W1");
+    }
+    if args.wants("W2") {
+        eprintln!("[sqlite, blocking] W2");
+        emit(blocking::w2_w3(bench, false), "W2");
+    }
+    if args.wants("W3") {
+        eprintln!("[sqlite, blocking] W3");
+        emit(blocking::w2_w3(bench, true), "W3");
+    }
+    ok
+}
+
 /// Runs the selected workloads on one backend, printing each line as it completes. Returns
 /// whether every line is correct.
 async fn run_backend<D: Db>(args: &Args, bench: &Bench) -> bool {
     let mut ok = true;
-    let mut emit = |result: Result<Vec<Line>, String>, workload: &str| match result {
-        Ok(lines) => {
-            for line in lines {
-                ok &= line.is_ok();
-                println!("{}", line.render());
-            }
-            let _ = std::io::stdout().flush();
-        }
-        Err(error) => {
-            ok = false;
-            let line = Line::new(workload, D::BACKEND.name(), D::CONNECTION)
-                .str("error", &error)
-                .check(false);
-            println!("{}", line.render());
-        }
+    let mut emit = |result: Result<Vec<Line>, String>, workload: &str| {
+        ok &= report::emit(result, workload, D::BACKEND.name(), D::CONNECTION);
     };
     let mut w1_per_id = None;
     if args.wants("W1") || args.wants("W1base") {

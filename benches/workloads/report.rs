@@ -2,6 +2,7 @@
 //! and the statistics they carry (medians and nearest-rank percentiles).
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -70,6 +71,29 @@ impl Line {
         let _ = write!(out, "\"ok\":{}}}", self.ok);
         out
     }
+}
+
+/// Prints a workload's lines, or a failed line carrying its error. Returns whether every line
+/// is correct.
+pub(crate) fn emit(
+    result: Result<Vec<Line>, String>,
+    workload: &str,
+    backend: &str,
+    connection: &str,
+) -> bool {
+    let lines = result.unwrap_or_else(|error| {
+        vec![Line::new(workload, backend, connection)
+            .str("error", &error)
+            .check(false)]
+    });
+    let mut stdout = std::io::stdout().lock();
+    let mut ok = true;
+    for line in lines {
+        ok &= line.is_ok();
+        let _ = writeln!(stdout, "{}", line.render());
+    }
+    let _ = stdout.flush();
+    ok
 }
 
 /// The median of `values` (the mean of the middle two for an even count).

@@ -108,7 +108,7 @@ impl Fresh {
 }
 
 #[allow(clippy::needless_pass_by_value)] // it reads as `.map_err(db)`
-fn db(error: Error) -> String {
+pub(crate) fn db(error: Error) -> String {
     format!("database error: {error}")
 }
 
@@ -214,20 +214,13 @@ impl Runs {
     fn line<D: Db>(&self, workload: &str, baseline: &str) -> Line {
         let synced = median(&self.synced);
         let bare = median(&self.bare);
-        let outcome = self
-            .outcomes
-            .iter()
-            .find(|o| !o.ok())
-            .or(self.outcomes.last())
-            .copied();
-        let consistent = self.outcomes.windows(2).all(|w| w[0] == w[1]);
         let line = Line::new(workload, D::BACKEND.name(), D::CONNECTION)
             .int("runs", self.synced.len() as u64)
             .num("median_s", synced)
             .str("baseline", baseline)
             .num("baseline_s", bare)
             .num("ratio", synced / bare);
-        let line = with_outcome(line, outcome).bool("runs_consistent", consistent);
+        let line = with_outcomes(line, &self.outcomes);
         let line = if self.resolve_load.is_empty() {
             line
         } else {
@@ -237,8 +230,22 @@ impl Runs {
         };
         let line = self.synced_phases.fields(line, "synced");
         let line = self.bare_phases.fields(line, "baseline");
-        with_footprint(line, self.footprint).check(consistent)
+        with_footprint(line, self.footprint)
     }
+}
+
+/// The outcome fields of a workload's runs: the first failing run's, else the last's, and
+/// whether every run delivered the same.
+pub(crate) fn with_outcomes(line: Line, outcomes: &[Outcome]) -> Line {
+    let outcome = outcomes
+        .iter()
+        .find(|o| !o.ok())
+        .or(outcomes.last())
+        .copied();
+    let consistent = outcomes.windows(2).all(|w| w[0] == w[1]);
+    with_outcome(line, outcome)
+        .bool("runs_consistent", consistent)
+        .check(consistent)
 }
 
 fn with_outcome(line: Line, outcome: Option<Outcome>) -> Line {
@@ -294,7 +301,7 @@ fn registrations(rows: &[PriceRecord], per_execute: usize) -> Vec<Vec<i64>> {
 }
 
 /// Price records for product indices `indices`, numbered from `k` in write order.
-fn records(indices: &[usize], k: &mut usize) -> Vec<PriceRecord> {
+pub(crate) fn records(indices: &[usize], k: &mut usize) -> Vec<PriceRecord> {
     indices
         .iter()
         .map(|&i| {
@@ -428,7 +435,7 @@ pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String>
 
 /// The W2/W3 transactions: plans from one generator (seed 42), price records numbered in
 /// write order (rolled-back writes included).
-fn w2_transactions(size: Size) -> Vec<Vec<PriceRecord>> {
+pub(crate) fn w2_transactions(size: Size) -> Vec<Vec<PriceRecord>> {
     let mut k = 0;
     plan::transaction_plans(size.products, size.transactions)
         .iter()

@@ -1,0 +1,223 @@
+//! W1, W1base, W2 and W3 on synchronous Diesel (`SqliteConnection` through
+//! `diesel_sync::blocking`), beside the diesel-async lines of the same run: the connection most
+//! Diesel applications use. Here a synced insert is one multi-row `INSERT … RETURNING` per
+//! chunk, as bare Diesel's is, and no statement hops to a blocking thread.
+
+use std::time::Instant;
+
+use diesel::connection::SimpleConnection;
+use diesel::result::Error;
+use diesel::{Connection, QueryResult, RunQueryDsl, SqliteConnection};
+use diesel_sync::blocking::SyncedConnection;
+use diesel_sync::Registry;
+
+use crate::plan;
+use crate::recorder::{Expected, Outcome, Recorder};
+use crate::report::{median, Line};
+use crate::run::{db, records, w2_transactions, Bench};
+use crate::schema::{price_records, product, products, stores_sql, Backend, PriceRecord};
+
+pub(crate) const CONNECTION: &str = "SqliteConnection (blocking)";
+const RESOLVE_CHUNK: usize =
+    <diesel::sqlite::Sqlite as diesel_sync::SyncBackend>::MAX_IDS_PER_QUERY;
+
+/// A fresh SQLite file with the schema, the stores and `products` products.
+fn fresh(
+    bench: &Bench,
+    label: &str,
+    products_count: usize,
+    per_store: usize,
+) -> QueryResult<(String, SqliteConnection)> {
+    let dir = std::env::temp_dir().join("diesel-sync-bench");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::QueryBuilderError(e.into()))?;
+    let path = dir
+        .join(format!("{}_{label}_blocking.db", bench.tag))
+        .display()
+        .to_string();
+    remove(&path);
+    let mut conn =
+        SqliteConnection::establish(&path).map_err(|e| Error::QueryBuilderError(e.into()))?;
+    conn.batch_execute(Backend::Sqlite.schema())?;
+    conn.batch_execute(&stores_sql())?;
+    let rows: Vec<_> = (0..products_count).map(|i| product(i, per_store)).collect();
+    conn.transaction(|conn| {
+        for chunk in rows.chunks(8_000) {
+            diesel::insert_into(products::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        QueryResult::Ok(())
+    })?;
+    Ok((path, conn))
+}
+
+fn remove(path: &str) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+}
+
+fn synced(conn: SqliteConnection) -> (SyncedConnection<SqliteConnection>, Recorder, Registry) {
+    let recorder = Recorder::default();
+    let registry = recorder.registry();
+    (
+        SyncedConnection::new(conn, registry.clone()),
+        recorder,
+        registry,
+    )
+}
+
+/// W1 and W1base on the synchronous connection: `insert_chunk` rows per statement.
+pub(crate) fn w1(bench: &Bench) -> Result<Vec<Line>, String> {
+    let size = bench.size;
+    let indices: Vec<usize> = (0..size.products).collect();
+    let rows = records(&indices, &mut 0);
+    let mut expected = Expected::default();
+    expected.commit(
+        rows.iter().map(|r| r.object_id),
+        size.per_store,
+        RESOLVE_CHUNK,
+    );
+    let (mut bare_times, mut synced_times, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..bench.runs {
+        let (path, mut conn) = fresh(bench, "w1base", size.products, size.per_store).map_err(db)?;
+        let start = Instant::now();
+        conn.transaction(|conn| insert_bare(conn, &rows, size.insert_chunk))
+            .map_err(db)?;
+        bare_times.push(start.elapsed().as_secs_f64());
+        drop(conn);
+        remove(&path);
+
+        let (path, conn) = fresh(bench, "w1", size.products, size.per_store).map_err(db)?;
+        let (mut conn, recorder, registry) = synced(conn);
+        let start = Instant::now();
+        conn.transaction(|conn| insert_synced(conn, &rows, size.insert_chunk))
+            .map_err(db)?;
+        registry.settled_blocking();
+        synced_times.push(start.elapsed().as_secs_f64());
+        outcomes.push(Outcome::check(&recorder.take(), &expected, &registry));
+        drop(conn);
+        remove(&path);
+    }
+    let bare = median(&bare_times);
+    let baseline = Line::new("W1base", Backend::Sqlite.name(), CONNECTION)
+        .int("runs", bare_times.len() as u64)
+        .num("median_s", bare)
+        .int("rows", rows.len() as u64);
+    let line = Line::new("W1", Backend::Sqlite.name(), CONNECTION)
+        .int("runs", synced_times.len() as u64)
+        .num("median_s", median(&synced_times))
+        .str("baseline", "W1base")
+        .num("baseline_s", bare)
+        .num("ratio", median(&synced_times) / bare);
+    Ok(vec![baseline, crate::run::with_outcomes(line, &outcomes)])
+}
+
+fn insert_bare(conn: &mut SqliteConnection, rows: &[PriceRecord], chunk: usize) -> QueryResult<()> {
+    for part in rows.chunks(chunk) {
+        diesel::insert_into(price_records::table)
+            .values(part)
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+fn insert_synced(
+    conn: &mut SyncedConnection<SqliteConnection>,
+    rows: &[PriceRecord],
+    chunk: usize,
+) -> QueryResult<()> {
+    for part in rows.chunks(chunk) {
+        diesel_sync::insert_into(price_records::table)
+            .values(part)
+            .execute_blocking(conn)?;
+    }
+    Ok(())
+}
+
+/// W2 (`rollback` false) or W3 (every 3rd transaction rolls back) on the synchronous connection.
+pub(crate) fn w2_w3(bench: &Bench, rollback: bool) -> Result<Vec<Line>, String> {
+    let size = bench.size;
+    let transactions = w2_transactions(size);
+    let fails = |t: usize| rollback && plan::fails(t);
+    let mut expected = Expected::default();
+    for (t, rows) in transactions.iter().enumerate() {
+        let ids = rows.iter().map(|r| r.object_id);
+        if fails(t) {
+            expected.roll_back(ids);
+        } else {
+            expected.commit(ids, size.per_store, RESOLVE_CHUNK);
+        }
+    }
+    let (workload, label) = if rollback { ("W3", "w3") } else { ("W2", "w2") };
+    let (mut bare_times, mut synced_times, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..bench.runs {
+        let (path, mut conn) = fresh(
+            bench,
+            &format!("{label}base"),
+            size.products,
+            size.per_store,
+        )
+        .map_err(db)?;
+        let start = Instant::now();
+        for (t, rows) in transactions.iter().enumerate() {
+            saves(&mut conn, rows, fails(t), |conn, row| {
+                diesel::insert_into(price_records::table)
+                    .values(row)
+                    .execute(conn)
+            })?;
+        }
+        bare_times.push(start.elapsed().as_secs_f64());
+        drop(conn);
+        remove(&path);
+
+        let (path, conn) = fresh(bench, label, size.products, size.per_store).map_err(db)?;
+        let (mut conn, recorder, registry) = synced(conn);
+        let start = Instant::now();
+        for (t, rows) in transactions.iter().enumerate() {
+            saves(&mut conn, rows, fails(t), |conn, row| {
+                diesel_sync::insert_into(price_records::table)
+                    .values(row)
+                    .execute_blocking(conn)
+            })?;
+        }
+        registry.settled_blocking();
+        synced_times.push(start.elapsed().as_secs_f64());
+        outcomes.push(Outcome::check(&recorder.take(), &expected, &registry));
+        drop(conn);
+        remove(&path);
+    }
+    let bare = median(&bare_times);
+    let line = Line::new(workload, Backend::Sqlite.name(), CONNECTION)
+        .int("runs", synced_times.len() as u64)
+        .num("median_s", median(&synced_times))
+        .str("baseline", &format!("{workload}base"))
+        .num("baseline_s", bare)
+        .num("ratio", median(&synced_times) / bare);
+    Ok(vec![
+        crate::run::with_outcomes(line, &outcomes).int("transactions", transactions.len() as u64)
+    ])
+}
+
+/// One transaction saving each row in turn with `save`, rolled back when `fail`.
+fn saves<C: Connection>(
+    conn: &mut C,
+    rows: &[PriceRecord],
+    fail: bool,
+    save: impl Fn(&mut C, &PriceRecord) -> QueryResult<usize>,
+) -> Result<(), String> {
+    let result = conn.transaction(|conn| {
+        for row in rows {
+            save(conn, row)?;
+        }
+        if fail {
+            return Err(Error::RollbackTransaction);
+        }
+        Ok(())
+    });
+    match (result, fail) {
+        (Ok(()), false) | (Err(Error::RollbackTransaction), true) => Ok(()),
+        (Ok(()), true) => Err("a failing transaction committed".to_owned()),
+        (Err(error), _) => Err(db(error)),
+    }
+}
