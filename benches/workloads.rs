@@ -29,16 +29,14 @@ mod schema;
 
 use std::process::ExitCode;
 
-use peak_alloc::PeakAlloc;
-
 use crate::db::Db;
 use crate::report::Line;
 use crate::run::{Bench, Size};
 use crate::schema::Backend;
 
-/// Counts live and peak heap bytes, for the collector measurements.
-#[global_allocator]
-pub(crate) static ALLOC: PeakAlloc = PeakAlloc;
+// `allocation_counter` installs the global allocator: it counts per thread, without atomics, so
+// the timed runs pay little for the collector measurements.
+use allocation_counter as _;
 
 const USAGE: &str = "usage: workloads [--backend sqlite|postgres|mysql|all] [--runs N] [--scale] [--smoke] [--only W1,W2,W3,W4,W5,scale,latency,collector]";
 

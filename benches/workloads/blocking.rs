@@ -6,8 +6,9 @@
 use std::time::Instant;
 
 use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
 use diesel::result::Error;
-use diesel::{Connection, QueryResult, RunQueryDsl, SqliteConnection};
+use diesel::SqliteConnection;
 use diesel_sync::blocking::SyncedConnection;
 use diesel_sync::Registry;
 
@@ -15,7 +16,7 @@ use crate::plan;
 use crate::recorder::{Expected, Outcome, Recorder};
 use crate::report::{median, Line};
 use crate::run::{db, records, w2_transactions, Bench};
-use crate::schema::{price_records, product, products, stores_sql, Backend, PriceRecord};
+use crate::schema::{price_records, product, products, stores_sql, Backend, PriceRecord, Product};
 
 pub(crate) const CONNECTION: &str = "SqliteConnection (blocking)";
 const RESOLVE_CHUNK: usize =
@@ -67,7 +68,9 @@ fn synced(conn: SqliteConnection) -> (SyncedConnection<SqliteConnection>, Record
     )
 }
 
-/// W1 and W1base on the synchronous connection: `insert_chunk` rows per statement.
+/// W1 and W1base on the synchronous connection, `insert_chunk` rows per statement. Also
+/// W1base with `RETURNING` (the statement the synced insert runs, without the sync) and a bare
+/// load of the products resolve loads: the two costs the overhead ratio is made of.
 pub(crate) fn w1(bench: &Bench) -> Result<Vec<Line>, String> {
     let size = bench.size;
     let indices: Vec<usize> = (0..size.products).collect();
@@ -78,15 +81,24 @@ pub(crate) fn w1(bench: &Bench) -> Result<Vec<Line>, String> {
         size.per_store,
         RESOLVE_CHUNK,
     );
-    let (mut bare_times, mut synced_times, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut times = W1Times::default();
+    let mut outcomes = Vec::new();
     for _ in 0..bench.runs {
-        let (path, mut conn) = fresh(bench, "w1base", size.products, size.per_store).map_err(db)?;
-        let start = Instant::now();
-        conn.transaction(|conn| insert_bare(conn, &rows, size.insert_chunk))
-            .map_err(db)?;
-        bare_times.push(start.elapsed().as_secs_f64());
-        drop(conn);
-        remove(&path);
+        for returning in [false, true] {
+            let (path, mut conn) =
+                fresh(bench, "w1base", size.products, size.per_store).map_err(db)?;
+            let start = Instant::now();
+            conn.transaction(|conn| insert_bare(conn, &rows, size.insert_chunk, returning))
+                .map_err(db)?;
+            let seconds = start.elapsed().as_secs_f64();
+            if returning {
+                times.returning.push(seconds);
+            } else {
+                times.bare.push(seconds);
+            }
+            drop(conn);
+            remove(&path);
+        }
 
         let (path, conn) = fresh(bench, "w1", size.products, size.per_store).map_err(db)?;
         let (mut conn, recorder, registry) = synced(conn);
@@ -94,30 +106,81 @@ pub(crate) fn w1(bench: &Bench) -> Result<Vec<Line>, String> {
         conn.transaction(|conn| insert_synced(conn, &rows, size.insert_chunk))
             .map_err(db)?;
         registry.settled_blocking();
-        synced_times.push(start.elapsed().as_secs_f64());
+        times.synced.push(start.elapsed().as_secs_f64());
         outcomes.push(Outcome::check(&recorder.take(), &expected, &registry));
+        let start = Instant::now();
+        let loaded = load_products(conn.inner_mut(), &rows).map_err(db)?;
+        times.resolve_load.push(start.elapsed().as_secs_f64());
+        if loaded != rows.len() {
+            return Err(format!("loaded {loaded} of {} products", rows.len()));
+        }
         drop(conn);
         remove(&path);
     }
-    let bare = median(&bare_times);
+    let bare = median(&times.bare);
+    let synced = median(&times.synced);
+    let load = median(&times.resolve_load);
     let baseline = Line::new("W1base", Backend::Sqlite.name(), CONNECTION)
-        .int("runs", bare_times.len() as u64)
+        .int("runs", times.bare.len() as u64)
         .num("median_s", bare)
         .int("rows", rows.len() as u64);
-    let line = Line::new("W1", Backend::Sqlite.name(), CONNECTION)
-        .int("runs", synced_times.len() as u64)
-        .num("median_s", median(&synced_times))
+    let returning = Line::new("W1base_returning", Backend::Sqlite.name(), CONNECTION)
+        .int("runs", times.returning.len() as u64)
+        .num("median_s", median(&times.returning))
         .str("baseline", "W1base")
         .num("baseline_s", bare)
-        .num("ratio", median(&synced_times) / bare);
-    Ok(vec![baseline, crate::run::with_outcomes(line, &outcomes)])
+        .num("ratio", median(&times.returning) / bare)
+        .int("rows", rows.len() as u64);
+    let line = Line::new("W1", Backend::Sqlite.name(), CONNECTION)
+        .int("runs", times.synced.len() as u64)
+        .num("median_s", synced)
+        .str("baseline", "W1base")
+        .num("baseline_s", bare)
+        .num("ratio", synced / bare);
+    let line = crate::run::with_outcomes(line, &outcomes)
+        .num("resolve_load_s", load)
+        .num("ratio_without_resolve_load", (synced - load) / bare);
+    Ok(vec![baseline, returning, line])
 }
 
-fn insert_bare(conn: &mut SqliteConnection, rows: &[PriceRecord], chunk: usize) -> QueryResult<()> {
+/// The timings of W1's runs.
+#[derive(Debug, Default)]
+struct W1Times {
+    bare: Vec<f64>,
+    returning: Vec<f64>,
+    synced: Vec<f64>,
+    resolve_load: Vec<f64>,
+}
+
+/// Loads the products `rows` sync, as resolve does: one `eq_any` per chunk.
+fn load_products(conn: &mut SqliteConnection, rows: &[PriceRecord]) -> QueryResult<usize> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.object_id).collect();
+    let mut loaded = 0;
+    for part in ids.chunks(RESOLVE_CHUNK) {
+        let products: Vec<Product> = products::table
+            .filter(products::id.eq_any(part))
+            .select(Product::as_select())
+            .load(conn)?;
+        loaded += products.len();
+    }
+    Ok(loaded)
+}
+
+/// Inserts `rows` with bare Diesel, returning their `object_id`s when `returning`.
+fn insert_bare(
+    conn: &mut SqliteConnection,
+    rows: &[PriceRecord],
+    chunk: usize,
+    returning: bool,
+) -> QueryResult<()> {
     for part in rows.chunks(chunk) {
-        diesel::insert_into(price_records::table)
-            .values(part)
-            .execute(conn)?;
+        let insert = diesel::insert_into(price_records::table).values(part);
+        if returning {
+            let keys: Vec<i64> = insert.returning(price_records::object_id).load(conn)?;
+            std::hint::black_box(keys);
+        } else {
+            insert.execute(conn)?;
+        }
     }
     Ok(())
 }

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use futures_util::FutureExt;
+
 use diesel::result::Error;
 use diesel::{ExpressionMethods, QueryDsl, QueryResult, SelectableHelper};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
@@ -26,7 +28,7 @@ pub(crate) struct Footprint {
     /// `conn.pending_ids()` at the end of the registrations.
     pub(crate) pending: usize,
     /// Peak heap bytes above the level before the first registration.
-    pub(crate) peak_bytes: usize,
+    pub(crate) peak_bytes: u64,
 }
 
 /// A connection kind, and the workloads' transactions on it.
@@ -102,6 +104,19 @@ pub(crate) trait Db: 'static {
     ) -> QueryResult<Footprint>;
 }
 
+/// Registers each list of ids as one write would. Inside a transaction registering never
+/// waits, so it completes on the first poll, on this thread, where the allocations are counted.
+fn register<C: AsyncConnection + 'static>(conn: &mut SyncedConnection<C>, writes: &[Vec<i64>])
+where
+    Product: diesel_sync::Resolve<C>,
+{
+    for ids in writes {
+        conn.mark_changed::<Product>(ids.iter().copied())
+            .now_or_never()
+            .expect("registering inside a transaction does not wait");
+    }
+}
+
 /// Ends a measuring transaction: rolls it back, carrying the measurement out.
 enum Stop {
     Measured(Footprint),
@@ -112,11 +127,6 @@ impl From<Error> for Stop {
     fn from(error: Error) -> Self {
         Stop::Db(error)
     }
-}
-
-/// Peak heap above `base` since the peak was reset to `base`.
-fn peak_above(base: usize) -> usize {
-    crate::ALLOC.peak_usage().saturating_sub(base)
 }
 
 /// Seeding and bare multi-row inserts: the part that differs per connection kind.
@@ -439,38 +449,32 @@ macro_rules! db {
                 let result = conn
                     .transaction(async |conn| {
                         // BEGIN has run: the frame exists, and nothing is registered yet.
-                        let base = crate::ALLOC.current_usage();
-                        crate::ALLOC.reset_peak_usage();
-                        for ids in outer {
-                            conn.mark_changed::<Product>(ids.iter().copied()).await;
-                        }
-                        let outer_peak = peak_above(base);
+                        let outer_level = allocation_counter::measure(|| register(conn, outer));
                         if inner.is_empty() {
                             return Err::<(), _>(Stop::Measured(Footprint {
                                 pending: conn.pending_ids(),
-                                peak_bytes: outer_peak,
+                                peak_bytes: outer_level.bytes_max,
                             }));
                         }
-                        let outer_kept = crate::ALLOC.current_usage().saturating_sub(base);
+                        let outer_kept = u64::try_from(outer_level.bytes_current).unwrap_or(0);
                         // The SAVEPOINT's own allocations are not the collector's: measure
                         // the nested level from after it, on top of what the outer level keeps.
                         let nested = conn
                             .transaction(async |conn| {
-                                let base = crate::ALLOC.current_usage();
-                                crate::ALLOC.reset_peak_usage();
-                                for ids in inner {
-                                    conn.mark_changed::<Product>(ids.iter().copied()).await;
-                                }
+                                let nested_level =
+                                    allocation_counter::measure(|| register(conn, inner));
                                 Err::<(), _>(Stop::Measured(Footprint {
                                     pending: conn.pending_ids(),
-                                    peak_bytes: peak_above(base),
+                                    peak_bytes: nested_level.bytes_max,
                                 }))
                             })
                             .await;
                         match nested {
                             Err(Stop::Measured(nested)) => Err(Stop::Measured(Footprint {
                                 pending: nested.pending,
-                                peak_bytes: outer_peak.max(outer_kept + nested.peak_bytes),
+                                peak_bytes: outer_level
+                                    .bytes_max
+                                    .max(outer_kept + nested.peak_bytes),
                             })),
                             Err(error) => Err(error),
                             Ok(()) => unreachable!("the measuring savepoint always rolls back"),

@@ -272,7 +272,7 @@ fn with_footprint(line: Line, footprint: Option<Footprint>) -> Line {
     match footprint {
         Some(f) if f.pending > 0 => line
             .int("collector_pending_ids", f.pending as u64)
-            .int("collector_peak_bytes", f.peak_bytes as u64)
+            .int("collector_peak_bytes", f.peak_bytes)
             .num(
                 "collector_bytes_per_pending_id",
                 f.peak_bytes as f64 / f.pending as f64,
@@ -813,7 +813,7 @@ pub(crate) async fn collector<D: Db>(bench: &Bench) -> Result<Vec<Line>, String>
                     .int("ids", ids as u64)
                     .str("registration", registration)
                     .int("collector_pending_ids", best.pending as u64)
-                    .int("collector_peak_bytes", best.peak_bytes as u64)
+                    .int("collector_peak_bytes", best.peak_bytes)
                     .num("collector_bytes_per_pending_id", per_id)
                     .bool("within_32_bytes", per_id <= 32.0)
                     .check(best.pending == ids),
