@@ -242,7 +242,9 @@ pub(crate) fn with_outcomes(line: Line, outcomes: &[Outcome]) -> Line {
         .find(|o| !o.ok())
         .or(outcomes.last())
         .copied();
-    let consistent = outcomes.windows(2).all(|w| w[0] == w[1]);
+    let consistent = outcomes
+        .windows(2)
+        .all(|w| w[0].deterministic() == w[1].deterministic());
     with_outcome(line, outcome)
         .bool("runs_consistent", consistent)
         .check(consistent)
@@ -254,9 +256,11 @@ fn with_outcome(line: Line, outcome: Option<Outcome>) -> Line {
     };
     line.int("handler_calls", o.calls)
         .int("expected_calls", o.expected_calls)
+        .int("merged_calls", o.merged_calls())
         .int("ids_delivered", o.ids_total)
         .int("ids_distinct", o.ids_distinct)
         .int("expected_ids", o.expected_ids)
+        .int("expected_distinct", o.expected_distinct)
         .int("resolve_queries", o.resolve_queries)
         .int("expected_resolve_queries", o.expected_resolve_queries)
         .int("ids_leaked", o.leaked)
