@@ -11,6 +11,8 @@
 //! `cargo bench --bench micro` (criterion). Collector memory and commit-to-handler latency are
 //! measured by the `workloads` bench instead (a counting allocator and per-call timestamps).
 
+#[path = "micro/blocking.rs"]
+mod blocking;
 #[path = "workloads/schema.rs"]
 #[allow(dead_code)]
 mod schema;
@@ -54,18 +56,23 @@ fn timed(result: Result<(), Stop>) -> Duration {
     }
 }
 
+/// The SQLite file of the database named `name`.
+fn sqlite_path(name: &str) -> String {
+    let dir = std::env::temp_dir().join("diesel-sync-bench");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(format!("micro_{name}_{}.db", std::process::id()))
+        .display()
+        .to_string()
+}
+
 /// A fresh SQLite file with the workloads' schema, 100 stores and 10,000 products.
 fn setup(runtime: &Runtime, name: &str, registry: Registry) -> Conn {
     runtime.block_on(async {
-        let dir = std::env::temp_dir().join("diesel-sync-bench");
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(format!("micro_{name}_{}.db", std::process::id()));
+        let path = sqlite_path(name);
         for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
         }
-        let mut inner = Inner::establish(&path.display().to_string())
-            .await
-            .expect("open SQLite");
+        let mut inner = Inner::establish(&path).await.expect("open SQLite");
         inner
             .batch_execute(Backend::Sqlite.schema())
             .await
@@ -297,6 +304,7 @@ fn runtime() -> Runtime {
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     write_hook(&mut criterion);
+    blocking::write_hook(&mut criterion);
     after_commit(&mut criterion);
     criterion.final_summary();
 }

@@ -1,0 +1,131 @@
+//! The write hook on synchronous Diesel (`diesel_sync::blocking` over `SqliteConnection`): no
+//! statement hops to a blocking thread, so the hook's own cost is not lost in scheduling noise
+//! as it is over `SyncConnectionWrapper`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use diesel::prelude::*;
+use diesel::result::Error;
+use diesel_sync::blocking::SyncedConnection;
+
+use crate::schema::{price_records, products};
+use crate::{
+    no_op_registry, product_id, record, runtime, setup, sqlite_path, store_id, timed, Stop, Write,
+};
+
+/// The bare statement of `write` for iteration `i`.
+fn bare_write(conn: &mut SqliteConnection, write: Write, i: u64) -> Result<usize, Error> {
+    match write {
+        Write::InsertOne => diesel::insert_into(price_records::table)
+            .values(&record(i))
+            .execute(conn),
+        Write::UpdateOne => diesel::update(products::table.find(product_id(i)))
+            .set(products::price_cents.eq(i64::try_from(i).expect("fits")))
+            .execute(conn),
+        Write::UpdateBulk => {
+            diesel::update(products::table.filter(products::store_id.eq(store_id(i))))
+                .set(products::price_cents.eq(products::price_cents + 1))
+                .execute(conn)
+        }
+    }
+}
+
+/// The bare statement of `write` with the `RETURNING` clause the synced write adds on SQLite;
+/// `None` for the bulk update, whose returned keys are measured by the synced line.
+fn bare_returning(
+    conn: &mut SqliteConnection,
+    write: Write,
+    i: u64,
+) -> Option<Result<Vec<i64>, Error>> {
+    match write {
+        Write::InsertOne => Some(
+            diesel::insert_into(price_records::table)
+                .values(&record(i))
+                .returning(price_records::object_id)
+                .get_results(conn),
+        ),
+        Write::UpdateOne => Some(
+            diesel::update(products::table.find(product_id(i)))
+                .set(products::price_cents.eq(i64::try_from(i).expect("fits")))
+                .returning(products::id)
+                .get_results(conn),
+        ),
+        Write::UpdateBulk => None,
+    }
+}
+
+/// The same statement through `diesel_sync`.
+fn synced_write(
+    conn: &mut SyncedConnection<SqliteConnection>,
+    write: Write,
+    i: u64,
+) -> Result<usize, Error> {
+    match write {
+        Write::InsertOne => diesel_sync::insert_into(price_records::table)
+            .values(&record(i))
+            .execute_blocking(conn),
+        Write::UpdateOne => diesel_sync::update(products::table.find(product_id(i)))
+            .set(products::price_cents.eq(i64::try_from(i).expect("fits")))
+            .execute_blocking(conn),
+        Write::UpdateBulk => {
+            diesel_sync::update(products::table.filter(products::store_id.eq(store_id(i))))
+                .set(products::price_cents.eq(products::price_cents + 1))
+                .execute_blocking(conn)
+        }
+    }
+}
+
+pub(crate) fn write_hook(c: &mut Criterion) {
+    // Seeded through the async setup, then opened again synchronously.
+    let name = "write_hook_blocking";
+    drop(setup(&runtime(), name, no_op_registry()));
+    let mut conn = SyncedConnection::new(
+        SqliteConnection::establish(&sqlite_path(name)).expect("open SQLite"),
+        no_op_registry(),
+    );
+    let mut group = c.benchmark_group("write_hook_blocking");
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(5));
+    for write in [Write::InsertOne, Write::UpdateOne, Write::UpdateBulk] {
+        group.bench_function(format!("{}/bare", write.name()), |b| {
+            b.iter_custom(|iters| {
+                timed(conn.inner_mut().transaction(|conn| {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        black_box(bare_write(conn, write, i)?);
+                    }
+                    Err::<(), _>(Stop::Timed(start.elapsed()))
+                }))
+            });
+        });
+        if !matches!(write, Write::UpdateBulk) {
+            group.bench_function(format!("{}/bare_returning", write.name()), |b| {
+                b.iter_custom(|iters| {
+                    timed(conn.inner_mut().transaction(|conn| {
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            let keys = bare_returning(conn, write, i).expect("a returning form");
+                            black_box(keys?);
+                        }
+                        Err::<(), _>(Stop::Timed(start.elapsed()))
+                    }))
+                });
+            });
+        }
+        group.bench_function(format!("{}/synced", write.name()), |b| {
+            b.iter_custom(|iters| {
+                timed(conn.transaction(|conn| {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        black_box(synced_write(conn, write, i)?);
+                    }
+                    Err::<(), _>(Stop::Timed(start.elapsed()))
+                }))
+            });
+        });
+    }
+    group.finish();
+}
