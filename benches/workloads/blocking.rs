@@ -13,9 +13,9 @@ use diesel_sync::blocking::SyncedConnection;
 use diesel_sync::Registry;
 
 use crate::plan;
-use crate::recorder::{Expected, Outcome, Recorder};
+use crate::recorder::{Outcome, Recorder};
 use crate::report::{median, Line};
-use crate::run::{db, records, w2_transactions, Bench};
+use crate::run::{bulk_insert, db, w2_transactions, w2_w3_expected, Bench};
 use crate::schema::{price_records, product, products, stores_sql, Backend, PriceRecord, Product};
 
 pub(crate) const CONNECTION: &str = "SqliteConnection (blocking)";
@@ -73,14 +73,7 @@ fn synced(conn: SqliteConnection) -> (SyncedConnection<SqliteConnection>, Record
 /// load of the products resolve loads: the two costs the overhead ratio is made of.
 pub(crate) fn w1(bench: &Bench) -> Result<Vec<Line>, String> {
     let size = bench.size;
-    let indices: Vec<usize> = (0..size.products).collect();
-    let rows = records(&indices, &mut 0);
-    let mut expected = Expected::default();
-    expected.commit(
-        rows.iter().map(|r| r.object_id),
-        size.per_store,
-        RESOLVE_CHUNK,
-    );
+    let (rows, expected) = bulk_insert(size.products, size.per_store, RESOLVE_CHUNK);
     let mut times = W1Times::default();
     let mut outcomes = Vec::new();
     for _ in 0..bench.runs {
@@ -203,15 +196,7 @@ pub(crate) fn w2_w3(bench: &Bench, rollback: bool) -> Result<Vec<Line>, String> 
     let size = bench.size;
     let transactions = w2_transactions(size);
     let fails = |t: usize| rollback && plan::fails(t);
-    let mut expected = Expected::default();
-    for (t, rows) in transactions.iter().enumerate() {
-        let ids = rows.iter().map(|r| r.object_id);
-        if fails(t) {
-            expected.roll_back(ids);
-        } else {
-            expected.commit(ids, size.per_store, RESOLVE_CHUNK);
-        }
-    }
+    let expected = w2_w3_expected(&transactions, rollback, size, RESOLVE_CHUNK);
     let (workload, label) = if rollback { ("W3", "w3") } else { ("W2", "w2") };
     let (mut bare_times, mut synced_times, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..bench.runs {

@@ -232,6 +232,74 @@ bulk_multi_row! {
     }
 }
 
+/// W2–W5's transactions, written once for both sides: `$krate` is `diesel_sync` for the synced
+/// side and `diesel` for the bare one, whose statements read the same.
+macro_rules! twin_transactions {
+    ($krate:ident, $conn:ty, $saves:ident, $savepoint:ident, $bulk_update:ident) => {
+        async fn $saves(
+            conn: &mut $conn,
+            rows: &[PriceRecord],
+            fail: bool,
+        ) -> QueryResult<Instant> {
+            conn.transaction(async |conn| {
+                for row in rows {
+                    $krate::insert_into(price_records::table)
+                        .values(row)
+                        .execute(conn)
+                        .await?;
+                }
+                if fail {
+                    return Err(Error::RollbackTransaction);
+                }
+                Ok(Instant::now())
+            })
+            .await
+        }
+
+        async fn $savepoint(
+            conn: &mut $conn,
+            outer: &[PriceRecord],
+            inner: &[PriceRecord],
+        ) -> QueryResult<()> {
+            conn.transaction(async |conn| {
+                for row in outer {
+                    $krate::insert_into(price_records::table)
+                        .values(row)
+                        .execute(conn)
+                        .await?;
+                }
+                let nested = conn
+                    .transaction(async |conn| {
+                        for row in inner {
+                            $krate::insert_into(price_records::table)
+                                .values(row)
+                                .execute(conn)
+                                .await?;
+                        }
+                        Err::<(), _>(Error::RollbackTransaction)
+                    })
+                    .await;
+                match nested {
+                    Err(Error::RollbackTransaction) => Ok(()),
+                    Err(other) => Err(other),
+                    Ok(()) => unreachable!("the savepoint always fails"),
+                }
+            })
+            .await
+        }
+
+        async fn $bulk_update(conn: &mut $conn, ids: &[i64]) -> QueryResult<usize> {
+            conn.transaction(async |conn| {
+                $krate::update(price_records::table.filter(price_records::id.eq_any(ids)))
+                    .set(price_records::amount_cents.eq(1234_i64))
+                    .execute(conn)
+                    .await
+            })
+            .await
+        }
+    };
+}
+
 /// The workloads' transactions on one connection kind. Written once; the macro only fills in
 /// the concrete connection type, which keeps diesel-async's bounds out of generic code.
 macro_rules! db {
@@ -314,132 +382,14 @@ macro_rules! db {
                 .await
             }
 
-            async fn saves_synced(
-                conn: &mut SyncedConnection<$conn>,
-                rows: &[PriceRecord],
-                fail: bool,
-            ) -> QueryResult<Instant> {
-                conn.transaction(async |conn| {
-                    for row in rows {
-                        diesel_sync::insert_into(price_records::table)
-                            .values(row)
-                            .execute(conn)
-                            .await?;
-                    }
-                    if fail {
-                        return Err(Error::RollbackTransaction);
-                    }
-                    Ok(Instant::now())
-                })
-                .await
-            }
-
-            async fn saves_bare(
-                conn: &mut $conn,
-                rows: &[PriceRecord],
-                fail: bool,
-            ) -> QueryResult<Instant> {
-                conn.transaction(async |conn| {
-                    for row in rows {
-                        diesel::insert_into(price_records::table)
-                            .values(row)
-                            .execute(conn)
-                            .await?;
-                    }
-                    if fail {
-                        return Err(Error::RollbackTransaction);
-                    }
-                    Ok(Instant::now())
-                })
-                .await
-            }
-
-            async fn savepoint_synced(
-                conn: &mut SyncedConnection<$conn>,
-                outer: &[PriceRecord],
-                inner: &[PriceRecord],
-            ) -> QueryResult<()> {
-                conn.transaction(async |conn| {
-                    for row in outer {
-                        diesel_sync::insert_into(price_records::table)
-                            .values(row)
-                            .execute(conn)
-                            .await?;
-                    }
-                    let nested = conn
-                        .transaction(async |conn| {
-                            for row in inner {
-                                diesel_sync::insert_into(price_records::table)
-                                    .values(row)
-                                    .execute(conn)
-                                    .await?;
-                            }
-                            Err::<(), _>(Error::RollbackTransaction)
-                        })
-                        .await;
-                    match nested {
-                        Err(Error::RollbackTransaction) => Ok(()),
-                        Err(other) => Err(other),
-                        Ok(()) => unreachable!("the savepoint always fails"),
-                    }
-                })
-                .await
-            }
-
-            async fn savepoint_bare(
-                conn: &mut $conn,
-                outer: &[PriceRecord],
-                inner: &[PriceRecord],
-            ) -> QueryResult<()> {
-                conn.transaction(async |conn| {
-                    for row in outer {
-                        diesel::insert_into(price_records::table)
-                            .values(row)
-                            .execute(conn)
-                            .await?;
-                    }
-                    let nested = conn
-                        .transaction(async |conn| {
-                            for row in inner {
-                                diesel::insert_into(price_records::table)
-                                    .values(row)
-                                    .execute(conn)
-                                    .await?;
-                            }
-                            Err::<(), _>(Error::RollbackTransaction)
-                        })
-                        .await;
-                    match nested {
-                        Err(Error::RollbackTransaction) => Ok(()),
-                        Err(other) => Err(other),
-                        Ok(()) => unreachable!("the savepoint always fails"),
-                    }
-                })
-                .await
-            }
-
-            async fn bulk_update_synced(
-                conn: &mut SyncedConnection<$conn>,
-                ids: &[i64],
-            ) -> QueryResult<usize> {
-                conn.transaction(async |conn| {
-                    diesel_sync::update(price_records::table.filter(price_records::id.eq_any(ids)))
-                        .set(price_records::amount_cents.eq(1234_i64))
-                        .execute(conn)
-                        .await
-                })
-                .await
-            }
-
-            async fn bulk_update_bare(conn: &mut $conn, ids: &[i64]) -> QueryResult<usize> {
-                conn.transaction(async |conn| {
-                    diesel::update(price_records::table.filter(price_records::id.eq_any(ids)))
-                        .set(price_records::amount_cents.eq(1234_i64))
-                        .execute(conn)
-                        .await
-                })
-                .await
-            }
+            twin_transactions!(
+                diesel_sync,
+                SyncedConnection<$conn>,
+                saves_synced,
+                savepoint_synced,
+                bulk_update_synced
+            );
+            twin_transactions!(diesel, $conn, saves_bare, savepoint_bare, bulk_update_bare);
 
             async fn collector_footprint(
                 conn: &mut SyncedConnection<$conn>,

@@ -210,6 +210,33 @@ async fn timed_synced_insert<D: Db>(
 }
 
 impl Runs {
+    /// One synced run of W1 or scale on `conn`: the timed insert up to `settled()`, then
+    /// (untimed) its outcome, a bare load of the products resolve loaded, and on the first run
+    /// the collector's footprint. Returns the connection.
+    async fn synced_insert<D: Db>(
+        &mut self,
+        conn: D::Conn,
+        rows: &[PriceRecord],
+        chunk: usize,
+        expected: &Expected,
+    ) -> Result<SyncedConn<D>, String> {
+        let (mut conn, recorder, registry) = synced::<D>(conn);
+        let seconds =
+            timed_synced_insert::<D>(&mut conn, &registry, rows, chunk, &mut self.synced_phases)
+                .await?;
+        self.synced.push(seconds);
+        self.outcomes
+            .push(Outcome::check(&recorder.take(), expected, &registry));
+        self.resolve_load
+            .push(time_resolve_load::<D>(conn.inner_mut(), rows).await?);
+        if self.footprint.is_none() {
+            let replay = registrations(rows, chunk);
+            let footprint = D::collector_footprint(&mut conn, &replay, &[]).await;
+            self.footprint = Some(footprint.map_err(db)?);
+        }
+        Ok(conn)
+    }
+
     /// The line: medians, ratio, and the outcome (the first failing run's, else the last's).
     fn line<D: Db>(&self, workload: &str, baseline: &str) -> Line {
         let synced = median(&self.synced);
@@ -316,6 +343,20 @@ pub(crate) fn records(indices: &[usize], k: &mut usize) -> Vec<PriceRecord> {
         .collect()
 }
 
+/// W1's (and scale's) price records, one per product of `products`, and what committing them in
+/// one transaction must deliver.
+pub(crate) fn bulk_insert(
+    products: usize,
+    per_store: usize,
+    chunk: usize,
+) -> (Vec<PriceRecord>, Expected) {
+    let indices: Vec<usize> = (0..products).collect();
+    let rows = records(&indices, &mut 0);
+    let mut expected = Expected::default();
+    expected.commit(rows.iter().map(|r| r.object_id), per_store, chunk);
+    (rows, expected)
+}
+
 /// Times a bare load of the products `rows` sync, chunked as resolve chunks it: the part of
 /// the after-commit work that no implementation can skip.
 async fn time_resolve_load<D: Db>(conn: &mut D::Conn, rows: &[PriceRecord]) -> Result<f64, String> {
@@ -343,14 +384,7 @@ fn elapsed(start: Instant) -> f64 {
 #[allow(clippy::cast_precision_loss)]
 pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String> {
     let size = bench.size;
-    let indices: Vec<usize> = (0..size.products).collect();
-    let rows = records(&indices, &mut 0);
-    let mut expected = Expected::default();
-    expected.commit(
-        rows.iter().map(|r| r.object_id),
-        size.per_store,
-        D::RESOLVE_CHUNK,
-    );
+    let (rows, expected) = bulk_insert(size.products, size.per_store, D::RESOLVE_CHUNK);
     // MySQL has no `RETURNING`: its synced insert runs the bare statement.
     let has_returning = D::BACKEND != Backend::Mysql;
     let mut runs = Runs::default();
@@ -388,28 +422,9 @@ pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String>
         }
 
         let (fresh, conn) = Fresh::new::<D>(bench, "w1", size.products, size.per_store).await?;
-        let (mut conn, recorder, registry) = synced::<D>(conn);
-        let seconds = timed_synced_insert::<D>(
-            &mut conn,
-            &registry,
-            &rows,
-            size.insert_chunk,
-            &mut runs.synced_phases,
-        )
-        .await?;
-        runs.synced.push(seconds);
-        runs.outcomes
-            .push(Outcome::check(&recorder.take(), &expected, &registry));
-        runs.resolve_load
-            .push(time_resolve_load::<D>(conn.inner_mut(), &rows).await?);
-        if runs.footprint.is_none() {
-            let replay = registrations(&rows, size.insert_chunk);
-            runs.footprint = Some(
-                D::collector_footprint(&mut conn, &replay, &[])
-                    .await
-                    .map_err(db)?,
-            );
-        }
+        let conn = runs
+            .synced_insert::<D>(conn, &rows, size.insert_chunk, &expected)
+            .await?;
         drop(conn);
         fresh.remove().await;
     }
@@ -447,21 +462,32 @@ pub(crate) fn w2_transactions(size: Size) -> Vec<Vec<PriceRecord>> {
         .collect()
 }
 
+/// What W2 (`rollback = false`) or W3 must deliver, given the resolve chunk of the backend.
+pub(crate) fn w2_w3_expected(
+    transactions: &[Vec<PriceRecord>],
+    rollback: bool,
+    size: Size,
+    chunk: usize,
+) -> Expected {
+    let mut expected = Expected::default();
+    for (t, rows) in transactions.iter().enumerate() {
+        let ids = rows.iter().map(|r| r.object_id);
+        if rollback && plan::fails(t) {
+            expected.roll_back(ids);
+        } else {
+            expected.commit(ids, size.per_store, chunk);
+        }
+    }
+    expected
+}
+
 /// W2 (`rollback = false`) and W3 (`rollback = true`): 1,000 transactions of 10 saves each;
 /// in W3 every 3rd rolls back after its saves.
 pub(crate) async fn w2_w3<D: Db>(bench: &Bench, rollback: bool) -> Result<Vec<Line>, String> {
     let size = bench.size;
     let transactions = w2_transactions(size);
     let fails = |t: usize| rollback && plan::fails(t);
-    let mut expected = Expected::default();
-    for (t, rows) in transactions.iter().enumerate() {
-        let ids = rows.iter().map(|r| r.object_id);
-        if fails(t) {
-            expected.roll_back(ids);
-        } else {
-            expected.commit(ids, size.per_store, D::RESOLVE_CHUNK);
-        }
-    }
+    let expected = w2_w3_expected(&transactions, rollback, size, D::RESOLVE_CHUNK);
     let (workload, label) = if rollback { ("W3", "w3") } else { ("W2", "w2") };
     let mut runs = Runs::default();
     for _ in 0..bench.runs {
@@ -637,14 +663,7 @@ fn check_updated(updated: usize, expected: usize) -> Result<(), String> {
 #[allow(clippy::cast_precision_loss)]
 pub(crate) async fn scale<D: Db>(bench: &Bench, w1_per_id: W1PerId) -> Result<Vec<Line>, String> {
     let size = bench.size;
-    let indices: Vec<usize> = (0..size.scale_ids).collect();
-    let rows = records(&indices, &mut 0);
-    let mut expected = Expected::default();
-    expected.commit(
-        rows.iter().map(|r| r.object_id),
-        size.scale_per_store,
-        D::RESOLVE_CHUNK,
-    );
+    let (rows, expected) = bulk_insert(size.scale_ids, size.scale_per_store, D::RESOLVE_CHUNK);
     let (fresh, conn) =
         Fresh::new::<D>(bench, "scale", size.scale_ids, size.scale_per_store).await?;
     let mut conn = Some(conn);
@@ -669,28 +688,9 @@ pub(crate) async fn scale<D: Db>(bench: &Bench, w1_per_id: W1PerId) -> Result<Ve
             .await
             .map_err(db)?;
 
-        let (mut synced, recorder, registry) = synced::<D>(bare);
-        let seconds = timed_synced_insert::<D>(
-            &mut synced,
-            &registry,
-            &rows,
-            size.insert_chunk,
-            &mut runs.synced_phases,
-        )
-        .await?;
-        runs.synced.push(seconds);
-        runs.outcomes
-            .push(Outcome::check(&recorder.take(), &expected, &registry));
-        runs.resolve_load
-            .push(time_resolve_load::<D>(synced.inner_mut(), &rows).await?);
-        if runs.footprint.is_none() {
-            let replay = registrations(&rows, size.insert_chunk);
-            runs.footprint = Some(
-                D::collector_footprint(&mut synced, &replay, &[])
-                    .await
-                    .map_err(db)?,
-            );
-        }
+        let synced = runs
+            .synced_insert::<D>(bare, &rows, size.insert_chunk, &expected)
+            .await?;
         conn = Some(synced.into_inner());
     }
     drop(conn);
