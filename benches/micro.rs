@@ -4,12 +4,16 @@
 //!   statement with bare diesel-async, inside a transaction that is rolled back afterwards, so
 //!   only the write and its hook are timed (no flush); `insert_one/bare_returning` is the bare
 //!   statement the synced insert runs on SQLite (`INSERT … RETURNING object_id`);
+//! - `write_hook_blocking/*`: the same on synchronous Diesel (`SqliteConnection`), where no
+//!   thread hop per statement hides the hook's cost; `*/bare_returning` adds the `RETURNING`
+//!   clause the synced write runs;
 //! - `after_commit/*`: COMMIT of a transaction with 10,000 pending product ids over 100 stores,
 //!   resolve, dispatch and a no-op handler until `settled()`, against a bare COMMIT followed by
 //!   loading the same 10,000 rows (the query resolve cannot avoid).
 //!
 //! `cargo bench --bench micro` (criterion). Collector memory and commit-to-handler latency are
-//! measured by the `workloads` bench instead (a counting allocator and per-call timestamps).
+//! measured by the `workloads` bench instead (a per-thread allocation counter and per-call
+//! timestamps).
 
 #[path = "micro/blocking.rs"]
 mod blocking;
