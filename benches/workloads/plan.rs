@@ -46,6 +46,21 @@ impl SplitMix64 {
     }
 }
 
+/// Checks the generator against the first outputs of the reference splitmix64 for seed 0, so
+/// that the plans are the ones every implementation of the workloads draws.
+pub(crate) fn check_generator() -> Result<(), String> {
+    const SEED_0: [u64; 2] = [0xE220_A839_7B1D_CDAF, 0x6E78_9E6A_A1B9_65F4];
+    let mut rng = SplitMix64::new(0);
+    let drawn = [rng.next_u64(), rng.next_u64()];
+    if drawn == SEED_0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "splitmix64 drew {drawn:x?} for seed 0, not {SEED_0:x?}"
+        ))
+    }
+}
+
 /// The W2/W3 plans: for each transaction `picks = distinct(products, 5)`, then 5 more saves
 /// `picks[below(5)]`: 10 product indices in save order. One generator makes every plan.
 pub(crate) fn transaction_plans(products: usize, transactions: usize) -> Vec<Vec<usize>> {
