@@ -247,6 +247,37 @@ macro_rules! behaviour_suite {
             }
 
             #[tokio::test]
+            async fn keys_from_rows_insert_registers_the_keys_its_rows_carry() {
+                let mut f = fixture("keys_from_rows").await;
+                let rows = vec![new_product(1001, 1), new_product(1002, 3)];
+                let records = vec![
+                    PriceRecord { object_id: 142, amount_cents: 999 },
+                    PriceRecord { object_id: 1001, amount_cents: 5 },
+                ];
+                let inserted = f
+                    .conn
+                    .transaction(async |conn| {
+                        diesel_sync::insert_into(products::table)
+                            .values(&rows)
+                            .keys_from_rows()
+                            .execute(conn)
+                            .await?;
+                        diesel_sync::insert_into(price_records::table)
+                            .values(&records)
+                            .keys_from_rows()
+                            .execute(conn)
+                            .await
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(inserted, 2);
+                assert_eq!(f.conn.pending_ids(), 0);
+                f.registry.settled().await;
+                assert_eq!(f.capture.ids(), vec![142, 1001, 1002]);
+                assert_eq!(f.capture.calls().len(), 3, "stores 1, 2 and 3");
+            }
+
+            #[tokio::test]
             async fn save_changes_registers_the_saved_row() {
                 let mut f = fixture("save_changes").await;
                 let mut product = load(&mut f.conn, 12).await;

@@ -287,6 +287,40 @@ macro_rules! blocking_suite {
             }
 
             #[test]
+            fn keys_from_rows_insert_registers_the_keys_its_rows_carry() {
+                let mut f = fixture("keys_from_rows");
+                let rows = vec![new_product(1001, 1), new_product(1002, 3)];
+                let records = vec![
+                    PriceRecord {
+                        object_id: 142,
+                        amount_cents: 999,
+                    },
+                    PriceRecord {
+                        object_id: 1001,
+                        amount_cents: 5,
+                    },
+                ];
+                let inserted = f
+                    .conn
+                    .transaction(|conn| {
+                        diesel_sync::insert_into(products::table)
+                            .values(&rows)
+                            .keys_from_rows()
+                            .execute_blocking(conn)?;
+                        diesel_sync::insert_into(price_records::table)
+                            .values(&records)
+                            .keys_from_rows()
+                            .execute_blocking(conn)
+                    })
+                    .unwrap();
+                assert_eq!(inserted, 2);
+                assert_eq!(f.conn.pending_ids(), 0);
+                f.registry.settled_blocking();
+                assert_eq!(f.capture.ids(), vec![142, 1001, 1002]);
+                assert_eq!(f.capture.calls().len(), 3, "stores 1, 2 and 3");
+            }
+
+            #[test]
             fn save_changes_registers_the_saved_row() {
                 let mut f = fixture("save_changes");
                 let mut product = load(&mut f.conn, 12);

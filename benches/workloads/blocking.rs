@@ -93,22 +93,29 @@ pub(crate) fn w1(bench: &Bench) -> Result<Vec<Line>, String> {
             remove(&path);
         }
 
-        let (path, conn) = fresh(bench, "w1", size.products, size.per_store).map_err(db)?;
-        let (mut conn, recorder, registry) = synced(conn);
-        let start = Instant::now();
-        conn.transaction(|conn| insert_synced(conn, &rows, size.insert_chunk))
-            .map_err(db)?;
-        registry.settled_blocking();
-        times.synced.push(start.elapsed().as_secs_f64());
-        outcomes.push(Outcome::check(&recorder.take(), &expected, &registry));
-        let start = Instant::now();
-        let loaded = load_products(conn.inner_mut(), &rows).map_err(db)?;
-        times.resolve_load.push(start.elapsed().as_secs_f64());
-        if loaded != rows.len() {
-            return Err(format!("loaded {loaded} of {} products", rows.len()));
+        for keys_from_rows in [false, true] {
+            let (path, conn) = fresh(bench, "w1", size.products, size.per_store).map_err(db)?;
+            let (mut conn, recorder, registry) = synced(conn);
+            let start = Instant::now();
+            conn.transaction(|conn| insert_synced(conn, &rows, size.insert_chunk, keys_from_rows))
+                .map_err(db)?;
+            registry.settled_blocking();
+            let seconds = start.elapsed().as_secs_f64();
+            if keys_from_rows {
+                times.keys_from_rows.push(seconds);
+            } else {
+                times.synced.push(seconds);
+            }
+            outcomes.push(Outcome::check(&recorder.take(), &expected, &registry));
+            let start = Instant::now();
+            let loaded = load_products(conn.inner_mut(), &rows).map_err(db)?;
+            times.resolve_load.push(start.elapsed().as_secs_f64());
+            if loaded != rows.len() {
+                return Err(format!("loaded {loaded} of {} products", rows.len()));
+            }
+            drop(conn);
+            remove(&path);
         }
-        drop(conn);
-        remove(&path);
     }
     let bare = median(&times.bare);
     let synced = median(&times.synced);
@@ -133,7 +140,17 @@ pub(crate) fn w1(bench: &Bench) -> Result<Vec<Line>, String> {
     let line = crate::run::with_outcomes(line, &outcomes)
         .num("resolve_load_s", load)
         .num("ratio_without_resolve_load", (synced - load) / bare);
-    Ok(vec![baseline, returning, line])
+    let keyed_s = median(&times.keys_from_rows);
+    let keyed = Line::new("W1_keys_from_rows", Backend::Sqlite.name(), CONNECTION)
+        .int("runs", times.keys_from_rows.len() as u64)
+        .num("median_s", keyed_s)
+        .str("baseline", "W1base")
+        .num("baseline_s", bare)
+        .num("ratio", keyed_s / bare);
+    let keyed = crate::run::with_outcomes(keyed, &outcomes)
+        .num("resolve_load_s", load)
+        .num("ratio_without_resolve_load", (keyed_s - load) / bare);
+    Ok(vec![baseline, returning, line, keyed])
 }
 
 /// The timings of W1's runs.
@@ -142,6 +159,7 @@ struct W1Times {
     bare: Vec<f64>,
     returning: Vec<f64>,
     synced: Vec<f64>,
+    keys_from_rows: Vec<f64>,
     resolve_load: Vec<f64>,
 }
 
@@ -178,15 +196,20 @@ fn insert_bare(
     Ok(())
 }
 
+/// Inserts `rows` through `diesel_sync`, with `keys_from_rows()` when `keys_from_rows`.
 fn insert_synced(
     conn: &mut SyncedConnection<SqliteConnection>,
     rows: &[PriceRecord],
     chunk: usize,
+    keys_from_rows: bool,
 ) -> QueryResult<()> {
     for part in rows.chunks(chunk) {
-        diesel_sync::insert_into(price_records::table)
-            .values(part)
-            .execute_blocking(conn)?;
+        let insert = diesel_sync::insert_into(price_records::table).values(part);
+        if keys_from_rows {
+            insert.keys_from_rows().execute_blocking(conn)?;
+        } else {
+            insert.execute_blocking(conn)?;
+        }
     }
     Ok(())
 }

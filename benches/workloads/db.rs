@@ -47,12 +47,14 @@ pub(crate) trait Db: 'static {
     /// Loads the products of `ids`, `chunk` ids per query: the query resolve runs, bare.
     async fn load_products(conn: &mut Self::Conn, ids: &[i64], chunk: usize) -> QueryResult<usize>;
 
-    /// W1 and scale: one transaction inserting `rows`, `chunk` rows per `insert_into`.
-    /// Returns the instant the body finished (what follows is COMMIT, resolve and dispatch).
+    /// W1 and scale: one transaction inserting `rows`, `chunk` rows per `insert_into`, with
+    /// `keys_from_rows()` when `keys_from_rows`. Returns the instant the body finished (what
+    /// follows is COMMIT, resolve and dispatch).
     async fn insert_synced(
         conn: &mut SyncedConn<Self>,
         rows: &[PriceRecord],
         chunk: usize,
+        keys_from_rows: bool,
     ) -> QueryResult<Instant>;
     /// W1base: the same statements with bare Diesel (one row per statement on SQLite, as the
     /// synced insert runs there). With `returning`, each statement also returns the
@@ -354,13 +356,16 @@ macro_rules! db {
                 conn: &mut SyncedConnection<$conn>,
                 rows: &[PriceRecord],
                 chunk: usize,
+                keys_from_rows: bool,
             ) -> QueryResult<Instant> {
                 conn.transaction(async |conn| {
                     for part in rows.chunks(chunk) {
-                        diesel_sync::insert_into(price_records::table)
-                            .values(part)
-                            .execute(conn)
-                            .await?;
+                        let insert = diesel_sync::insert_into(price_records::table).values(part);
+                        if keys_from_rows {
+                            insert.keys_from_rows().execute(conn).await?;
+                        } else {
+                            insert.execute(conn).await?;
+                        }
                     }
                     Ok(Instant::now())
                 })

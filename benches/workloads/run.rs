@@ -200,10 +200,13 @@ async fn timed_synced_insert<D: Db>(
     registry: &Registry,
     rows: &[PriceRecord],
     chunk: usize,
+    keys_from_rows: bool,
     phases: &mut Phases,
 ) -> Result<f64, String> {
     let start = Instant::now();
-    let body_end = D::insert_synced(conn, rows, chunk).await.map_err(db)?;
+    let body_end = D::insert_synced(conn, rows, chunk, keys_from_rows)
+        .await
+        .map_err(db)?;
     let returned = Instant::now();
     registry.settled().await;
     Ok(phases.push(start, body_end, returned, Some(Instant::now())))
@@ -218,12 +221,19 @@ impl Runs {
         conn: D::Conn,
         rows: &[PriceRecord],
         chunk: usize,
+        keys_from_rows: bool,
         expected: &Expected,
     ) -> Result<SyncedConn<D>, String> {
         let (mut conn, recorder, registry) = synced::<D>(conn);
-        let seconds =
-            timed_synced_insert::<D>(&mut conn, &registry, rows, chunk, &mut self.synced_phases)
-                .await?;
+        let seconds = timed_synced_insert::<D>(
+            &mut conn,
+            &registry,
+            rows,
+            chunk,
+            keys_from_rows,
+            &mut self.synced_phases,
+        )
+        .await?;
         self.synced.push(seconds);
         self.outcomes
             .push(Outcome::check(&recorder.take(), expected, &registry));
@@ -379,8 +389,8 @@ fn elapsed(start: Instant) -> f64 {
 
 /// W1 (synced) and W1base (bare): one transaction inserting one price record per product.
 /// Also W1base with `RETURNING` (the statement the synced insert runs, without the sync), to
-/// tell the database's share of the overhead from the sync machinery's. Returns the lines and
-/// W1's median time per id.
+/// tell the database's share of the overhead from the sync machinery's, and W1 with
+/// `keys_from_rows()`, which runs no `RETURNING`. Returns the lines and W1's median time per id.
 #[allow(clippy::cast_precision_loss)]
 pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String> {
     let size = bench.size;
@@ -388,6 +398,8 @@ pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String>
     // MySQL has no `RETURNING`: its synced insert runs the bare statement.
     let has_returning = D::BACKEND != Backend::Mysql;
     let mut runs = Runs::default();
+    // The same inserts with `keys_from_rows()`: no `RETURNING` (MySQL never has one).
+    let mut keyed = Runs::default();
     let mut returning = Vec::new();
     let mut returning_phases = Phases::default();
     for _ in 0..bench.runs {
@@ -423,10 +435,20 @@ pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String>
 
         let (fresh, conn) = Fresh::new::<D>(bench, "w1", size.products, size.per_store).await?;
         let conn = runs
-            .synced_insert::<D>(conn, &rows, size.insert_chunk, &expected)
+            .synced_insert::<D>(conn, &rows, size.insert_chunk, false, &expected)
             .await?;
         drop(conn);
         fresh.remove().await;
+
+        if has_returning {
+            let (fresh, conn) =
+                Fresh::new::<D>(bench, "w1_keys", size.products, size.per_store).await?;
+            let conn = keyed
+                .synced_insert::<D>(conn, &rows, size.insert_chunk, true, &expected)
+                .await?;
+            drop(conn);
+            fresh.remove().await;
+        }
     }
     let base = Line::new("W1base", D::BACKEND.name(), D::CONNECTION)
         .int("runs", runs.bare.len() as u64)
@@ -449,6 +471,10 @@ pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String>
         runs.line::<D>("W1", "W1base")
             .num("us_per_id", per_id * 1e6),
     );
+    if has_returning {
+        keyed.bare.clone_from(&runs.bare);
+        lines.push(keyed.line::<D>("W1_keys_from_rows", "W1base"));
+    }
     Ok((lines, per_id))
 }
 
@@ -689,7 +715,7 @@ pub(crate) async fn scale<D: Db>(bench: &Bench, w1_per_id: W1PerId) -> Result<Ve
             .map_err(db)?;
 
         let synced = runs
-            .synced_insert::<D>(bare, &rows, size.insert_chunk, &expected)
+            .synced_insert::<D>(bare, &rows, size.insert_chunk, false, &expected)
             .await?;
         conn = Some(synced.into_inner());
     }

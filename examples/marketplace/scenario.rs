@@ -506,11 +506,13 @@ macro_rules! scenario {
             async fn bulk_import(conn: &mut Conn, list: &[(i64, i64)]) -> Result<(), DieselError> {
                 conn.transaction(async |conn| {
                     for &(id, amount_cents) in list {
+                        // A price record carries the product it syncs: no `RETURNING` needed.
                         diesel_sync::insert_into(price_records::table)
                             .values(&PriceRecord {
                                 object_id: id,
                                 amount_cents,
                             })
+                            .keys_from_rows()
                             .execute(conn)
                             .await?;
                         diesel_sync::update(products::table.find(id))

@@ -141,6 +141,50 @@ returning_backend!(diesel::pg::Pg);
 #[cfg(feature = "sqlite")]
 returning_backend!(diesel::sqlite::Sqlite);
 
+/// Backends that insert many rows in one statement: an insert whose rows carry their keys runs
+/// as bare Diesel's and registers the rows' keys.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+macro_rules! keys_from_rows_backend {
+    ($backend:ty) => {
+        const _: () = {
+            use diesel::query_builder::InsertStatement;
+            use diesel::{Insertable, Table};
+            use diesel_async::methods::ExecuteDsl;
+            use diesel_async::{AsyncConnectionCore, RunQueryDsl};
+
+            use super::{TargetId, WriteIds};
+            use crate::synced::Synced;
+            use crate::write::{KeysFromRows, SyncedInsert, SyncedRows};
+
+            impl<C, T, V, M> WriteIds<C, SyncedInsert<T, V, M, KeysFromRows>> for $backend
+            where
+                C: AsyncConnectionCore<Backend = $backend>,
+                M: Synced<Table = T>,
+                T: Table + Send,
+                V: Insertable<T> + SyncedRows<M::Target> + Send,
+                InsertStatement<T, V::Values>: ExecuteDsl<C>,
+            {
+                async fn write(
+                    conn: &mut C,
+                    write: SyncedInsert<T, V, M, KeysFromRows>,
+                ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
+                    let ids = write.values.sync_keys();
+                    let affected = diesel::insert_into(write.table)
+                        .values(write.values)
+                        .execute(conn)
+                        .await?;
+                    Ok((affected, ids))
+                }
+            }
+        };
+    };
+}
+
+#[cfg(feature = "postgres")]
+keys_from_rows_backend!(diesel::pg::Pg);
+#[cfg(feature = "mysql")]
+keys_from_rows_backend!(diesel::mysql::Mysql);
+
 #[cfg(feature = "postgres")]
 mod postgres {
     //! PostgreSQL inserts any number of rows in one statement and returns their keys.
@@ -194,7 +238,11 @@ mod sqlite {
 
     use super::{KeyQuery, TargetId, WriteIds};
     use crate::synced::Synced;
-    use crate::write::{DecorateInsert, InsertRows, Plain, SyncedInsert, Upsert};
+    use crate::write::{
+        DecorateInsert, InsertRows, KeysFromRows, Plain, SyncedInsert, SyncedRows, Upsert,
+    };
+    use diesel_async::methods::ExecuteDsl;
+    use diesel_async::RunQueryDsl;
 
     impl<C, T, V, M> WriteIds<C, SyncedInsert<T, V, M, Plain>> for Sqlite
     where
@@ -220,6 +268,32 @@ mod sqlite {
                 ids.extend(returned);
             }
             Ok((ids.len(), ids))
+        }
+    }
+
+    /// Rows that carry their keys: one bare `INSERT` per row.
+    impl<C, T, V, M> WriteIds<C, SyncedInsert<T, V, M, KeysFromRows>> for Sqlite
+    where
+        C: AsyncConnectionCore<Backend = Sqlite>,
+        M: Synced<Table = T>,
+        T: Table + Copy + Send,
+        V: InsertRows + SyncedRows<M::Target> + Send,
+        V::Row: Insertable<T> + Send,
+        InsertStatement<T, <V::Row as Insertable<T>>::Values>: ExecuteDsl<C>,
+    {
+        async fn write(
+            conn: &mut C,
+            write: SyncedInsert<T, V, M, KeysFromRows>,
+        ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
+            let ids = write.values.sync_keys();
+            let mut affected = 0;
+            for row in write.values.rows() {
+                affected += diesel::insert_into(write.table)
+                    .values(row)
+                    .execute(conn)
+                    .await?;
+            }
+            Ok((affected, ids))
         }
     }
 

@@ -46,8 +46,8 @@ pub use resolve::Resolve;
 pub use retry::RetryPolicy;
 pub use synced::{SyncTarget, Synced, SyncedTable, TargetId};
 pub use write::{
-    delete, insert_into, update, DecorateInsert, InsertBuilder, InsertRows, Plain, SyncedDelete,
-    SyncedInsert, SyncedRows, SyncedUpdate, SyncedWrite, UpdateBuilder, Upsert,
+    delete, insert_into, update, DecorateInsert, InsertBuilder, InsertRows, KeysFromRows, Plain,
+    SyncedDelete, SyncedInsert, SyncedRows, SyncedUpdate, SyncedWrite, UpdateBuilder, Upsert,
 };
 
 /// Items the derive's generated code names. Not public API: no stability guarantees.

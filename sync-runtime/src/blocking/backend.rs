@@ -116,6 +116,56 @@ returning_backend!(diesel::pg::Pg);
 #[cfg(feature = "sqlite")]
 returning_backend!(diesel::sqlite::Sqlite);
 
+/// An insert whose rows carry their keys runs as bare Diesel's, many rows in one statement on
+/// every backend, and registers the rows' keys.
+#[cfg(any(
+    feature = "postgres",
+    feature = "blocking-postgres",
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "blocking-mysql"
+))]
+macro_rules! keys_from_rows_backend {
+    ($backend:ty) => {
+        const _: () = {
+            use diesel::connection::Connection;
+            use diesel::query_builder::InsertStatement;
+            use diesel::query_dsl::methods::ExecuteDsl;
+            use diesel::{Insertable, Table};
+
+            use crate::blocking::WriteIds;
+            use crate::synced::{Synced, TargetId};
+            use crate::write::{KeysFromRows, SyncedInsert, SyncedRows};
+
+            impl<C, T, V, M> WriteIds<C, SyncedInsert<T, V, M, KeysFromRows>> for $backend
+            where
+                C: Connection<Backend = $backend>,
+                M: Synced<Table = T>,
+                T: Table,
+                V: Insertable<T> + SyncedRows<M::Target>,
+                InsertStatement<T, V::Values>: ExecuteDsl<C>,
+            {
+                fn write(
+                    conn: &mut C,
+                    write: SyncedInsert<T, V, M, KeysFromRows>,
+                ) -> QueryResult<(usize, Vec<TargetId<M>>)> {
+                    let ids = write.values.sync_keys();
+                    let insert = diesel::insert_into(write.table).values(write.values);
+                    let affected = ExecuteDsl::execute(insert, conn)?;
+                    Ok((affected, ids))
+                }
+            }
+        };
+    };
+}
+
+#[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
+keys_from_rows_backend!(diesel::pg::Pg);
+#[cfg(feature = "sqlite")]
+keys_from_rows_backend!(diesel::sqlite::Sqlite);
+#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
+keys_from_rows_backend!(diesel::mysql::Mysql);
+
 #[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
 mod mysql {
     //! MySQL has no `RETURNING`: updates and deletes select the affected keys first, locking the
