@@ -1,5 +1,6 @@
 //! What differs between backends: how many ids one query may bind, and how a write learns the
-//! ids it touched (`RETURNING` on PostgreSQL and SQLite; a locking `SELECT` first on MySQL).
+//! ids it touched (`RETURNING` on PostgreSQL and SQLite; a locking `SELECT` first on MySQL; the
+//! rows themselves for an insert with `keys_from_rows`, and for any insert on MySQL).
 
 use std::future::Future;
 
@@ -228,21 +229,20 @@ mod postgres {
 mod sqlite {
     //! SQLite over diesel-async cannot run Diesel's multi-row insert (its batch path exists only
     //! for the synchronous connection), so a synced insert runs one `INSERT … RETURNING` per
-    //! row, inside the caller's transaction.
+    //! row (one plain `INSERT` per row with `keys_from_rows`), inside the caller's transaction.
 
     use diesel::dsl::Returning;
     use diesel::query_builder::{InsertStatement, Query};
     use diesel::sqlite::Sqlite;
     use diesel::{Insertable, QueryResult, Table};
-    use diesel_async::AsyncConnectionCore;
+    use diesel_async::methods::ExecuteDsl;
+    use diesel_async::{AsyncConnectionCore, RunQueryDsl};
 
     use super::{KeyQuery, TargetId, WriteIds};
     use crate::synced::Synced;
     use crate::write::{
         DecorateInsert, InsertRows, KeysFromRows, Plain, SyncedInsert, SyncedRows, Upsert,
     };
-    use diesel_async::methods::ExecuteDsl;
-    use diesel_async::RunQueryDsl;
 
     impl<C, T, V, M> WriteIds<C, SyncedInsert<T, V, M, Plain>> for Sqlite
     where

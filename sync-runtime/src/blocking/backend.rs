@@ -1,6 +1,7 @@
 //! How a synced write learns the ids it touched over a synchronous connection, per backend:
 //! `RETURNING` on PostgreSQL and SQLite (inserts of many rows in one statement on both), a
-//! locking `SELECT … FOR UPDATE` first on MySQL, whose inserts read the keys from their rows.
+//! locking `SELECT … FOR UPDATE` first on MySQL, whose inserts read the keys from their rows as
+//! every backend does for an insert with `keys_from_rows`.
 
 use diesel::backend::Backend;
 use diesel::QueryResult;
