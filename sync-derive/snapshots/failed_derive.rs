@@ -43,6 +43,12 @@ const _: () = {
         }
     }
     #[automatically_derived]
+    impl __diesel_sync::KeyInRow for Product
+    where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
+    {}
+    #[automatically_derived]
     impl __diesel_sync::SyncedRows<Self> for Product
     where
         for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send

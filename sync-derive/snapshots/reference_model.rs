@@ -31,6 +31,12 @@ const _: () = {
         for<'__diesel_sync> Product: __diesel_sync::SyncTarget<Id = i64>,
     {}
     #[automatically_derived]
+    impl __diesel_sync::KeyInRow for PriceRecord
+    where
+        for<'__diesel_sync> PriceRecord: ::core::marker::Send + 'static,
+        for<'__diesel_sync> Product: __diesel_sync::SyncTarget<Id = i64>,
+    {}
+    #[automatically_derived]
     impl __diesel_sync::SyncedRows<Product> for PriceRecord
     where
         for<'__diesel_sync> PriceRecord: ::core::marker::Send + 'static,

@@ -55,6 +55,13 @@ const _: () = {
         for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
     {}
     #[automatically_derived]
+    impl __diesel_sync::KeyInRow for Product
+    where
+        for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send
+            + ::core::marker::Sync + 'static,
+        for<'__diesel_sync> i64: __diesel_sync::KeyBounds,
+    {}
+    #[automatically_derived]
     impl __diesel_sync::SyncedRows<Self> for Product
     where
         for<'__diesel_sync> Product: ::core::fmt::Debug + ::core::marker::Send

@@ -23,6 +23,8 @@ pub(crate) struct Field<'a> {
     pub(crate) ty: &'a Type,
     /// `#[diesel(column_name = …)]`, else the field's name.
     pub(crate) column: Ident,
+    /// `#[diesel(skip_insertion)]`: the database writes this column on insert.
+    pub(crate) skip_insertion: bool,
 }
 
 impl<'a> Container<'a> {
@@ -72,14 +74,15 @@ fn fields<'a>(
                     .map(|field| {
                         attr::misplaced_synced(cx, &field.attrs, "a field");
                         let ident = field.ident.as_ref().expect("a named field has a name");
-                        let column = attr::column_name(&field.attrs).unwrap_or_else(|error| {
+                        let options = attr::field_options(&field.attrs).unwrap_or_else(|error| {
                             diesel.malformed.get_or_insert(error);
-                            None
+                            attr::FieldOptions::default()
                         });
                         Field {
                             ident,
                             ty: &field.ty,
-                            column: column.unwrap_or_else(|| ident.clone()),
+                            column: options.column_name.unwrap_or_else(|| ident.clone()),
+                            skip_insertion: options.skip_insertion,
                         }
                     })
                     .collect(),

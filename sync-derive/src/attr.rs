@@ -362,15 +362,27 @@ impl DieselAttrs {
     }
 }
 
-/// A field's `#[diesel(column_name = …)]`: an identifier or, as Diesel allows for names that
-/// are Rust keywords, a string. `Err` if an attribute could not be read.
-pub(crate) fn column_name(attrs: &[Attribute]) -> syn::Result<Option<Ident>> {
-    let mut name = None;
+/// What a field's `#[diesel(…)]` says that the derive needs.
+#[derive(Default)]
+pub(crate) struct FieldOptions {
+    /// `column_name = …`: an identifier or, as Diesel allows for names that are Rust keywords,
+    /// a string.
+    pub(crate) column_name: Option<Ident>,
+    /// `skip_insertion`: inserts leave the column to the database, so the row does not hold
+    /// the value that gets written.
+    pub(crate) skip_insertion: bool,
+}
+
+/// Reads a field's `#[diesel(…)]` options. `Err` if an attribute could not be read.
+pub(crate) fn field_options(attrs: &[Attribute]) -> syn::Result<FieldOptions> {
+    let mut options = FieldOptions::default();
     for attr in attrs.iter().filter(|a| a.path().is_ident("diesel")) {
         attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("column_name") {
+            if meta.path.is_ident("skip_insertion") {
+                options.skip_insertion = true;
+            } else if meta.path.is_ident("column_name") {
                 let value = meta.value()?;
-                name = Some(if value.peek(LitStr) {
+                options.column_name = Some(if value.peek(LitStr) {
                     let lit: LitStr = value.parse()?;
                     let mut ident = syn::parse_str::<Ident>(&format!("r#{}", lit.value()))
                         .or_else(|_| syn::parse_str::<Ident>(&lit.value()))
@@ -386,7 +398,7 @@ pub(crate) fn column_name(attrs: &[Attribute]) -> syn::Result<Option<Ident>> {
             Ok(())
         })?;
     }
-    Ok(name)
+    Ok(options)
 }
 
 /// Whether `attrs` holds a `#[synced]` attribute, which belongs on the struct only.

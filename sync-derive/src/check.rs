@@ -46,6 +46,8 @@ pub(crate) struct MappedField {
     pub(crate) field: Ident,
     pub(crate) column: Ident,
     pub(crate) ty: Type,
+    /// The database, not the row, supplies this column on insert.
+    pub(crate) skip_insertion: bool,
 }
 
 impl Model<'_> {
@@ -359,6 +361,7 @@ impl MappedField {
             field: field.ident.clone(),
             column: field.column.clone(),
             ty: field.ty.clone(),
+            skip_insertion: field.skip_insertion,
         }
     }
 }

@@ -337,18 +337,25 @@ fn synced_table_impl(cx: &Cx<'_>) -> TokenStream {
     }
 }
 
-/// One owned row as insert values, for backends that read the keys from the rows.
+/// `KeyInRow`, and one owned row as insert values, for inserts that read the keys from the
+/// rows. Neither when the key field is `#[diesel(skip_insertion)]`: the database writes it.
 fn synced_rows_impl(cx: &Cx<'_>) -> TokenStream {
     let Cx {
         rt,
         header: (generics, ty, bounds),
         ..
     } = cx;
+    if cx.target.key().is_some_and(|key| key.skip_insertion) {
+        return TokenStream::new();
+    }
     let target = match &cx.target {
         Target::Own { .. } => quote!(Self),
         Target::Other { path, .. } => quote!(#path),
     };
     quote! {
+        #[automatically_derived]
+        impl #generics #rt::KeyInRow for #ty #bounds {}
+
         #[automatically_derived]
         impl #generics #rt::SyncedRows<#target> for #ty #bounds {
             fn sync_keys(&self) -> ::std::vec::Vec<#rt::TargetId<Self>> {

@@ -53,6 +53,10 @@ use proc_macro::TokenStream;
 /// * `#[diesel(column_name = column)]` (or `= "column"` for a column named like a Rust
 ///   keyword): the column a field maps to. By default, the field's name. The derive uses it to
 ///   match `primary_key` to a field and to name the key column of `key`.
+/// * `#[diesel(skip_insertion)]` on the key field (a target's id, a reference model's `key`):
+///   the database writes the key on insert, so the rows do not hold it. The model then does
+///   not implement `KeyInRow`, and inserts that read keys from the rows (`keys_from_rows`, and
+///   every insert on MySQL) do not compile for it.
 ///
 /// ## `#[synced]` container attributes
 ///

@@ -44,7 +44,7 @@ pub use metrics::Metrics;
 pub use registry::{Registry, RegistryBuilder, ShutdownReport};
 pub use resolve::Resolve;
 pub use retry::RetryPolicy;
-pub use synced::{SyncTarget, Synced, SyncedTable, TargetId};
+pub use synced::{KeyInRow, SyncTarget, Synced, SyncedTable, TargetId};
 pub use write::{
     delete, insert_into, update, DecorateInsert, InsertBuilder, InsertRows, KeysFromRows, Plain,
     SyncedDelete, SyncedInsert, SyncedRows, SyncedUpdate, SyncedWrite, UpdateBuilder, Upsert,
@@ -55,7 +55,7 @@ pub use write::{
 pub mod __private {
     pub use crate::synced::{
         assert_id, assert_model, assert_store_key, assert_target, assert_target_model, KeyBounds,
-        SyncTarget, Synced, SyncedTable, TargetId,
+        KeyInRow, SyncTarget, Synced, SyncedTable, TargetId,
     };
     pub use crate::write::SyncedRows;
     pub use diesel;

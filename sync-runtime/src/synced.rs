@@ -33,6 +33,19 @@ pub trait Synced: Sized + Send + 'static {
     fn sync_key(&self) -> TargetId<Self>;
 }
 
+/// A model whose rows hold the key they sync when they are inserted, so an insert can read the
+/// keys from its rows (MySQL always does; other backends with
+/// [`keys_from_rows`](crate::SyncedInsert::keys_from_rows)).
+///
+/// `#[derive(Synced)]` implements it unless the key field is `#[diesel(skip_insertion)]`: then
+/// the database writes the key, and only `RETURNING` can tell it.
+#[diagnostic::on_unimplemented(
+    message = "the rows of `{Self}` do not hold the key they sync when inserted",
+    label = "its key field is `#[diesel(skip_insertion)]`: the database writes it",
+    note = "on PostgreSQL and SQLite, leave out `keys_from_rows` and the statement returns the keys; on MySQL, insert with Diesel and call `mark_changed` with the new ids"
+)]
+pub trait KeyInRow: Synced {}
+
 /// A model handed to handlers: it has an id to deduplicate by and a store key to group by.
 ///
 /// A model that derives `Synced` without `#[synced(target = …, key = …)]` is a target.

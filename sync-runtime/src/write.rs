@@ -16,7 +16,7 @@ use crate::connection::AsSynced;
 use crate::resolve::Resolve;
 use std::marker::PhantomData;
 
-use crate::synced::{Synced, SyncedTable, TargetId};
+use crate::synced::{KeyInRow, Synced, SyncedTable, TargetId};
 
 /// Creates a synced `UPDATE`, like [`diesel::update`]: every row it changes is registered.
 ///
@@ -176,32 +176,32 @@ impl<T, V, M: Synced, D> SyncedWrite for SyncedInsert<T, V, M, D> {
 #[diagnostic::on_unimplemented(
     message = "the keys of `{Self}` are not known before the insert",
     label = "synced inserts on MySQL, and with `keys_from_rows`, read the keys from the rows",
-    note = "insert values of a model that derives `Synced` (one row, a slice or a Vec of them); on PostgreSQL and SQLite, leave out `keys_from_rows` and the statement returns the keys; on MySQL, insert with Diesel and call `mark_changed` with the new ids"
+    note = "insert rows of a model that derives `Synced` (one row, a slice or a Vec of them) and whose key field is not `#[diesel(skip_insertion)]`; otherwise, on PostgreSQL and SQLite, leave out `keys_from_rows` and the statement returns the keys, and on MySQL insert with Diesel and call `mark_changed` with the new ids"
 )]
 pub trait SyncedRows<Target: Synced> {
     /// The target ids the rows will sync.
     fn sync_keys(&self) -> Vec<TargetId<Target>>;
 }
 
-impl<M: Synced> SyncedRows<M::Target> for &M {
+impl<M: KeyInRow> SyncedRows<M::Target> for &M {
     fn sync_keys(&self) -> Vec<TargetId<M>> {
         vec![self.sync_key()]
     }
 }
 
-impl<M: Synced> SyncedRows<M::Target> for &[M] {
+impl<M: KeyInRow> SyncedRows<M::Target> for &[M] {
     fn sync_keys(&self) -> Vec<TargetId<M>> {
         self.iter().map(Synced::sync_key).collect()
     }
 }
 
-impl<M: Synced> SyncedRows<M::Target> for &Vec<M> {
+impl<M: KeyInRow> SyncedRows<M::Target> for &Vec<M> {
     fn sync_keys(&self) -> Vec<TargetId<M>> {
         self.iter().map(Synced::sync_key).collect()
     }
 }
 
-impl<M: Synced> SyncedRows<M::Target> for Vec<M> {
+impl<M: KeyInRow> SyncedRows<M::Target> for Vec<M> {
     fn sync_keys(&self) -> Vec<TargetId<M>> {
         self.iter().map(Synced::sync_key).collect()
     }
@@ -278,8 +278,9 @@ impl<T, V, M> SyncedInsert<T, V, M> {
     /// SQLite that halves the cost of a bulk insert, on PostgreSQL it saves about a tenth.
     /// MySQL, which has no `RETURNING`, always works this way.
     ///
-    /// Not for keys the database generates (a key field with `#[diesel(skip_insertion)]`, or
-    /// a default): the rows' values would be registered instead of the new keys.
+    /// Not for keys the database generates. A model whose key field is
+    /// `#[diesel(skip_insertion)]` does not compile here; a key the database replaces some
+    /// other way (a trigger) cannot be seen, and the rows' values would be registered.
     ///
     /// ```
     /// # use diesel_sync_runtime as diesel_sync;
