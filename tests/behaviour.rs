@@ -636,6 +636,67 @@ macro_rules! deferred_commit_suite {
     };
 }
 
+/// Backends with `RETURNING`: an insert learns keys the database generates.
+macro_rules! returning_suite {
+    ($suite:ident, $backend:expr, $conn:ty) => {
+        mod $suite {
+            use super::*;
+            use diesel::QueryDsl;
+            use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+            use diesel_sync::SyncedConnection;
+
+            #[tokio::test]
+            async fn a_key_the_database_generates_is_registered_from_returning() {
+                let url =
+                    create_database($backend, concat!(stringify!($suite), "_generated")).await;
+                let capture = Capture::default();
+                let registry = capture.registry();
+                let mut conn = SyncedConnection::new(
+                    <$conn>::establish(&url).await.unwrap(),
+                    registry.clone(),
+                );
+                conn.batch_execute($backend.schema()).await.unwrap();
+                let new = [
+                    NewListing {
+                        store_id: 4,
+                        title: "first".into(),
+                    },
+                    NewListing {
+                        store_id: 4,
+                        title: "second".into(),
+                    },
+                ];
+                let inserted = conn
+                    .transaction(async |conn| {
+                        diesel_sync::insert_into(listings::table)
+                            .values(&new[..])
+                            .execute(conn)
+                            .await
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(inserted, 2);
+                registry.settled().await;
+                let stored: Vec<i64> = listings::table
+                    .select(listings::id)
+                    .order(listings::id)
+                    .load(&mut conn)
+                    .await
+                    .unwrap();
+                let delivered = capture.listings();
+                assert_eq!(delivered.iter().map(|l| l.id).collect::<Vec<_>>(), stored);
+                assert_eq!(
+                    delivered
+                        .iter()
+                        .map(|l| l.title.as_str())
+                        .collect::<Vec<_>>(),
+                    ["first", "second"]
+                );
+            }
+        }
+    };
+}
+
 behaviour_suite!(
     sqlite,
     Backend::Sqlite,
@@ -658,6 +719,18 @@ behaviour_suite!(
 #[cfg(diesel_sync_postgres)]
 deferred_commit_suite!(
     postgres_deferred,
+    Backend::Postgres,
+    diesel_async::AsyncPgConnection
+);
+
+returning_suite!(
+    sqlite_returning,
+    Backend::Sqlite,
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>
+);
+#[cfg(diesel_sync_postgres)]
+returning_suite!(
+    postgres_returning,
     Backend::Postgres,
     diesel_async::AsyncPgConnection
 );

@@ -38,6 +38,15 @@ diesel::table! {
     }
 }
 
+// Listings get their ids from the database: the key only `RETURNING` can tell.
+diesel::table! {
+    listings (id) {
+        id -> BigInt,
+        store_id -> BigInt,
+        title -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(stores, products, price_records);
 
 /// A product: the target model, batched by store.
@@ -60,6 +69,24 @@ pub struct Product {
 pub struct PriceRecord {
     pub object_id: i64,
     pub amount_cents: i64,
+}
+
+/// A listing: a target model whose id the database generates.
+#[derive(Debug, Clone, Queryable, Selectable, Synced)]
+#[diesel(table_name = listings)]
+#[synced(store = store_id)]
+pub struct Listing {
+    pub id: i64,
+    pub store_id: i64,
+    pub title: String,
+}
+
+/// A listing to insert: no id, the database assigns one.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = listings)]
+pub struct NewListing {
+    pub store_id: i64,
+    pub title: String,
 }
 
 /// A changeset for the edit form: only the price.
@@ -88,11 +115,13 @@ impl Call {
 #[derive(Clone, Default)]
 pub struct Capture {
     calls: Arc<Mutex<Vec<Call>>>,
+    listings: Arc<Mutex<Vec<Listing>>>,
 }
 
 impl Capture {
     pub fn registry(&self) -> Registry {
         let calls = Arc::clone(&self.calls);
+        let listings = Arc::clone(&self.listings);
         Registry::builder()
             .handler(move |batch: Batch<Product>| {
                 let calls = Arc::clone(&calls);
@@ -104,8 +133,25 @@ impl Capture {
                     Ok::<(), HandlerError>(())
                 }
             })
+            .handler(move |batch: Batch<Listing>| {
+                let listings = Arc::clone(&listings);
+                async move {
+                    listings
+                        .lock()
+                        .unwrap()
+                        .extend(batch.rows().iter().cloned());
+                    Ok::<(), HandlerError>(())
+                }
+            })
             .retry_policy(RetryPolicy::never())
             .build()
+    }
+
+    /// Every delivered listing, by id.
+    pub fn listings(&self) -> Vec<Listing> {
+        let mut listings = self.listings.lock().unwrap().clone();
+        listings.sort_unstable_by_key(|l| l.id);
+        listings
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -155,19 +201,22 @@ impl Backend {
                  CREATE TABLE stores (id BIGINT PRIMARY KEY, name TEXT NOT NULL, sync_enabled BOOLEAN NOT NULL);
                  CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name TEXT NOT NULL, price_cents BIGINT NOT NULL);
                  CREATE TABLE price_records (id INTEGER PRIMARY KEY AUTOINCREMENT, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
-                 CREATE TABLE product_notes (id INTEGER PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);"
+                 CREATE TABLE product_notes (id INTEGER PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);
+                 CREATE TABLE listings (id INTEGER PRIMARY KEY AUTOINCREMENT, store_id BIGINT NOT NULL, title TEXT NOT NULL);"
             }
             Backend::Postgres => {
                 "CREATE TABLE stores (id BIGINT PRIMARY KEY, name TEXT NOT NULL, sync_enabled BOOLEAN NOT NULL);
                  CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name TEXT NOT NULL, price_cents BIGINT NOT NULL);
                  CREATE TABLE price_records (id BIGSERIAL PRIMARY KEY, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
-                 CREATE TABLE product_notes (id BIGSERIAL PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);"
+                 CREATE TABLE product_notes (id BIGSERIAL PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);
+                 CREATE TABLE listings (id BIGSERIAL PRIMARY KEY, store_id BIGINT NOT NULL, title TEXT NOT NULL);"
             }
             Backend::Mysql => {
                 "CREATE TABLE stores (id BIGINT PRIMARY KEY, name VARCHAR(255) NOT NULL, sync_enabled BOOLEAN NOT NULL);
                  CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name VARCHAR(255) NOT NULL, price_cents BIGINT NOT NULL);
                  CREATE TABLE price_records (id BIGINT AUTO_INCREMENT PRIMARY KEY, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
-                 CREATE TABLE product_notes (id BIGINT AUTO_INCREMENT PRIMARY KEY, product_id BIGINT NOT NULL);"
+                 CREATE TABLE product_notes (id BIGINT AUTO_INCREMENT PRIMARY KEY, product_id BIGINT NOT NULL);
+                 CREATE TABLE listings (id BIGINT AUTO_INCREMENT PRIMARY KEY, store_id BIGINT NOT NULL, title VARCHAR(255) NOT NULL);"
             }
         }
     }
