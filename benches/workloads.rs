@@ -1,6 +1,6 @@
-//! The standard workloads of `WORKLOADS.md` (W1, W1base, W2, W3, W4, W5 and the 1,000,000-id
-//! scale run), plus commit-to-handler latency and collector memory, on SQLite, PostgreSQL or
-//! MySQL. Prints one JSON object per result line; exits non-zero when a correctness field is
+//! The standard workloads (W1, W1base, W2, W3, W4, W5 and the 1,000,000-id scale run, defined
+//! in `docs/benchmarks.md`), plus commit-to-handler latency and collector memory, on SQLite,
+//! PostgreSQL or MySQL. Prints one JSON object per result line; exits non-zero when a correctness field is
 //! wrong (an id leaked or missed, calls or resolve queries not as expected).
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The random plans of WORKLOADS.md: splitmix64 (64-bit wrapping, seed 42), `below` and
+//! The workloads' random plans: splitmix64 (64-bit wrapping, seed 42), `below` and
 //! `distinct`, and the per-transaction save plans of W2 and W3.
 
 use std::collections::HashSet;
@@ -6,7 +6,7 @@ use std::collections::HashSet;
 /// The seed every plan starts from.
 pub(crate) const SEED: u64 = 42;
 
-/// splitmix64, exactly as WORKLOADS.md spells it.
+/// splitmix64, as the reference implementation draws it.
 #[derive(Debug, Clone)]
 pub(crate) struct SplitMix64 {
     state: u64,

@@ -31,7 +31,7 @@ pub(crate) struct Size {
 }
 
 impl Size {
-    /// WORKLOADS.md's sizes. The scale run keeps 100 stores: 10,000 products each.
+    /// The standard sizes. The scale run keeps 100 stores: 10,000 products each.
     pub(crate) const FULL: Size = Size {
         products: 10_000,
         per_store: 100,

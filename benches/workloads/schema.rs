@@ -1,4 +1,4 @@
-//! The benchmark data of WORKLOADS.md: 100 stores, products (the target model, batched by
+//! The workloads' data: 100 stores, products (the target model, batched by
 //! store) and price records (a reference model whose writes sync the product in `object_id`).
 
 use diesel::prelude::*;
@@ -115,7 +115,7 @@ pub(crate) fn stores_sql() -> String {
 }
 
 /// Product with index `i`: `id = i+1`, `store_id = i/per_store + 1`, `name = "product-{i+1}"`,
-/// `price_cents = 100 + (i*7919) % 99900`. WORKLOADS.md's data has `per_store = 100`.
+/// `price_cents = 100 + (i*7919) % 99900`. The standard data has `per_store = 100`.
 pub(crate) fn product(i: usize, per_store: usize) -> Product {
     let i = i64::try_from(i).expect("product index fits in i64");
     let per_store = i64::try_from(per_store).expect("per_store fits in i64");
