@@ -21,6 +21,9 @@ use crate::synced::SyncTarget;
 /// The frames of one connection, innermost last. `frames.len()` follows the transaction depth.
 pub(crate) struct Collector<P: ?Sized> {
     frames: Vec<Frame<P>>,
+    /// The depth a COMMIT must return to for its ids to be handed on: 0, or 1 inside a test
+    /// transaction, so that the transactions a test runs are treated as outermost.
+    flush_depth: usize,
 }
 
 /// The ids written at one transaction level, grouped by target model.
@@ -81,20 +84,52 @@ impl<T: SyncTarget, C> PendingTarget<T, C> {
 
 impl<P: ?Sized + PendingSet> Collector<P> {
     pub(crate) fn new() -> Self {
-        Self { frames: Vec::new() }
+        Self {
+            frames: Vec::new(),
+            flush_depth: 0,
+        }
     }
 
-    pub(crate) fn depth(&self) -> usize {
-        self.frames.len()
+    /// After BEGIN or SAVEPOINT, successful or not: one frame per level the database has open.
+    pub(crate) fn began(&mut self, depth: usize) {
+        self.truncate_to(depth);
     }
 
-    /// Takes the innermost frame; the caller merges, flushes or drops it.
-    pub(crate) fn pop(&mut self) -> Option<Frame<P>> {
-        self.frames.pop()
+    /// After ROLLBACK: the level's ids are dropped whether or not ROLLBACK itself reported an
+    /// error, and so are those of any other level the database no longer has open.
+    pub(crate) fn rolled_back(&mut self, depth: usize) {
+        self.frames.pop();
+        self.truncate_to(depth);
+    }
+
+    /// After COMMIT or RELEASE, with `committed` telling whether the database accepted it and
+    /// `depth` its transaction depth now. Returns the frame to hand on when the outermost level
+    /// committed; a released savepoint merges into its parent; after a failure, the levels that
+    /// no longer exist were rolled back.
+    pub(crate) fn committed(&mut self, committed: bool, depth: usize) -> Option<Frame<P>> {
+        let closed_one_level = depth + 1 == self.frames.len();
+        match committed {
+            true if closed_one_level && depth == self.flush_depth => self.frames.pop(),
+            true if closed_one_level => {
+                self.release();
+                None
+            }
+            _ => {
+                self.truncate_to(depth);
+                None
+            }
+        }
+    }
+
+    /// Inside a test transaction: its level has a frame, and the transactions run in it are
+    /// handed on when they commit.
+    pub(crate) fn enter_test_transaction(&mut self) {
+        self.truncate_to(1);
+        self.flush_depth = 1;
     }
 
     /// Merges a released savepoint's frame into the level below it.
-    pub(crate) fn release(&mut self) {
+    fn release(&mut self) {
         if let Some(frame) = self.frames.pop() {
             match self.frames.last_mut() {
                 Some(parent) => parent.merge(frame),
@@ -103,9 +138,9 @@ impl<P: ?Sized + PendingSet> Collector<P> {
         }
     }
 
-    /// Brings the frame count back in step with the database's transaction depth after an error:
-    /// frames of levels that no longer exist were rolled back, so their ids are dropped.
-    pub(crate) fn truncate_to(&mut self, depth: usize) {
+    /// Brings the frame count in step with the database's transaction depth: frames of levels
+    /// that no longer exist were rolled back, so their ids are dropped.
+    fn truncate_to(&mut self, depth: usize) {
         self.frames.truncate(depth);
         while self.frames.len() < depth {
             self.frames.push(Frame::default());

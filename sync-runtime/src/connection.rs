@@ -45,9 +45,6 @@ pub struct SyncedConnection<C> {
     inner: C,
     collector: Collector<dyn PendingIds<C>>,
     registry: Registry,
-    /// The depth a COMMIT must return to for its ids to be handed on: 0, or 1 inside a test
-    /// transaction, so that the transactions a test runs are treated as outermost.
-    flush_depth: usize,
 }
 
 /// A connection that routes through a [`SyncedConnection`]: the connection itself, or a pooled
@@ -84,7 +81,6 @@ impl<C: AsyncConnection + 'static> SyncedConnection<C> {
             inner,
             collector: Collector::new(),
             registry,
-            flush_depth: 0,
         }
     }
 
@@ -175,32 +171,22 @@ where
     async fn begin_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
         let result = C::TransactionManager::begin_transaction(&mut conn.inner).await;
         let depth = conn.database_depth();
-        conn.collector.truncate_to(depth);
+        conn.collector.began(depth);
         result
     }
 
     async fn rollback_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
         let result = C::TransactionManager::rollback_transaction(&mut conn.inner).await;
-        // The level is gone whether or not ROLLBACK itself reported an error.
-        conn.collector.pop();
         let depth = conn.database_depth();
-        conn.collector.truncate_to(depth);
+        conn.collector.rolled_back(depth);
         result
     }
 
     async fn commit_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
-        let before = conn.collector.depth();
         let result = C::TransactionManager::commit_transaction(&mut conn.inner).await;
         let depth = conn.database_depth();
-        match result {
-            Ok(()) if depth + 1 == before && depth == conn.flush_depth => {
-                if let Some(frame) = conn.collector.pop() {
-                    conn.flush(frame).await;
-                }
-            }
-            Ok(()) if depth + 1 == before => conn.collector.release(),
-            // A failed COMMIT or RELEASE: levels that no longer exist were rolled back.
-            _ => conn.collector.truncate_to(depth),
+        if let Some(frame) = conn.collector.committed(result.is_ok(), depth) {
+            conn.flush(frame).await;
         }
         result
     }
@@ -264,8 +250,7 @@ impl<C: AsyncConnection + 'static> AsyncConnection for SyncedConnection<C> {
     /// ids are handed on when they finish, so tests see what would be sent.
     async fn begin_test_transaction(&mut self) -> QueryResult<()> {
         self.inner.begin_test_transaction().await?;
-        self.collector.truncate_to(1);
-        self.flush_depth = 1;
+        self.collector.enter_test_transaction();
         Ok(())
     }
 

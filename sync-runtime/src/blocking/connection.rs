@@ -45,9 +45,6 @@ pub struct SyncedConnection<C> {
     inner: C,
     collector: Collector<dyn BlockingPendingIds<C>>,
     registry: Registry,
-    /// The depth a COMMIT must return to for its ids to be handed on: 0, or 1 inside a test
-    /// transaction, so that the transactions a test runs are treated as outermost.
-    flush_depth: usize,
 }
 
 /// A connection that routes through a [`SyncedConnection`]: the connection itself, or a pooled
@@ -84,7 +81,6 @@ impl<C: Connection + 'static> SyncedConnection<C> {
             inner,
             collector: Collector::new(),
             registry,
-            flush_depth: 0,
         }
     }
 
@@ -171,32 +167,22 @@ where
     fn begin_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
         let result = C::TransactionManager::begin_transaction(&mut conn.inner);
         let depth = conn.database_depth();
-        conn.collector.truncate_to(depth);
+        conn.collector.began(depth);
         result
     }
 
     fn rollback_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
         let result = C::TransactionManager::rollback_transaction(&mut conn.inner);
-        // The level is gone whether or not ROLLBACK itself reported an error.
-        conn.collector.pop();
         let depth = conn.database_depth();
-        conn.collector.truncate_to(depth);
+        conn.collector.rolled_back(depth);
         result
     }
 
     fn commit_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
-        let before = conn.collector.depth();
         let result = C::TransactionManager::commit_transaction(&mut conn.inner);
         let depth = conn.database_depth();
-        match result {
-            Ok(()) if depth + 1 == before && depth == conn.flush_depth => {
-                if let Some(frame) = conn.collector.pop() {
-                    conn.flush(frame);
-                }
-            }
-            Ok(()) if depth + 1 == before => conn.collector.release(),
-            // A failed COMMIT or RELEASE: levels that no longer exist were rolled back.
-            _ => conn.collector.truncate_to(depth),
+        if let Some(frame) = conn.collector.committed(result.is_ok(), depth) {
+            conn.flush(frame);
         }
         result
     }
@@ -235,8 +221,7 @@ impl<C: Connection + 'static> Connection for SyncedConnection<C> {
     /// ids are handed on when they finish, so tests see what would be sent.
     fn begin_test_transaction(&mut self) -> QueryResult<()> {
         self.inner.begin_test_transaction()?;
-        self.collector.truncate_to(1);
-        self.flush_depth = 1;
+        self.collector.enter_test_transaction();
         Ok(())
     }
 
