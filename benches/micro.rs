@@ -70,7 +70,7 @@ fn sqlite_path(name: &str) -> String {
 }
 
 /// A fresh SQLite file with the workloads' schema, 100 stores and 10,000 products.
-fn setup(runtime: &Runtime, name: &str, registry: Registry) -> Conn {
+fn setup(runtime: &Runtime, name: &str, registry: Registry<Conn>) -> Conn {
     runtime.block_on(async {
         let path = sqlite_path(name);
         for suffix in ["", "-wal", "-shm"] {
@@ -102,7 +102,7 @@ fn setup(runtime: &Runtime, name: &str, registry: Registry) -> Conn {
 }
 
 /// A registry whose handler does nothing.
-fn no_op_registry() -> Registry {
+fn no_op_registry() -> Registry<Conn> {
     Registry::builder()
         .handler(async |_batch: Batch<Product>| -> Result<(), HandlerError> { Ok(()) })
         .build()

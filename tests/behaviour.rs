@@ -27,7 +27,7 @@ macro_rules! behaviour_suite {
             struct Fixture {
                 conn: Conn,
                 capture: Capture,
-                registry: Registry,
+                registry: Registry<Conn>,
                 url: String,
             }
 
@@ -386,12 +386,14 @@ macro_rules! behaviour_suite {
             }
 
             #[tokio::test]
-            async fn mark_changed_registers_raw_sql_writes() {
+            async fn mark_changed_registers_writes_run_on_the_inner_connection() {
                 let mut f = fixture("mark_changed").await;
                 f.conn
                     .transaction(async |conn| {
+                        // The inner connection is neither captured nor refused: the caller
+                        // registers what it changed.
                         diesel::sql_query("UPDATE products SET price_cents = 4444 WHERE id = 4")
-                            .execute(conn)
+                            .execute(conn.inner_mut())
                             .await?;
                         conn.mark_changed::<Product>([4]).await;
                         Ok::<_, Error>(())

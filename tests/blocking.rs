@@ -39,7 +39,7 @@ macro_rules! blocking_suite {
             struct Fixture {
                 conn: Conn,
                 capture: Capture,
-                registry: Registry,
+                registry: Registry<Conn>,
                 url: String,
             }
 
@@ -733,37 +733,6 @@ macro_rules! blocking_suite {
                         assert_eq!(row.price_cents, written, "row {}", row.id);
                     }
                 }
-            }
-
-            /// One registry behind a synchronous and a diesel-async connection: both hand their
-            /// commits to the same dispatcher, and `shutdown_blocking` drains it.
-            #[test]
-            fn one_registry_serves_sync_and_async_connections() {
-                let mut f = fixture("shared_registry");
-                f.conn
-                    .transaction(|conn| price(1, 1).execute_blocking(conn))
-                    .unwrap();
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    use diesel_async::AsyncConnection;
-                    let inner = <$async_conn>::establish(&f.url).await.unwrap();
-                    let mut conn = diesel_sync::SyncedConnection::new(inner, f.registry.clone());
-                    conn.transaction(async |conn| price(150, 2).execute(conn).await)
-                        .await
-                        .unwrap();
-                    f.registry.settled().await;
-                });
-                f.conn
-                    .transaction(|conn| price(250, 3).execute_blocking(conn))
-                    .unwrap();
-                let report = f.registry.shutdown_blocking(Duration::from_secs(10));
-                assert_eq!((report.abandoned, report.dead_lettered), (0, 0));
-                assert_eq!(f.capture.ids(), vec![1, 150, 250]);
-                assert_eq!(f.registry.metrics().delivered, 3);
             }
 
             /// Called from async code through `spawn_blocking`, the connection dispatches on the

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use diesel_sync::{Batch, HandlerError, Registry, RetryPolicy};
+use diesel_sync::{Batch, HandlerError, Registry, Resolves, RetryPolicy};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -44,10 +44,10 @@ struct Scripted {
 }
 
 impl Scripted {
-    fn registry(
+    fn registry<Conn: Resolves<Product>>(
         policy: RetryPolicy,
         script: impl Fn(usize, &Batch<Product>) -> Outcome + Send + Sync + 'static,
-    ) -> (Self, Registry) {
+    ) -> (Self, Registry<Conn>) {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let script: Arc<Script> = Arc::new(script);
         let recorder = Arc::clone(&seen);
@@ -136,7 +136,7 @@ macro_rules! dispatch_suite {
             type Conn = SyncedConnection<$conn>;
 
             /// A database with 2,000 products, 100 per store (stores 1–20).
-            async fn connect(test: &str, registry: &Registry) -> Conn {
+            async fn connect(test: &str, registry: &Registry<Conn>) -> Conn {
                 let url = create_database(BACKEND, &format!("{}_{test}", stringify!($suite))).await;
                 let mut inner = <$conn>::establish(&url).await.expect("connect");
                 inner.batch_execute(BACKEND.schema()).await.expect("schema");

@@ -9,8 +9,9 @@ use criterion::Criterion;
 use diesel::prelude::*;
 use diesel::result::Error;
 use diesel_sync::blocking::SyncedConnection;
+use diesel_sync::{Batch, HandlerError, Registry};
 
-use crate::schema::{price_records, products};
+use crate::schema::{price_records, products, Product};
 use crate::{
     no_op_registry, product_id, record, runtime, setup, sqlite_path, store_id, timed, Stop, Write,
 };
@@ -83,7 +84,9 @@ pub(crate) fn write_hook(c: &mut Criterion) {
     drop(setup(&runtime(), name, no_op_registry()));
     let mut conn = SyncedConnection::new(
         SqliteConnection::establish(&sqlite_path(name)).expect("open SQLite"),
-        no_op_registry(),
+        Registry::builder()
+            .handler(async |_batch: Batch<Product>| -> Result<(), HandlerError> { Ok(()) })
+            .build(),
     );
     let mut group = c.benchmark_group("write_hook_blocking");
     group

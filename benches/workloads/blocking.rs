@@ -58,7 +58,13 @@ fn remove(path: &str) {
     }
 }
 
-fn synced(conn: SqliteConnection) -> (SyncedConnection<SqliteConnection>, Recorder, Registry) {
+fn synced(
+    conn: SqliteConnection,
+) -> (
+    SyncedConnection<SqliteConnection>,
+    Recorder,
+    Registry<SyncedConnection<SqliteConnection>>,
+) {
     let recorder = Recorder::default();
     let registry = recorder.registry();
     (

@@ -12,8 +12,9 @@ use diesel_async::{
     AsyncConnection, AsyncConnectionCore, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl,
     SimpleAsyncConnection,
 };
-use diesel_sync::{SyncBackend, SyncedConnection};
+use diesel_sync::{Registry, SyncBackend, SyncedConnection};
 
+use crate::recorder::Recorder;
 use crate::schema::{price_records, products, Backend, PriceRecord, Product};
 
 /// The synced connection over `D`'s connection kind.
@@ -40,6 +41,9 @@ pub(crate) trait Db: 'static {
     const CONNECTION: &'static str;
     /// Ids per resolve query (`SyncBackend::MAX_IDS_PER_QUERY`).
     const RESOLVE_CHUNK: usize;
+
+    /// A registry whose only handler is `recorder`, for this connection kind.
+    fn registry(recorder: &Recorder) -> Registry<SyncedConn<Self>>;
 
     async fn seed_products(conn: &mut Self::Conn, rows: Vec<Product>) -> QueryResult<()>;
     async fn seed_price_records(conn: &mut Self::Conn, rows: Vec<PriceRecord>) -> QueryResult<()>;
@@ -315,6 +319,10 @@ macro_rules! db {
             const CONNECTION: &'static str = $kind;
             const RESOLVE_CHUNK: usize =
                 <<$conn as AsyncConnectionCore>::Backend as SyncBackend>::MAX_IDS_PER_QUERY;
+
+            fn registry(recorder: &Recorder) -> Registry<SyncedConn<Self>> {
+                recorder.registry()
+            }
 
             async fn seed_products(conn: &mut $conn, rows: Vec<Product>) -> QueryResult<()> {
                 Bulk::seed_products(conn, rows).await

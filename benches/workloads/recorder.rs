@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use diesel_sync::{Batch, HandlerError, Registry, RetryPolicy};
+use diesel_sync::{Batch, HandlerError, Registry, Resolves, RetryPolicy};
 
 use crate::schema::Product;
 
@@ -26,7 +26,7 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     /// A registry whose only handler is this recorder (no retries: it never fails).
-    pub(crate) fn registry(&self) -> Registry {
+    pub(crate) fn registry<Conn: Resolves<Product>>(&self) -> Registry<Conn> {
         let calls = Arc::clone(&self.calls);
         Registry::builder()
             .handler(move |batch: Batch<Product>| {
@@ -131,7 +131,11 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    pub(crate) fn check(calls: &[Call], expected: &Expected, registry: &Registry) -> Self {
+    pub(crate) fn check<Conn: 'static>(
+        calls: &[Call],
+        expected: &Expected,
+        registry: &Registry<Conn>,
+    ) -> Self {
         let mut delivered: HashMap<i64, u64> = HashMap::new();
         for call in calls {
             for &id in &call.ids {

@@ -197,7 +197,7 @@ async fn timed_bare_insert<D: Db>(
 /// Times a synced insert transaction up to `settled()`.
 async fn timed_synced_insert<D: Db>(
     conn: &mut SyncedConn<D>,
-    registry: &Registry,
+    registry: &Registry<SyncedConn<D>>,
     rows: &[PriceRecord],
     chunk: usize,
     keys_from_rows: bool,
@@ -323,9 +323,9 @@ fn with_footprint(line: Line, footprint: Option<Footprint>) -> Line {
 }
 
 /// A synced connection with a fresh recorder.
-fn synced<D: Db>(conn: D::Conn) -> (SyncedConn<D>, Recorder, Registry) {
+fn synced<D: Db>(conn: D::Conn) -> (SyncedConn<D>, Recorder, Registry<SyncedConn<D>>) {
     let recorder = Recorder::default();
-    let registry = recorder.registry();
+    let registry = D::registry(&recorder);
     (
         SyncedConnection::new(conn, registry.clone()),
         recorder,

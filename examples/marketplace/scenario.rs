@@ -150,8 +150,8 @@ pub(crate) async fn run(config: &Config) -> Result<Report, Box<dyn Error + Send 
 }
 
 /// Shows transactions and deliveries while the scenario runs.
-fn progress(
-    registry: &Registry,
+fn progress<Conn: 'static>(
+    registry: &Registry<Conn>,
     transactions: &Arc<AtomicU64>,
     show: bool,
 ) -> tokio::task::JoinHandle<()> {

@@ -46,6 +46,12 @@ const _: () = {
             ::std::vec![__diesel_sync::Synced::sync_key(self)]
         }
     }
+    __diesel_sync::inventory::submit! {
+        __diesel_sync::SyncedModel::new(|| { use __diesel_sync:: { OpaqueKey as _,
+        ReadableKey as _ }; __diesel_sync::ModelFacts::of:: < PriceRecord >
+        ("price_records", (&& __diesel_sync::KeyProbe:: < PriceRecord > ::new()).codec())
+        })
+    }
     __diesel_sync::assert_model::<PriceRecord>();
     __diesel_sync::assert_target::<Product, i64>();
 };

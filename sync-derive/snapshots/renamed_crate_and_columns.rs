@@ -80,6 +80,11 @@ const _: () = {
             ::std::vec![__diesel_sync::Synced::sync_key(self)]
         }
     }
+    __diesel_sync::inventory::submit! {
+        __diesel_sync::SyncedModel::new(|| { use __diesel_sync:: { OpaqueKey as _,
+        ReadableKey as _ }; __diesel_sync::ModelFacts::of:: < Product > ("products", (&&
+        __diesel_sync::KeyProbe:: < Product > ::new()).codec()) })
+    }
     __diesel_sync::assert_target_model::<Product>();
     __diesel_sync::assert_id::<String>();
     __diesel_sync::assert_store_key::<i64>();

@@ -138,6 +138,7 @@ fn expand(model: &Model<'_>) -> TokenStream {
     let sync_target = sync_target_impl(&cx);
     let synced_table = synced_table_impl(&cx);
     let synced_rows = synced_rows_impl(&cx);
+    let registration = registration(&cx);
     let assertions = assertions(&cx);
     quote! {
         #[doc(hidden)]
@@ -151,6 +152,8 @@ fn expand(model: &Model<'_>) -> TokenStream {
             #synced_table
 
             #synced_rows
+
+            #registration
 
             #assertions
         };
@@ -361,6 +364,32 @@ fn synced_rows_impl(cx: &Cx<'_>) -> TokenStream {
             fn sync_keys(&self) -> ::std::vec::Vec<#rt::TargetId<Self>> {
                 ::std::vec![#rt::Synced::sync_key(self)]
             }
+        }
+    }
+}
+
+/// The model's entry in the runtime's catalog, through which a synced connection learns which
+/// tables to capture. Only for a real, non-generic model whose table and key are known.
+fn registration(cx: &Cx<'_>) -> TokenStream {
+    let Some((table, _)) = cx.table_and_key else {
+        return quote!();
+    };
+    if !cx.model.generics.params.is_empty() {
+        return quote!();
+    }
+    let rt = &cx.rt;
+    let ty = &cx.header.1;
+    let name = table
+        .segments
+        .last()
+        .map(|segment| segment.ident.to_string())
+        .unwrap_or_default();
+    quote! {
+        #rt::inventory::submit! {
+            #rt::SyncedModel::new(|| {
+                use #rt::{OpaqueKey as _, ReadableKey as _};
+                #rt::ModelFacts::of::<#ty>(#name, (&&#rt::KeyProbe::<#ty>::new()).codec())
+            })
         }
     }
 }

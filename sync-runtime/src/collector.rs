@@ -1,40 +1,36 @@
-//! The transaction-scoped collector: one frame of pending ids per open transaction level.
+//! The transaction-scoped collector: one frame of pending ids per open transaction level, and
+//! the rules for what BEGIN, RELEASE, ROLLBACK and COMMIT do to them. Pure data: no I/O, no
+//! connection type; both connection kinds drive it.
 //!
 //! A frame holds, for each target model, the deduplicated ids written at that level. Releasing a
 //! savepoint merges its frame into the parent; rolling back drops it; the outermost COMMIT takes
 //! the last frame and hands it to resolve and dispatch.
-//!
-//! Frames are generic over the boxed pending-set trait object `P`: `dyn PendingIds<C>` for a
-//! diesel-async connection (an async flush), `dyn BlockingPendingIds<C>` for a synchronous Diesel
-//! connection (a blocking flush). Both hold the same [`PendingTarget`]; only the flush differs.
 
-use std::any::{Any, TypeId};
+use std::any::{type_name, Any, TypeId};
 use std::collections::HashSet;
-use std::marker::PhantomData;
 
-use scoped_futures::ScopedBoxFuture;
-
-use crate::registry::Registry;
-use crate::resolve::{resolve_and_dispatch, Resolve};
 use crate::synced::SyncTarget;
 
 /// The frames of one connection, innermost last. `frames.len()` follows the transaction depth.
-pub(crate) struct Collector<P: ?Sized> {
-    frames: Vec<Frame<P>>,
+#[derive(Debug)]
+pub(crate) struct Collector {
+    frames: Vec<Frame>,
     /// The depth a COMMIT must return to for its ids to be handed on: 0, or 1 inside a test
     /// transaction, so that the transactions a test runs are treated as outermost.
     flush_depth: usize,
 }
 
 /// The ids written at one transaction level, grouped by target model.
-pub(crate) struct Frame<P: ?Sized> {
+#[derive(Debug, Default)]
+pub(crate) struct Frame {
     // A frame rarely holds more than a few target models: a linear scan beats hashing.
-    targets: Vec<Box<P>>,
+    targets: Vec<Box<dyn PendingSet>>,
 }
 
-/// What a frame does with a target model's pending ids, whichever connection kind flushes them.
-pub(crate) trait PendingSet: Send {
+/// One target model's pending ids, whatever the model: what a frame stores.
+pub(crate) trait PendingSet: Send + std::fmt::Debug {
     fn target(&self) -> TypeId;
+    fn target_name(&self) -> &'static str;
     fn len(&self) -> usize;
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
@@ -42,47 +38,25 @@ pub(crate) trait PendingSet: Send {
     fn absorb(&mut self, other: Box<dyn Any>);
 }
 
-/// A pending-set trait object that can hold ids of target model `T`.
-pub(crate) trait PendingKind<T: SyncTarget>: PendingSet {
-    /// An empty set of `T`.
-    fn empty() -> Box<Self>;
-    /// The ids of a set of `T` (the caller checked its target).
-    fn ids_mut(pending: &mut Self) -> &mut HashSet<T::Id>;
-}
-
-/// The pending ids of one target model, with the monomorphised code that resolves them over a
-/// diesel-async connection `C`.
-pub(crate) trait PendingIds<C>: PendingSet {
-    /// Loads the rows, groups them by store and hands the batches to the registry.
-    fn flush<'a>(
-        self: Box<Self>,
-        conn: &'a mut C,
-        registry: &'a Registry,
-    ) -> ScopedBoxFuture<'a, 'a, ()>;
-}
-
-/// The pending ids of one target model, resolved over a synchronous Diesel connection `C`.
-pub(crate) trait BlockingPendingIds<C>: PendingSet {
-    /// Loads the rows, groups them by store and hands the batches to the registry.
-    fn flush(self: Box<Self>, conn: &mut C, registry: &Registry);
-}
-
-/// The ids of target model `T`, to be resolved over `C`.
-pub(crate) struct PendingTarget<T: SyncTarget, C> {
+/// The pending ids of target model `T`.
+#[derive(Debug)]
+pub(crate) struct PendingIds<T: SyncTarget> {
     pub(crate) ids: HashSet<T::Id>,
-    connection: PhantomData<fn(&mut C)>,
 }
 
-impl<T: SyncTarget, C> PendingTarget<T, C> {
-    pub(crate) fn new() -> Self {
-        Self {
-            ids: HashSet::new(),
-            connection: PhantomData,
-        }
+impl<T: SyncTarget> PendingIds<T> {
+    /// The ids of a set the frame keyed by `T`'s `TypeId`.
+    pub(crate) fn take(set: Box<dyn PendingSet>) -> Vec<T::Id> {
+        set.into_any()
+            .downcast::<Self>()
+            .expect("a frame keys each target model by its TypeId")
+            .ids
+            .into_iter()
+            .collect()
     }
 }
 
-impl<P: ?Sized + PendingSet> Collector<P> {
+impl Collector {
     pub(crate) fn new() -> Self {
         Self {
             frames: Vec::new(),
@@ -106,7 +80,7 @@ impl<P: ?Sized + PendingSet> Collector<P> {
     /// `depth` its transaction depth now. Returns the frame to hand on when the outermost level
     /// committed; a released savepoint merges into its parent; after a failure, the levels that
     /// no longer exist were rolled back.
-    pub(crate) fn committed(&mut self, committed: bool, depth: usize) -> Option<Frame<P>> {
+    pub(crate) fn committed(&mut self, committed: bool, depth: usize) -> Option<Frame> {
         let closed_one_level = depth + 1 == self.frames.len();
         match committed {
             true if closed_one_level && depth == self.flush_depth => self.frames.pop(),
@@ -148,7 +122,7 @@ impl<P: ?Sized + PendingSet> Collector<P> {
     }
 
     /// The innermost frame, if a transaction is open.
-    pub(crate) fn current(&mut self) -> Option<&mut Frame<P>> {
+    pub(crate) fn current(&mut self) -> Option<&mut Frame> {
         self.frames.last_mut()
     }
 
@@ -158,30 +132,29 @@ impl<P: ?Sized + PendingSet> Collector<P> {
     }
 }
 
-impl<P: ?Sized> Default for Frame<P> {
-    fn default() -> Self {
-        Self {
-            targets: Vec::new(),
-        }
-    }
-}
-
-impl<P: ?Sized + PendingSet> Frame<P> {
-    /// Adds ids of target model `T`; an id already pending is kept once.
-    pub(crate) fn insert<T>(&mut self, ids: impl IntoIterator<Item = T::Id>)
-    where
-        T: SyncTarget,
-        P: PendingKind<T>,
-    {
+impl Frame {
+    /// The set of target model `T`, created empty the first time.
+    pub(crate) fn ids_mut<T: SyncTarget>(&mut self) -> &mut HashSet<T::Id> {
         let target = TypeId::of::<T>();
-        let pending = match self.targets.iter().position(|p| p.target() == target) {
-            Some(index) => &mut self.targets[index],
+        let index = match self.targets.iter().position(|p| p.target() == target) {
+            Some(index) => index,
             None => {
-                self.targets.push(P::empty());
-                self.targets.last_mut().expect("just pushed")
+                self.targets.push(Box::new(PendingIds::<T> {
+                    ids: HashSet::new(),
+                }));
+                self.targets.len() - 1
             }
         };
-        P::ids_mut(pending).extend(ids);
+        &mut self.targets[index]
+            .as_any_mut()
+            .downcast_mut::<PendingIds<T>>()
+            .expect("a frame keys each target model by its TypeId")
+            .ids
+    }
+
+    /// Adds ids of target model `T`; an id already pending is kept once.
+    pub(crate) fn insert<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
+        self.ids_mut::<T>().extend(ids);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -192,7 +165,7 @@ impl<P: ?Sized + PendingSet> Frame<P> {
         self.targets.iter().all(|p| p.len() == 0)
     }
 
-    fn merge(&mut self, child: Frame<P>) {
+    fn merge(&mut self, child: Frame) {
         for pending in child.targets {
             match self
                 .targets
@@ -206,14 +179,18 @@ impl<P: ?Sized + PendingSet> Frame<P> {
     }
 
     /// Each target model's pending ids, ready to flush.
-    pub(crate) fn into_targets(self) -> Vec<Box<P>> {
+    pub(crate) fn into_targets(self) -> Vec<Box<dyn PendingSet>> {
         self.targets
     }
 }
 
-impl<T: SyncTarget, C: 'static> PendingSet for PendingTarget<T, C> {
+impl<T: SyncTarget> PendingSet for PendingIds<T> {
     fn target(&self) -> TypeId {
         TypeId::of::<T>()
+    }
+
+    fn target_name(&self) -> &'static str {
+        type_name::<T>()
     }
 
     fn len(&self) -> usize {
@@ -238,41 +215,5 @@ impl<T: SyncTarget, C: 'static> PendingSet for PendingTarget<T, C> {
         } else {
             self.ids.extend(other.ids);
         }
-    }
-}
-
-impl<T, C> PendingKind<T> for dyn PendingIds<C>
-where
-    T: Resolve<C>,
-    C: Send + 'static,
-{
-    fn empty() -> Box<Self> {
-        Box::new(PendingTarget::<T, C>::new())
-    }
-
-    fn ids_mut(pending: &mut Self) -> &mut HashSet<T::Id> {
-        &mut pending
-            .as_any_mut()
-            .downcast_mut::<PendingTarget<T, C>>()
-            .expect("a frame keys each target model by its TypeId")
-            .ids
-    }
-}
-
-impl<T, C> PendingIds<C> for PendingTarget<T, C>
-where
-    T: Resolve<C>,
-    C: Send + 'static,
-{
-    fn flush<'a>(
-        self: Box<Self>,
-        conn: &'a mut C,
-        registry: &'a Registry,
-    ) -> ScopedBoxFuture<'a, 'a, ()> {
-        Box::pin(resolve_and_dispatch::<T, C>(
-            conn,
-            registry,
-            self.ids.into_iter().collect(),
-        ))
     }
 }

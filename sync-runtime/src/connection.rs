@@ -8,18 +8,26 @@ use std::ops::DerefMut;
 use diesel::associations::HasTable;
 use diesel::connection::{CacheSize, Instrumentation, TransactionManagerStatus};
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
+use diesel::result::Error;
+use diesel::row::{Field, Row};
 use diesel::{ConnectionResult, Identifiable, QueryResult};
 use diesel_async::{
     AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection, TransactionManager,
     UpdateAndFetchResults,
 };
-use futures_util::future::BoxFuture;
+use futures_util::future::{ready, BoxFuture, Either};
+use futures_util::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
-use crate::collector::{Collector, Frame, PendingIds};
-use crate::registry::Registry;
-use crate::resolve::Resolve;
-use crate::synced::Synced;
+use crate::capture::{
+    plan, refused, Capture, CaptureBackend, OwnedStatement, Plan, Plans, Refused, ReturningKey,
+};
+use crate::catalog::{insert_captured, Catalog, DynKey};
+use crate::collector::{Collector, Frame};
+use crate::error::CaptureRefused;
+use crate::registry::{Loader, Registry, Resolves};
+use crate::resolve::{async_loader, unhandled, AsyncLoader, Resolve};
+use crate::synced::{SyncTarget, Synced};
 
 /// A diesel-async connection whose synced writes are collected per transaction and handed on
 /// after COMMIT.
@@ -36,15 +44,16 @@ use crate::synced::Synced;
 /// use diesel::SqliteConnection;
 /// use diesel_sync::{Registry, SyncedConnection};
 ///
-/// # async fn connect(registry: Registry) -> diesel::ConnectionResult<()> {
+/// # async fn connect(registry: Registry<SyncedConnection<SyncConnectionWrapper<SqliteConnection>>>) -> diesel::ConnectionResult<()> {
 /// let inner = SyncConnectionWrapper::<SqliteConnection>::establish("shop.db").await?;
 /// let mut conn = SyncedConnection::new(inner, registry);
 /// # Ok(()) }
 /// ```
 pub struct SyncedConnection<C> {
     inner: C,
-    collector: Collector<dyn PendingIds<C>>,
-    registry: Registry,
+    collector: Collector,
+    plans: Plans,
+    registry: Registry<Self>,
 }
 
 /// A connection that routes through a [`SyncedConnection`]: the connection itself, or a pooled
@@ -76,16 +85,17 @@ where
 
 impl<C: AsyncConnection + 'static> SyncedConnection<C> {
     /// Wraps `inner`; its synced writes go to `registry`'s handlers.
-    pub fn new(inner: C, registry: Registry) -> Self {
+    pub fn new(inner: C, registry: Registry<Self>) -> Self {
         Self {
             inner,
             collector: Collector::new(),
+            plans: Plans::default(),
             registry,
         }
     }
 
     /// The registry this connection hands committed ids to.
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &Registry<Self> {
         &self.registry
     }
 
@@ -113,16 +123,16 @@ impl<C: AsyncConnection + 'static> SyncedConnection<C> {
     ///     .execute(conn).await?;
     /// conn.mark_changed::<Product>([7]).await;
     /// ```
-    pub async fn mark_changed<T: Resolve<C>>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
+    pub async fn mark_changed<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
         self.register::<T>(ids).await;
     }
 
     /// Adds ids to the innermost open transaction, or hands them on now if none is open.
-    pub(crate) async fn register<T: Resolve<C>>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
+    pub(crate) async fn register<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
         match self.collector.current() {
             Some(frame) => frame.insert::<T>(ids),
             None => {
-                let mut frame = Frame::<dyn PendingIds<C>>::default();
+                let mut frame = Frame::default();
                 frame.insert::<T>(ids);
                 self.flush(frame).await;
             }
@@ -130,14 +140,18 @@ impl<C: AsyncConnection + 'static> SyncedConnection<C> {
     }
 
     /// Resolves and dispatches a committed frame. Never fails: errors become dead letters.
-    async fn flush(&mut self, frame: Frame<dyn PendingIds<C>>) {
+    async fn flush(&mut self, frame: Frame) {
         if frame.is_empty() {
             return;
         }
         let span = tracing::info_span!("flush", ids = frame.len());
         async {
+            let dispatcher = self.registry.dispatcher();
             for pending in frame.into_targets() {
-                pending.flush(&mut self.inner, &self.registry).await;
+                match self.registry.loader::<AsyncLoader<C>>(pending.target()) {
+                    Some(load) => load(&mut self.inner, dispatcher, pending).await,
+                    None => unhandled(dispatcher, &*pending),
+                }
             }
         }
         .instrument(span)
@@ -163,7 +177,7 @@ pub struct SyncedTransactionManager<C>(std::marker::PhantomData<C>);
 
 impl<C> TransactionManager<SyncedConnection<C>> for SyncedTransactionManager<C>
 where
-    C: AsyncConnection + 'static,
+    C: AsyncConnection<Backend: CaptureBackend> + 'static,
 {
     type TransactionStateData =
         <C::TransactionManager as TransactionManager<C>>::TransactionStateData;
@@ -202,14 +216,34 @@ where
     }
 }
 
-impl<C: AsyncConnection + 'static> SimpleAsyncConnection for SyncedConnection<C> {
+/// Raw SQL is planned like any statement: a text that writes a synced table runs as a captured
+/// statement when it is one write, and is refused otherwise.
+impl<C> SimpleAsyncConnection for SyncedConnection<C>
+where
+    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+{
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        self.inner.batch_execute(query).await
+        match plan(
+            query,
+            <C::Backend as CaptureBackend>::DIALECT,
+            Catalog::get(),
+        ) {
+            Plan::Pass => self.inner.batch_execute(query).await,
+            Plan::Refuse(refusal) => Err(refused(refusal)),
+            Plan::Capture(capture) => self
+                .run_captured(Box::new(diesel::sql_query(query)), capture)
+                .await
+                .map(drop),
+        }
     }
 }
 
-impl<C: AsyncConnection + 'static> AsyncConnectionCore for SyncedConnection<C> {
-    type ExecuteFuture<'conn, 'query> = C::ExecuteFuture<'conn, 'query>;
+impl<C> AsyncConnectionCore for SyncedConnection<C>
+where
+    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+{
+    type ExecuteFuture<'conn, 'query> =
+        Either<C::ExecuteFuture<'conn, 'query>, BoxFuture<'conn, QueryResult<usize>>>;
     type LoadFuture<'conn, 'query> = C::LoadFuture<'conn, 'query>;
     type Stream<'conn, 'query> = C::Stream<'conn, 'query>;
     type Row<'conn, 'query> = C::Row<'conn, 'query>;
@@ -220,7 +254,14 @@ impl<C: AsyncConnection + 'static> AsyncConnectionCore for SyncedConnection<C> {
         T: AsQuery + 'query,
         T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
     {
-        self.inner.load(source)
+        let query = source.as_query();
+        match self.plans.get(&query) {
+            Plan::Pass => self.inner.load(query),
+            Plan::Refuse(refusal) => self.inner.load(Refused(refusal)),
+            Plan::Capture(capture) => self
+                .inner
+                .load(Refused(CaptureRefused::returns_rows(&capture.model))),
+        }
     }
 
     fn execute_returning_count<'conn, 'query, T>(
@@ -230,11 +271,72 @@ impl<C: AsyncConnection + 'static> AsyncConnectionCore for SyncedConnection<C> {
     where
         T: QueryFragment<Self::Backend> + QueryId + 'query,
     {
-        self.inner.execute_returning_count(source)
+        match self.plans.get(&source) {
+            Plan::Pass => Either::Left(self.inner.execute_returning_count(source)),
+            Plan::Refuse(refusal) => Either::Right(Box::pin(ready(Err(refused(refusal))))),
+            Plan::Capture(capture) => {
+                // Owned, so the future can keep the connection after the statement: outside a
+                // transaction the keys are resolved right after it.
+                let statement = <C::Backend as CaptureBackend>::own(&source);
+                Either::Right(Box::pin(async move {
+                    self.run_captured(statement?, capture).await
+                }))
+            }
+        }
     }
 }
 
-impl<C: AsyncConnection + 'static> AsyncConnection for SyncedConnection<C> {
+impl<C> SyncedConnection<C>
+where
+    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+{
+    /// Runs a write to a synced table with its key column returned, and registers the keys:
+    /// in the open transaction, or handed on now when none is open. Returns the rows written.
+    async fn run_captured(
+        &mut self,
+        statement: OwnedStatement<C::Backend>,
+        capture: Capture,
+    ) -> QueryResult<usize> {
+        let query = ReturningKey {
+            query: statement,
+            key_column: capture.model.key_column,
+            extends: capture.returning,
+        };
+        let kind = capture.codec.kind;
+        let rows = self.inner.load(query).await?;
+        let keys: Vec<DynKey> = rows
+            .map(|row| {
+                let row = row?;
+                let field = row.get(row.field_count() - 1).ok_or_else(|| {
+                    Error::DeserializationError("a captured write returned no key column".into())
+                })?;
+                <C::Backend as CaptureBackend>::read_key(kind, field.value())
+                    .map_err(Error::DeserializationError)
+            })
+            .try_collect()
+            .await?;
+        let written = keys.len();
+        tracing::trace!(
+            table = capture.model.table,
+            keys = written,
+            "write captured"
+        );
+        match self.collector.current() {
+            Some(frame) => insert_captured(frame, &capture, keys),
+            None => {
+                let mut frame = Frame::default();
+                insert_captured(&mut frame, &capture, keys);
+                self.flush(frame).await;
+            }
+        }
+        Ok(written)
+    }
+}
+
+impl<C> AsyncConnection for SyncedConnection<C>
+where
+    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+{
     type TransactionManager = SyncedTransactionManager<C>;
 
     /// Connects with an empty registry: ids are collected and dropped with a warning. Use
@@ -273,12 +375,24 @@ impl<C: AsyncConnection + 'static> AsyncConnection for SyncedConnection<C> {
     }
 }
 
+/// Committed ids of `T` are loaded over `C` itself, right after COMMIT.
+impl<C, T> Resolves<T> for SyncedConnection<C>
+where
+    C: AsyncConnection + 'static,
+    T: Resolve<C>,
+{
+    fn loader() -> Loader {
+        let load: AsyncLoader<C> = async_loader::<T, C>;
+        Loader::new(load)
+    }
+}
+
 /// `save_changes`: the row Diesel reads back is registered.
 impl<C, Changes, Output> UpdateAndFetchResults<Changes, Output> for SyncedConnection<C>
 where
-    C: AsyncConnection + UpdateAndFetchResults<Changes, Output> + 'static,
+    C: AsyncConnection<Backend: CaptureBackend> + UpdateAndFetchResults<Changes, Output> + 'static,
     Changes: Identifiable + HasTable + Send,
-    Output: Synced<Target: Resolve<C>> + Send,
+    Output: Synced + Send,
 {
     fn update_and_fetch<'conn, 'changes>(
         &'conn mut self,
@@ -299,7 +413,7 @@ where
 
 #[cfg(any(feature = "deadpool", feature = "bb8"))]
 impl<C> diesel_async::pooled_connection::PoolableConnection for SyncedConnection<C> where
-    C: diesel_async::pooled_connection::PoolableConnection + 'static
+    C: diesel_async::pooled_connection::PoolableConnection<Backend: CaptureBackend> + 'static
 {
 }
 

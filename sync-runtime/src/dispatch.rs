@@ -17,10 +17,10 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use crate::dead_letter::DeadLetter;
+use crate::dispatcher::Shared;
 use crate::error::{HandlerError, Retry};
 use crate::handler::{Batch, Handler};
 use crate::metrics::Counters;
-use crate::registry::Shared;
 use crate::retry::RetryPolicy;
 use crate::synced::SyncTarget;
 

@@ -4,6 +4,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
+use crate::catalog::ModelFacts;
+
 /// The error a [`Handler`](crate::Handler) returns when it could not deliver a batch.
 ///
 /// It wraps the cause and says whether the batch should be tried again:
@@ -107,3 +109,107 @@ impl fmt::Display for HandlerError {
         fmt::Display::fmt(&self.source, f)
     }
 }
+
+/// A write to a synced table that the connection refused to run, because it could not tell
+/// exactly which rows the write changes. Nothing was run: the database is unchanged.
+///
+/// It reaches the caller as [`diesel::result::Error::QueryBuilderError`]; its message names the
+/// table and says how to write it instead. Statements run on
+/// [`SyncedConnection::inner_mut`](crate::SyncedConnection::inner_mut) are never refused (nor
+/// captured): register what they change with `mark_changed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureRefused {
+    table: &'static str,
+    message: String,
+}
+
+impl CaptureRefused {
+    /// The synced table the refused statement writes.
+    pub fn table(&self) -> &str {
+        self.table
+    }
+
+    fn new(model: &ModelFacts, why: &str, instead: &str) -> Self {
+        let (table, target) = (model.table, short(model.target_name));
+        Self {
+            table,
+            message: format!(
+                "refused a write to `{table}`, a table synced by `{}`: {why}; {instead}, or run it on `conn.inner_mut()` and register the changed ids with `conn.mark_changed::<{target}>(ids)`",
+                short(model.model)
+            ),
+        }
+    }
+
+    pub(crate) fn opaque(model: &ModelFacts) -> Self {
+        Self::new(
+            model,
+            "the statement writes it in a form whose changed rows cannot be read back (a data-modifying CTE, MERGE, TRUNCATE, a multi-table write)",
+            "write it with a plain INSERT, UPDATE or DELETE of that table",
+        )
+    }
+
+    pub(crate) fn ambiguous(model: &ModelFacts, models: &[&'static str]) -> Self {
+        let models: Vec<&str> = models.iter().map(|m| short(m)).collect();
+        Self::new(
+            model,
+            &format!(
+                "several models derive `Synced` for it ({})",
+                models.join(", ")
+            ),
+            "keep `#[derive(Synced)]` on one model of the table",
+        )
+    }
+
+    pub(crate) fn unreadable_key(model: &ModelFacts) -> Self {
+        Self::new(
+            model,
+            "its key type cannot be read from a returned row (capture reads integer and text keys)",
+            "write it with `diesel_sync::insert_into`, `update` or `delete`",
+        )
+    }
+
+    pub(crate) fn mysql_update(model: &ModelFacts) -> Self {
+        Self::new(
+            model,
+            "MySQL cannot return the rows an UPDATE changes",
+            "update it with `diesel_sync::update(…)`, which reads the keys first in the same transaction",
+        )
+    }
+
+    pub(crate) fn in_batch(model: &ModelFacts) -> Self {
+        Self::new(
+            model,
+            "a batch of several statements cannot return the rows one of them writes",
+            "run that write as a statement of its own",
+        )
+    }
+
+    pub(crate) fn unparsed(model: &ModelFacts, error: &str) -> Self {
+        Self::new(
+            model,
+            &format!("the SQL names it but could not be parsed ({error}), so what it writes cannot be told"),
+            "write it as plain SQL the parser reads, or with Diesel's query builder",
+        )
+    }
+
+    pub(crate) fn returns_rows(model: &ModelFacts) -> Self {
+        Self::new(
+            model,
+            "a write that returns rows (`get_result`, `get_results`, `returning`) is not captured on the diesel-async connection",
+            "run it with `.execute(conn)` and load the row afterwards, or write it with `diesel_sync::insert_into`, `update` or `delete`",
+        )
+    }
+}
+
+/// A type's path without its modules.
+fn short(path: &str) -> &str {
+    path.rsplit("::").next().unwrap_or(path)
+}
+
+impl fmt::Display for CaptureRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for CaptureRefused {}

@@ -3,27 +3,38 @@
 //!
 //! Data goes one way:
 //!
-//! 1. **hook**: a synced write ([`insert_into`], [`update`], [`delete`], `save_changes`,
-//!    [`SyncedConnection::mark_changed`]) learns the target ids it touched;
-//! 2. **collector**: the ids go to the innermost transaction's frame on the
-//!    [`SyncedConnection`], deduplicated per target model;
-//! 3. **commit**: a released savepoint merges into its parent, a rollback drops its frame, and
+//! 1. **statement**: the application writes with plain Diesel (or raw SQL) through a
+//!    [`SyncedConnection`];
+//! 2. **capture**: the connection plans each statement once per statement type (`capture`,
+//!    with `classify` parsing the SQL and `catalog` naming the tables `#[derive(Synced)]`
+//!    registered): a write to a synced table runs with its key column returned, one it cannot
+//!    read exactly is refused with [`CaptureRefused`] before it runs, anything else passes
+//!    through. The typed writes ([`insert_into`], [`update`], [`delete`]), `save_changes` and
+//!    [`SyncedConnection::mark_changed`] register their ids directly;
+//! 3. **collector**: the ids go to the innermost transaction's frame, deduplicated per target
+//!    model;
+//! 4. **commit**: a released savepoint merges into its parent, a rollback drops its frame, and
 //!    the outermost COMMIT hands its frame on once the database accepted it;
-//! 4. **resolve**: each target model's ids are loaded in one query per chunk, stale ids skipped,
+//! 5. **resolve**: each target model's ids are loaded over the connection, as the
+//!    [`Registry`] built for its type knows how, in one query per chunk, stale ids skipped,
 //!    rows grouped by store key;
-//! 5. **dispatch**: each store's batch is queued on the [`Registry`], one call in flight per
+//! 6. **dispatch**: each store's batch is queued on the [`Registry`], one call in flight per
 //!    store, retried by [`RetryPolicy`], dead-lettered when retries run out;
-//! 6. **handler**: the [`Handler`] registered for the model delivers the [`Batch`].
+//! 7. **handler**: the [`Handler`] registered for the model delivers the [`Batch`].
 //!
 //! The same pipeline runs over synchronous Diesel connections and r2d2 pools: see [`blocking`].
 #![forbid(unsafe_code)]
 
 mod backend;
 pub mod blocking;
+mod capture;
+mod catalog;
+mod classify;
 mod collector;
 mod connection;
 mod dead_letter;
 mod dispatch;
+mod dispatcher;
 mod error;
 mod handler;
 mod metrics;
@@ -36,12 +47,15 @@ mod synced;
 mod write;
 
 pub use backend::{KeyQuery, SyncBackend, WriteIds};
+pub use capture::CaptureBackend;
+pub use catalog::CaptureKey;
 pub use connection::{AsSynced, SyncedConnection, SyncedTransactionManager};
 pub use dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
-pub use error::HandlerError;
+pub use dispatcher::ShutdownReport;
+pub use error::{CaptureRefused, HandlerError};
 pub use handler::{Batch, Handler};
 pub use metrics::Metrics;
-pub use registry::{Registry, RegistryBuilder, ShutdownReport};
+pub use registry::{Registry, RegistryBuilder, Resolves};
 pub use resolve::Resolve;
 pub use retry::RetryPolicy;
 pub use synced::{KeyInRow, SyncTarget, Synced, SyncedTable, TargetId};
@@ -53,12 +67,18 @@ pub use write::{
 /// Items the derive's generated code names. Not public API: no stability guarantees.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::capture::{OwnedBinds, OwnedStatement};
+    pub use crate::catalog::{
+        DynKey, KeyCodec, KeyKind, KeyProbe, ModelFacts, OpaqueKey, ReadableKey, SyncedModel,
+    };
+    pub use crate::classify::Dialect;
     pub use crate::synced::{
         assert_id, assert_model, assert_store_key, assert_target, assert_target_model, KeyBounds,
         KeyInRow, SyncTarget, Synced, SyncedTable, TargetId,
     };
     pub use crate::write::SyncedRows;
     pub use diesel;
+    pub use inventory;
 
     /// A copy of a field's value. Spelled as a function so that a field of a `Copy` type does
     /// not trip `clippy::clone_on_copy` in the user's crate.

@@ -3,16 +3,20 @@
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::AsyncConnection;
 
+use crate::capture::CaptureBackend;
 use crate::connection::SyncedConnection;
 use crate::registry::Registry;
 
-impl<C: AsyncConnection + 'static> SyncedConnection<C> {
+impl<C> SyncedConnection<C>
+where
+    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+{
     /// A pool manager whose connections are [`SyncedConnection`]s sharing `registry`.
     ///
     /// ```no_run
     /// # use diesel_sync_runtime as diesel_sync;
     /// # #[cfg(feature = "deadpool")]
-    /// # fn build(registry: diesel_sync::Registry) {
+    /// # fn build(registry: diesel_sync::Registry<diesel_sync::SyncedConnection<diesel_async::AsyncPgConnection>>) {
     /// use diesel_async::pooled_connection::deadpool::Pool;
     /// use diesel_async::AsyncPgConnection;
     /// use diesel_sync::SyncedConnection;
@@ -23,7 +27,7 @@ impl<C: AsyncConnection + 'static> SyncedConnection<C> {
     /// ```
     pub fn pool_manager(
         database_url: impl Into<String>,
-        registry: Registry,
+        registry: Registry<Self>,
     ) -> AsyncDieselConnectionManager<Self> {
         let mut config = ManagerConfig::<Self>::default();
         config.custom_setup = Box::new(move |url| {

@@ -1,36 +1,39 @@
-//! The registry: one handler per target model, built once at startup and shared by every
-//! connection. It owns the dispatcher's state, the dead letters and the counters.
+//! The registry: one handler per target model, built once at startup for one connection type
+//! and shared by every connection of that type. It knows how each target model is loaded over
+//! that connection (resolve) and owns the dispatcher.
 
-use std::any::{type_name, TypeId};
+use std::any::{type_name, Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::runtime::{Handle, Runtime};
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::AbortHandle;
-
-use crate::dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
-use crate::dispatch::{dispatch, AnyModelQueue, ModelQueue};
+use crate::dead_letter::{DeadLetterSink, DeadLetters};
+use crate::dispatch::{AnyModelQueue, ModelQueue};
+use crate::dispatcher::{Dispatcher, ShutdownReport};
 use crate::handler::Handler;
-use crate::metrics::{Counters, Metrics};
+use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
 use crate::synced::SyncTarget;
 
-/// Handlers per target model, and everything that happens after commit.
+/// Handlers per target model, and everything that happens after commit, for connections of
+/// type `Conn` ([`SyncedConnection<C>`](crate::SyncedConnection) or
+/// [`blocking::SyncedConnection<C>`](crate::blocking::SyncedConnection)).
 ///
 /// Cheap to clone: every clone shares one dispatcher. Build it once at startup and give a clone
-/// to each [`SyncedConnection`](crate::SyncedConnection) or pool.
+/// to each connection or pool. `Conn` is usually inferred from the connection the registry is
+/// given to; registering a handler checks, at compile time, that the model can be loaded over
+/// that connection.
 ///
 /// ```
 /// # use diesel_sync_runtime as diesel_sync;
-/// use diesel_sync::{Registry, RetryPolicy};
-/// # use diesel_sync::{Batch, HandlerError, SyncTarget};
-/// # fn build<Product: SyncTarget>() {
-/// let registry = Registry::builder()
+/// use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+/// use diesel_sync::{Registry, RetryPolicy, SyncedConnection};
+/// # use diesel_sync::{Batch, HandlerError, Resolve};
+/// # type Conn = SyncedConnection<SyncConnectionWrapper<diesel::SqliteConnection>>;
+/// # fn build<Product: Resolve<SyncConnectionWrapper<diesel::SqliteConnection>>>() {
+/// let registry: Registry<Conn> = Registry::builder()
 ///     .handler(async |batch: Batch<Product>| -> Result<(), HandlerError> {
 ///         // send batch.rows() to the store batch.store()
 ///         Ok(())
@@ -39,59 +42,62 @@ use crate::synced::SyncTarget;
 ///     .build();
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct Registry {
-    shared: Arc<Shared>,
+pub struct Registry<Conn> {
+    dispatcher: Dispatcher,
+    loaders: Arc<HashMap<TypeId, Loader>>,
+    connection: PhantomData<fn() -> Conn>,
 }
 
-/// State shared by a registry's clones and its worker tasks.
-pub(crate) struct Shared {
-    models: HashMap<TypeId, Arc<dyn AnyModelQueue>>,
-    sink: Option<Box<dyn DeadLetterSink>>,
-    memory: DeadLetters,
-    pub(crate) counters: Counters,
-    pub(crate) call_limit: Option<Semaphore>,
-    pending: AtomicU64,
-    settled: Notify,
-    background: OnceLock<Runtime>,
+/// A connection type whose committed ids of target model `T` can be loaded: implemented by
+/// [`SyncedConnection<C>`](crate::SyncedConnection) when `T` is
+/// [`Resolve<C>`](crate::Resolve), and by the blocking connection likewise.
+#[diagnostic::on_unimplemented(
+    message = "`{T}` cannot be loaded by id over `{Self}`",
+    note = "a target model must derive `Queryable` and `Selectable` for the connection's backend"
+)]
+pub trait Resolves<T: SyncTarget>: 'static {
+    /// How the connection loads `T` after commit. Not public API.
+    #[doc(hidden)]
+    fn loader() -> Loader;
 }
 
-/// Builds a [`Registry`]; see [`Registry::builder`].
-pub struct RegistryBuilder {
-    models: Vec<PendingModel>,
-    default_policy: RetryPolicy,
-    sink: Option<Box<dyn DeadLetterSink>>,
-    max_concurrent_calls: Option<usize>,
+/// A connection kind's type-erased function that resolves and dispatches one target model's
+/// committed ids. Not public API.
+#[doc(hidden)]
+pub struct Loader(Box<dyn Any + Send + Sync>);
+
+impl Loader {
+    /// Wraps the connection kind's function; [`Registry::loader`] gets it back by its type.
+    pub(crate) fn new<F: Any + Send + Sync>(load: F) -> Self {
+        Self(Box::new(load))
+    }
 }
 
-/// A handler waiting for `build`, which fixes its retry policy.
-struct PendingModel {
-    target: TypeId,
-    name: &'static str,
-    policy: Option<RetryPolicy>,
-    make: Box<dyn FnOnce(RetryPolicy) -> Arc<dyn AnyModelQueue>>,
+impl fmt::Debug for Loader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Loader")
+    }
 }
 
-/// What [`Registry::shutdown`] did with the batches pending when it was called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Batches delivered while draining.
-    pub delivered: u64,
-    /// Batches dead-lettered while draining, those abandoned at the deadline included.
-    pub dead_lettered: u64,
-    /// Batches still queued or in flight at the deadline (dead-lettered, counted above too).
-    pub abandoned: u64,
+impl<Conn> Clone for Registry<Conn> {
+    fn clone(&self) -> Self {
+        Self {
+            dispatcher: self.dispatcher.clone(),
+            loaders: Arc::clone(&self.loaders),
+            connection: PhantomData,
+        }
+    }
 }
 
-impl Registry {
+impl<Conn: 'static> Registry<Conn> {
     /// Starts building a registry.
-    pub fn builder() -> RegistryBuilder {
+    pub fn builder() -> RegistryBuilder<Conn> {
         RegistryBuilder {
             models: Vec::new(),
             default_policy: RetryPolicy::default(),
             sink: None,
             max_concurrent_calls: None,
+            connection: PhantomData,
         }
     }
 
@@ -102,64 +108,31 @@ impl Registry {
 
     /// Whether target model `T` has a handler.
     pub fn handles<T: SyncTarget>(&self) -> bool {
-        self.shared.models.contains_key(&TypeId::of::<T>())
+        self.loaders.contains_key(&TypeId::of::<T>())
     }
 
     /// The counters since the registry was built.
     pub fn metrics(&self) -> Metrics {
-        self.shared
-            .counters
-            .snapshot(self.shared.pending.load(Ordering::Acquire))
+        self.dispatcher.metrics()
     }
 
     /// The in-memory dead letters (empty when a custom sink was set with
     /// [`RegistryBuilder::dead_letter_sink`]).
     pub fn dead_letters(&self) -> &DeadLetters {
-        &self.shared.memory
+        self.dispatcher.dead_letters()
     }
 
     /// Resolves once every batch handed on so far is delivered or dead-lettered.
     ///
     /// Commits do not wait for handlers; scripts and tests await this when they need to.
     pub async fn settled(&self) {
-        let shared = &self.shared;
-        loop {
-            let notified = shared.settled.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if shared.pending.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.dispatcher.settled().await;
     }
 
     /// Drains before the process exits: waits up to `deadline` for pending batches (retries
     /// included), then dead-letters whatever is still queued or in flight.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
-        let before = self.metrics();
-        let abandoned = if tokio::time::timeout(deadline, self.settled()).await.is_ok() {
-            0
-        } else {
-            let reason = format!("not delivered within the shutdown deadline of {deadline:?}");
-            let abandoned: usize = self
-                .shared
-                .models
-                .values()
-                .map(|m| m.abandon(&self.shared, &reason))
-                .sum();
-            tracing::error!(
-                abandoned,
-                "shutdown deadline passed; pending batches dead-lettered"
-            );
-            abandoned as u64
-        };
-        let after = self.metrics();
-        ShutdownReport {
-            delivered: after.delivered - before.delivered,
-            dead_lettered: after.dead_letters - before.dead_letters,
-            abandoned,
-        }
+        self.dispatcher.shutdown(deadline).await
     }
 
     /// [`Registry::settled`] for synchronous code: blocks the calling thread until every batch
@@ -169,7 +142,7 @@ impl Registry {
     /// When called on a tokio runtime's worker thread (from async code); await
     /// [`Registry::settled`] there. A `spawn_blocking` thread may call it.
     pub fn settled_blocking(&self) {
-        self.shared.background().block_on(self.settled());
+        self.dispatcher.settled_blocking();
     }
 
     /// [`Registry::shutdown`] for synchronous code: blocks the calling thread for at most
@@ -178,85 +151,53 @@ impl Registry {
     /// # Panics
     /// When called on a tokio runtime's worker thread; await [`Registry::shutdown`] there.
     pub fn shutdown_blocking(&self, deadline: Duration) -> ShutdownReport {
-        self.shared.background().block_on(self.shutdown(deadline))
+        self.dispatcher.shutdown_blocking(deadline)
     }
 
-    /// Hands one flush's batches of `T` to the dispatcher. Returns at once.
-    pub(crate) fn dispatch<T: SyncTarget>(&self, batches: Vec<(T::StoreKey, Vec<T>)>) {
-        let Some(queue) = self.shared.models.get(&TypeId::of::<T>()) else {
-            return;
-        };
-        let queue = Arc::clone(queue)
-            .into_any()
-            .downcast::<ModelQueue<T>>()
-            .expect("a registry keys each model queue by its TypeId");
-        dispatch(&self.shared, &queue, batches);
+    pub(crate) fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
     }
 
-    pub(crate) fn counters(&self) -> &Counters {
-        &self.shared.counters
-    }
-
-    pub(crate) fn dead_letter(&self, letter: DeadLetter) {
-        self.shared.dead_letter(letter);
-    }
-}
-
-impl Shared {
-    pub(crate) fn dead_letter(&self, letter: DeadLetter) {
-        Counters::add(&self.counters.dead_letters, 1);
-        match &self.sink {
-            Some(sink) => sink.put(letter),
-            None => self.memory.put(letter),
-        }
-    }
-
-    pub(crate) fn start_one(&self) {
-        self.pending.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn settle_one(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.settled.notify_waiters();
-        }
-    }
-
-    /// Spawns on the caller's tokio runtime, or on the registry's own when there is none
-    /// (a synchronous caller).
-    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> AbortHandle {
-        let handle = Handle::try_current().unwrap_or_else(|_| self.background().handle().clone());
-        handle.spawn(task).abort_handle()
-    }
-
-    /// The registry's own runtime, started on first use.
-    fn background(&self) -> &Runtime {
-        self.background.get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("diesel-sync-dispatch")
-                .enable_time()
-                .build()
-                .expect("failed to start the diesel-sync dispatch runtime")
+    /// The function that loads target model `target` over this registry's connection type, as
+    /// the connection kind stored it (`F`), if the model has a handler.
+    pub(crate) fn loader<F: Any>(&self, target: TypeId) -> Option<&F> {
+        self.loaders.get(&target).map(|loader| {
+            loader
+                .0
+                .downcast_ref::<F>()
+                .expect("a registry's loaders all come from its connection type")
         })
     }
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // A runtime may not be dropped from async code; let its threads wind down on their own.
-        if let Some(runtime) = self.background.take() {
-            runtime.shutdown_background();
-        }
-    }
+/// Builds a [`Registry`]; see [`Registry::builder`].
+pub struct RegistryBuilder<Conn> {
+    models: Vec<PendingModel>,
+    default_policy: RetryPolicy,
+    sink: Option<Box<dyn DeadLetterSink>>,
+    max_concurrent_calls: Option<usize>,
+    connection: PhantomData<fn() -> Conn>,
 }
 
-impl RegistryBuilder {
+/// A handler waiting for `build`, which fixes its retry policy.
+struct PendingModel {
+    target: TypeId,
+    name: &'static str,
+    policy: Option<RetryPolicy>,
+    loader: Loader,
+    make: Box<dyn FnOnce(RetryPolicy) -> Arc<dyn AnyModelQueue>>,
+}
+
+impl<Conn: 'static> RegistryBuilder<Conn> {
     /// Registers the handler of target model `T`, with the builder's retry policy.
     ///
     /// # Panics
     /// When `T` already has a handler: each target model has exactly one.
     #[must_use]
-    pub fn handler<T: SyncTarget>(self, handler: impl Handler<T>) -> Self {
+    pub fn handler<T: SyncTarget>(self, handler: impl Handler<T>) -> Self
+    where
+        Conn: Resolves<T>,
+    {
         self.register(handler, None)
     }
 
@@ -269,7 +210,10 @@ impl RegistryBuilder {
         self,
         handler: impl Handler<T>,
         policy: RetryPolicy,
-    ) -> Self {
+    ) -> Self
+    where
+        Conn: Resolves<T>,
+    {
         self.register(handler, Some(policy))
     }
 
@@ -277,7 +221,10 @@ impl RegistryBuilder {
         mut self,
         handler: impl Handler<T>,
         policy: Option<RetryPolicy>,
-    ) -> Self {
+    ) -> Self
+    where
+        Conn: Resolves<T>,
+    {
         let target = TypeId::of::<T>();
         assert!(
             self.models.iter().all(|m| m.target != target),
@@ -288,6 +235,7 @@ impl RegistryBuilder {
             target,
             name: type_name::<T>(),
             policy,
+            loader: Conn::loader(),
             make: Box::new(move |policy| Arc::new(ModelQueue::new(handler, policy))),
         });
         self
@@ -316,41 +264,36 @@ impl RegistryBuilder {
     }
 
     /// Builds the registry.
-    pub fn build(self) -> Registry {
+    pub fn build(self) -> Registry<Conn> {
         let default_policy = self.default_policy;
-        let models = self
-            .models
-            .into_iter()
-            .map(|m| {
-                tracing::debug!(model = m.name, "sync handler registered");
-                (m.target, (m.make)(m.policy.unwrap_or(default_policy)))
-            })
-            .collect();
+        let mut queues = HashMap::new();
+        let mut loaders = HashMap::new();
+        for model in self.models {
+            tracing::debug!(model = model.name, "sync handler registered");
+            queues.insert(
+                model.target,
+                (model.make)(model.policy.unwrap_or(default_policy)),
+            );
+            loaders.insert(model.target, model.loader);
+        }
         Registry {
-            shared: Arc::new(Shared {
-                models,
-                sink: self.sink,
-                memory: DeadLetters::default(),
-                counters: Counters::default(),
-                call_limit: self.max_concurrent_calls.map(Semaphore::new),
-                pending: AtomicU64::new(0),
-                settled: Notify::new(),
-                background: OnceLock::new(),
-            }),
+            dispatcher: Dispatcher::new(queues, self.sink, self.max_concurrent_calls),
+            loaders: Arc::new(loaders),
+            connection: PhantomData,
         }
     }
 }
 
-impl fmt::Debug for Registry {
+impl<Conn> fmt::Debug for Registry<Conn> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
-            .field("models", &self.shared.models.len())
-            .field("metrics", &self.metrics())
+            .field("models", &self.loaders.len())
+            .field("dispatcher", &self.dispatcher)
             .finish()
     }
 }
 
-impl fmt::Debug for RegistryBuilder {
+impl<Conn> fmt::Debug for RegistryBuilder<Conn> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryBuilder")
             .field(

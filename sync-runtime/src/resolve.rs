@@ -6,6 +6,8 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::future::Future;
 
+use scoped_futures::ScopedBoxFuture;
+
 use diesel::dsl::{AsSelect, Select};
 use diesel::query_builder::QueryId;
 use diesel::query_dsl::methods::SelectDsl;
@@ -15,9 +17,10 @@ use diesel_async::{AsyncConnectionCore, RunQueryDsl};
 use tracing::Instrument;
 
 use crate::backend::SyncBackend;
+use crate::collector::{PendingIds, PendingSet};
 use crate::dead_letter::DeadLetter;
+use crate::dispatcher::Dispatcher;
 use crate::metrics::Counters;
-use crate::registry::Registry;
 use crate::synced::SyncTarget;
 
 /// A target model that can be loaded by id over connection `C`.
@@ -58,15 +61,31 @@ where
     }
 }
 
+/// How a diesel-async connection `C` loads one target model's committed ids, as a
+/// [`Registry`](crate::Registry) stores it for each model with a handler.
+pub(crate) type AsyncLoader<C> =
+    for<'a> fn(&'a mut C, &'a Dispatcher, Box<dyn PendingSet>) -> ScopedBoxFuture<'a, 'a, ()>;
+
+/// The [`AsyncLoader`] of target model `T`.
+pub(crate) fn async_loader<'a, T: Resolve<C>, C: Send>(
+    conn: &'a mut C,
+    dispatcher: &'a Dispatcher,
+    set: Box<dyn PendingSet>,
+) -> ScopedBoxFuture<'a, 'a, ()> {
+    Box::pin(resolve_and_dispatch::<T, C>(
+        conn,
+        dispatcher,
+        PendingIds::<T>::take(set),
+    ))
+}
+
 /// Resolves one target model's committed ids and dispatches them, one batch per store.
-pub(crate) async fn resolve_and_dispatch<T, C>(conn: &mut C, registry: &Registry, ids: Vec<T::Id>)
+async fn resolve_and_dispatch<T, C>(conn: &mut C, dispatcher: &Dispatcher, ids: Vec<T::Id>)
 where
     T: Resolve<C>,
     C: Send,
 {
-    let Some(mut resolution) = Resolution::<T>::start(registry, ids.len()) else {
-        return;
-    };
+    let mut resolution = Resolution::<T>::start(dispatcher, ids.len());
     let span = resolution.span();
     async {
         for chunk in chunks(ids, T::CHUNK) {
@@ -83,7 +102,7 @@ where
 /// One target model's committed ids on their way from loading to dispatch: the bookkeeping the
 /// async and the blocking resolve share. Only the loading differs between them.
 pub(crate) struct Resolution<'r, T: SyncTarget> {
-    registry: &'r Registry,
+    dispatcher: &'r Dispatcher,
     model: &'static str,
     committed: usize,
     unresolved: usize,
@@ -91,22 +110,16 @@ pub(crate) struct Resolution<'r, T: SyncTarget> {
 }
 
 impl<'r, T: SyncTarget> Resolution<'r, T> {
-    /// Counts `committed` ids of `T`; `None` (with a warning) when `T` has no handler, so
-    /// nothing is loaded.
-    pub(crate) fn start(registry: &'r Registry, committed: usize) -> Option<Self> {
-        let model = type_name::<T>();
-        Counters::add(&registry.counters().ids_committed, committed);
-        if !registry.handles::<T>() {
-            tracing::warn!(model, ids = committed, "ids committed for a model with no handler; register one with `RegistryBuilder::handler`");
-            return None;
-        }
-        Some(Self {
-            registry,
-            model,
+    /// Counts `committed` ids of `T`, a model with a handler.
+    pub(crate) fn start(dispatcher: &'r Dispatcher, committed: usize) -> Self {
+        Counters::add(&dispatcher.counters().ids_committed, committed);
+        Self {
+            dispatcher,
+            model: type_name::<T>(),
             committed,
             unresolved: 0,
             rows: Vec::with_capacity(committed),
-        })
+        }
     }
 
     /// The `resolve` span the loading runs in.
@@ -116,14 +129,14 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
 
     /// Takes one chunk's query result: its rows, or its ids dead-lettered.
     pub(crate) fn loaded(&mut self, chunk: Vec<T::Id>, loaded: QueryResult<Vec<T>>) {
-        Counters::add(&self.registry.counters().resolve_queries, 1);
+        Counters::add(&self.dispatcher.counters().resolve_queries, 1);
         match loaded {
             Ok(loaded) => self.rows.extend(loaded),
             Err(error) => {
                 let model = self.model;
                 tracing::error!(model, ids = chunk.len(), %error, "loading committed rows failed; ids dead-lettered");
                 self.unresolved += chunk.len();
-                self.registry
+                self.dispatcher
                     .dead_letter(DeadLetter::unresolved::<T>(chunk, error.to_string()));
             }
         }
@@ -133,7 +146,7 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
     pub(crate) fn count_stale(&self) {
         let stale = self.committed - self.unresolved - self.rows.len();
         if stale > 0 {
-            Counters::add(&self.registry.counters().ids_stale, stale);
+            Counters::add(&self.dispatcher.counters().ids_stale, stale);
             tracing::debug!(
                 model = self.model,
                 stale,
@@ -144,7 +157,7 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
 
     /// Groups the rows by store and hands the batches to the dispatcher.
     pub(crate) fn dispatch(self) {
-        self.registry.dispatch(group_by_store(self.rows));
+        self.dispatcher.dispatch(group_by_store(self.rows));
     }
 }
 
@@ -172,4 +185,14 @@ fn group_by_store<T: SyncTarget>(rows: Vec<T>) -> Vec<(T::StoreKey, Vec<T>)> {
         groups[at].1.push(row);
     }
     groups
+}
+
+/// Committed ids of a target model with no handler: counted, then dropped with a warning.
+pub(crate) fn unhandled(dispatcher: &Dispatcher, set: &dyn PendingSet) {
+    Counters::add(&dispatcher.counters().ids_committed, set.len());
+    tracing::warn!(
+        model = set.target_name(),
+        ids = set.len(),
+        "ids committed for a model with no handler; register one with `RegistryBuilder::handler`"
+    );
 }

@@ -13,7 +13,6 @@ use diesel_async::AsyncConnectionCore;
 
 use crate::backend::WriteIds;
 use crate::connection::AsSynced;
-use crate::resolve::Resolve;
 use std::marker::PhantomData;
 
 use crate::synced::{KeyInRow, Synced, SyncedTable, TargetId};
@@ -355,7 +354,6 @@ macro_rules! execute_synced {
                 M: Synced,
                 Conn: AsSynced,
                 BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
-                <M as Synced>::Target: Resolve<Conn::Inner>,
             {
                 let conn = conn.as_synced();
                 let (affected, ids) = <BackendOf<Conn>>::write(conn.inner_mut(), self).await?;

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use diesel::prelude::*;
-use diesel_sync::{Batch, HandlerError, Registry, RetryPolicy, Synced};
+use diesel_sync::{Batch, HandlerError, Registry, Resolves, RetryPolicy, Synced};
 
 diesel::table! {
     stores (id) {
@@ -119,7 +119,10 @@ pub struct Capture {
 }
 
 impl Capture {
-    pub fn registry(&self) -> Registry {
+    pub fn registry<Conn>(&self) -> Registry<Conn>
+    where
+        Conn: Resolves<Product> + Resolves<Listing>,
+    {
         let calls = Arc::clone(&self.calls);
         let listings = Arc::clone(&self.listings);
         Registry::builder()

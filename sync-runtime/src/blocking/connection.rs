@@ -16,11 +16,13 @@ use diesel::query_dsl::UpdateAndFetchResults;
 use diesel::sql_types::TypeMetadata;
 use diesel::{ConnectionResult, QueryResult};
 
-use crate::collector::{BlockingPendingIds, Collector, Frame};
-use crate::registry::Registry;
+use crate::collector::{Collector, Frame};
+use crate::registry::{Loader, Registry, Resolves};
+use crate::resolve::unhandled;
+use crate::synced::SyncTarget;
 use crate::synced::Synced;
 
-use super::resolve::Resolve;
+use super::resolve::{blocking_loader, BlockingLoader, Resolve};
 
 /// A synchronous Diesel connection whose synced writes are collected per transaction and handed
 /// on after COMMIT.
@@ -37,14 +39,14 @@ use super::resolve::Resolve;
 /// use diesel_sync::blocking::SyncedConnection;
 /// use diesel_sync::Registry;
 ///
-/// # fn connect(registry: Registry) -> diesel::ConnectionResult<()> {
+/// # fn connect(registry: Registry<SyncedConnection<SqliteConnection>>) -> diesel::ConnectionResult<()> {
 /// let mut conn = SyncedConnection::new(SqliteConnection::establish("shop.db")?, registry);
 /// # Ok(()) }
 /// ```
 pub struct SyncedConnection<C> {
     inner: C,
-    collector: Collector<dyn BlockingPendingIds<C>>,
-    registry: Registry,
+    collector: Collector,
+    registry: Registry<Self>,
 }
 
 /// A connection that routes through a [`SyncedConnection`]: the connection itself, or a pooled
@@ -76,7 +78,7 @@ where
 
 impl<C: Connection + 'static> SyncedConnection<C> {
     /// Wraps `inner`; its synced writes go to `registry`'s handlers.
-    pub fn new(inner: C, registry: Registry) -> Self {
+    pub fn new(inner: C, registry: Registry<Self>) -> Self {
         Self {
             inner,
             collector: Collector::new(),
@@ -85,7 +87,7 @@ impl<C: Connection + 'static> SyncedConnection<C> {
     }
 
     /// The registry this connection hands committed ids to.
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &Registry<Self> {
         &self.registry
     }
 
@@ -113,16 +115,16 @@ impl<C: Connection + 'static> SyncedConnection<C> {
     ///     .execute(conn)?;
     /// conn.mark_changed::<Product>([7]);
     /// ```
-    pub fn mark_changed<T: Resolve<C>>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
+    pub fn mark_changed<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
         self.register::<T>(ids);
     }
 
     /// Adds ids to the innermost open transaction, or hands them on now if none is open.
-    pub(crate) fn register<T: Resolve<C>>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
+    pub(crate) fn register<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
         match self.collector.current() {
             Some(frame) => frame.insert::<T>(ids),
             None => {
-                let mut frame = Frame::<dyn BlockingPendingIds<C>>::default();
+                let mut frame = Frame::default();
                 frame.insert::<T>(ids);
                 self.flush(frame);
             }
@@ -130,13 +132,17 @@ impl<C: Connection + 'static> SyncedConnection<C> {
     }
 
     /// Resolves and dispatches a committed frame. Never fails: errors become dead letters.
-    fn flush(&mut self, frame: Frame<dyn BlockingPendingIds<C>>) {
+    fn flush(&mut self, frame: Frame) {
         if frame.is_empty() {
             return;
         }
         let _span = tracing::info_span!("flush", ids = frame.len()).entered();
+        let dispatcher = self.registry.dispatcher();
         for pending in frame.into_targets() {
-            pending.flush(&mut self.inner, &self.registry);
+            match self.registry.loader::<BlockingLoader<C>>(pending.target()) {
+                Some(load) => load(&mut self.inner, dispatcher, pending),
+                None => unhandled(dispatcher, &*pending),
+            }
         }
     }
 
@@ -149,6 +155,18 @@ impl<C: Connection + 'static> SyncedConnection<C> {
             Ok(depth) => depth.map_or(0, |d| d.get() as usize),
             Err(_) => 0,
         }
+    }
+}
+
+/// Committed ids of `T` are loaded over `C` itself, on the committing thread.
+impl<C, T> Resolves<T> for SyncedConnection<C>
+where
+    C: Connection + 'static,
+    T: Resolve<C>,
+{
+    fn loader() -> Loader {
+        let load: BlockingLoader<C> = blocking_loader::<T, C>;
+        Loader::new(load)
     }
 }
 
@@ -287,7 +305,7 @@ impl<C: MigrationConnection + 'static> MigrationConnection for SyncedConnection<
 impl<C, Changes, Output> UpdateAndFetchResults<Changes, Output> for SyncedConnection<C>
 where
     C: UpdateAndFetchResults<Changes, Output> + 'static,
-    Output: Synced<Target: Resolve<C>>,
+    Output: Synced,
 {
     fn update_and_fetch(&mut self, changeset: Changes) -> QueryResult<Output> {
         let row = self.inner.update_and_fetch(changeset)?;

@@ -1,8 +1,11 @@
 //! The synchronous side: the same derive, collector, resolve and dispatch over Diesel's own
 //! connections ([`diesel::SqliteConnection`], `PgConnection`, `MysqlConnection`) and r2d2 pools.
 //!
-//! Wrap a connection in [`SyncedConnection`] and write through it as on the async side; the
-//! statement-level writes run with `execute_blocking` instead of `.execute(conn).await`:
+//! Wrap a connection in [`SyncedConnection`] and write through it with the statement-level
+//! writes, which run with `execute_blocking` instead of `.execute(conn).await`. Unlike the
+//! diesel-async connection, this one does not capture plain Diesel statements yet: a
+//! `diesel::update(…).execute(conn)` here is not synced.
+//!
 //!
 //! ```
 //! # use diesel_sync_runtime as diesel_sync;

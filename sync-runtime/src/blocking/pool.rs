@@ -14,12 +14,12 @@ use crate::registry::Registry;
 /// [`diesel::Connection::establish`], which has no registry to give.
 pub struct SyncedConnectionManager<C> {
     inner: ConnectionManager<C>,
-    registry: Registry,
+    registry: Registry<SyncedConnection<C>>,
 }
 
 impl<C> SyncedConnectionManager<C> {
     /// A manager connecting to `database_url`, whose connections hand ids to `registry`.
-    pub fn new(database_url: impl Into<String>, registry: Registry) -> Self {
+    pub fn new(database_url: impl Into<String>, registry: Registry<SyncedConnection<C>>) -> Self {
         Self {
             inner: ConnectionManager::new(database_url),
             registry,
@@ -32,7 +32,7 @@ impl<C: R2D2Connection + 'static> SyncedConnection<C> {
     ///
     /// ```no_run
     /// # use diesel_sync_runtime as diesel_sync;
-    /// # fn build(registry: diesel_sync::Registry) -> Result<(), diesel::r2d2::PoolError> {
+    /// # fn build(registry: diesel_sync::Registry<diesel_sync::blocking::SyncedConnection<diesel::SqliteConnection>>) -> Result<(), diesel::r2d2::PoolError> {
     /// use diesel::r2d2::Pool;
     /// use diesel::SqliteConnection;
     /// use diesel_sync::blocking::SyncedConnection;
@@ -44,7 +44,7 @@ impl<C: R2D2Connection + 'static> SyncedConnection<C> {
     /// ```
     pub fn pool_manager(
         database_url: impl Into<String>,
-        registry: Registry,
+        registry: Registry<Self>,
     ) -> SyncedConnectionManager<C> {
         SyncedConnectionManager::new(database_url, registry)
     }

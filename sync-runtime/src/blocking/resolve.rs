@@ -1,8 +1,6 @@
 //! After commit, over a synchronous connection: load a target model's pending ids on the
 //! committing thread, then group and dispatch them as the async side does.
 
-use std::collections::HashSet;
-
 use diesel::connection::Connection;
 use diesel::dsl::{AsSelect, Select};
 use diesel::query_builder::QueryId;
@@ -11,8 +9,8 @@ use diesel::query_dsl::LoadQuery;
 use diesel::{QueryResult, RunQueryDsl, Selectable, SelectableHelper};
 
 use crate::backend::SyncBackend;
-use crate::collector::{BlockingPendingIds, PendingKind, PendingTarget};
-use crate::registry::Registry;
+use crate::collector::{PendingIds, PendingSet};
+use crate::dispatcher::Dispatcher;
 use crate::resolve::{chunks, Resolution};
 use crate::synced::SyncTarget;
 
@@ -50,11 +48,19 @@ where
     }
 }
 
-/// Resolves one target model's committed ids and dispatches them, one batch per store.
-fn resolve_and_dispatch<T: Resolve<C>, C>(conn: &mut C, registry: &Registry, ids: Vec<T::Id>) {
-    let Some(mut resolution) = Resolution::<T>::start(registry, ids.len()) else {
-        return;
-    };
+/// How a synchronous connection `C` loads one target model's committed ids, as a
+/// [`Registry`](crate::Registry) stores it for each model with a handler.
+pub(crate) type BlockingLoader<C> = fn(&mut C, &Dispatcher, Box<dyn PendingSet>);
+
+/// The [`BlockingLoader`] of target model `T`: loads the ids on the committing thread, then
+/// groups and dispatches them as the async side does.
+pub(crate) fn blocking_loader<T: Resolve<C>, C>(
+    conn: &mut C,
+    dispatcher: &Dispatcher,
+    set: Box<dyn PendingSet>,
+) {
+    let ids = PendingIds::<T>::take(set);
+    let mut resolution = Resolution::<T>::start(dispatcher, ids.len());
     {
         let _span = resolution.span().entered();
         for chunk in chunks(ids, T::CHUNK) {
@@ -64,32 +70,4 @@ fn resolve_and_dispatch<T: Resolve<C>, C>(conn: &mut C, registry: &Registry, ids
         resolution.count_stale();
     }
     resolution.dispatch();
-}
-
-impl<T, C> PendingKind<T> for dyn BlockingPendingIds<C>
-where
-    T: Resolve<C>,
-    C: Send + 'static,
-{
-    fn empty() -> Box<Self> {
-        Box::new(PendingTarget::<T, C>::new())
-    }
-
-    fn ids_mut(pending: &mut Self) -> &mut HashSet<T::Id> {
-        &mut pending
-            .as_any_mut()
-            .downcast_mut::<PendingTarget<T, C>>()
-            .expect("a frame keys each target model by its TypeId")
-            .ids
-    }
-}
-
-impl<T, C> BlockingPendingIds<C> for PendingTarget<T, C>
-where
-    T: Resolve<C>,
-    C: Send + 'static,
-{
-    fn flush(self: Box<Self>, conn: &mut C, registry: &Registry) {
-        resolve_and_dispatch::<T, C>(conn, registry, self.ids.into_iter().collect());
-    }
 }

@@ -10,7 +10,6 @@ use diesel::QueryResult;
 
 use super::backend::WriteIds;
 use super::connection::AsSynced;
-use super::resolve::Resolve;
 use crate::synced::Synced;
 use crate::write::{SyncedDelete, SyncedInsert, SyncedUpdate};
 
@@ -28,7 +27,6 @@ macro_rules! execute_blocking {
                 M: Synced,
                 Conn: AsSynced,
                 BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
-                <M as Synced>::Target: Resolve<Conn::Inner>,
             {
                 let conn = conn.as_synced();
                 let (affected, ids) = <BackendOf<Conn>>::write(conn.inner_mut(), self)?;

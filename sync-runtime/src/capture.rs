@@ -1,0 +1,398 @@
+//! Capture at the connection: what a statement does to synced tables, decided once per
+//! statement type (raw SQL: once per text), and the statement the connection runs instead, one
+//! that returns the key of every row it writes.
+//!
+//! The plan is pure: SQL text in, [`Plan`] out. The connection kinds only run what it says.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use diesel::backend::{Backend, DieselReserveSpecialization};
+use diesel::query_builder::{
+    AstPass, CollectedQuery, MoveableBindCollector, Query, QueryBuilder, QueryFragment, QueryId,
+};
+use diesel::result::Error;
+use diesel::sql_types::Untyped;
+use diesel::QueryResult;
+
+use crate::catalog::{Catalog, DynKey, KeyCodec, KeyKind, ModelFacts};
+use crate::classify::{self, Dialect, Statement, WriteKind};
+use crate::error::CaptureRefused;
+
+/// What the connection does with one statement.
+#[derive(Debug, Clone)]
+pub(crate) enum Plan {
+    /// Writes no synced table: runs as it is.
+    Pass,
+    /// Writes a synced table: runs with the key column returned, and the keys are registered.
+    Capture(Capture),
+    /// Writes a synced table in a way the connection cannot read exactly: refused before it runs.
+    Refuse(CaptureRefused),
+}
+
+/// A write to a synced table that the connection captures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Capture {
+    pub(crate) model: ModelFacts,
+    pub(crate) codec: KeyCodec,
+    /// Whether the statement has its own `RETURNING` list, which the key column extends.
+    pub(crate) returning: bool,
+}
+
+/// Plans cached by statement type, for one connection. Raw SQL (`sql_query`) is one type
+/// whatever its text, so it is planned every time.
+#[derive(Debug, Default)]
+pub(crate) struct Plans {
+    by_type: HashMap<std::any::TypeId, Plan>,
+}
+
+impl Plans {
+    /// The plan of `query`, from the cache when its type has been planned before.
+    pub(crate) fn get<T, DB>(&mut self, query: &T) -> Plan
+    where
+        T: QueryFragment<DB>,
+        DB: CaptureBackend,
+    {
+        if is_raw_sql::<T>() {
+            return plan_rendered(query);
+        }
+        self.by_type
+            .entry(typeid::of::<T>())
+            .or_insert_with(|| plan_rendered(query))
+            .clone()
+    }
+}
+
+/// `sql_query` and its bound forms: the statement's text is a value, not part of its type.
+fn is_raw_sql<T>() -> bool {
+    std::any::type_name::<T>().starts_with("diesel::query_builder::sql_query::")
+}
+
+fn plan_rendered<T: QueryFragment<DB>, DB: CaptureBackend>(query: &T) -> Plan {
+    match render(query) {
+        Ok(sql) => plan(&sql, DB::DIALECT, Catalog::get()),
+        // A statement Diesel cannot render fails the same way when it runs.
+        Err(_) => Plan::Pass,
+    }
+}
+
+/// The SQL of `query`, as the backend renders it.
+pub(crate) fn render<T: QueryFragment<DB>, DB: CaptureBackend>(query: &T) -> QueryResult<String> {
+    let mut builder = DB::query_builder();
+    query.to_sql(&mut builder, &DB::default())?;
+    Ok(builder.finish())
+}
+
+/// What to do with `sql`, a single statement or a batch.
+pub(crate) fn plan(sql: &str, dialect: Dialect, catalog: &Catalog) -> Plan {
+    let statements = match classify::classify(sql, dialect) {
+        Ok(statements) => statements,
+        Err(error) => return plan_unparsed(sql, dialect, catalog, &error.to_string()),
+    };
+    let mut captured = None;
+    for statement in &statements {
+        match statement {
+            Statement::Other => {}
+            Statement::Opaque { tables } => {
+                if let Some(model) = tables.iter().find_map(|t| catalog.model(t)) {
+                    return Plan::Refuse(CaptureRefused::opaque(model));
+                }
+            }
+            Statement::Write(write) => {
+                let Some(model) = catalog.model(&write.table) else {
+                    continue;
+                };
+                if let Some(models) = catalog.ambiguous(model.table) {
+                    return Plan::Refuse(CaptureRefused::ambiguous(model, models));
+                }
+                let Some(codec) = model.key else {
+                    return Plan::Refuse(CaptureRefused::unreadable_key(model));
+                };
+                if dialect == Dialect::Mysql && write.kind == WriteKind::Update {
+                    return Plan::Refuse(CaptureRefused::mysql_update(model));
+                }
+                captured = Some(Capture {
+                    model: *model,
+                    codec,
+                    returning: write.returning,
+                });
+            }
+        }
+    }
+    match captured {
+        Some(capture) if statements.len() == 1 => Plan::Capture(capture),
+        Some(capture) => Plan::Refuse(CaptureRefused::in_batch(&capture.model)),
+        None => Plan::Pass,
+    }
+}
+
+/// A text the parser rejected: schema changes and session settings run; anything else that
+/// names a synced table is refused, since what it writes cannot be told.
+fn plan_unparsed(sql: &str, dialect: Dialect, catalog: &Catalog, error: &str) -> Plan {
+    let tokens = classify::tokens(sql, dialect);
+    let schema_change = matches!(
+        tokens.leading_keyword.as_deref(),
+        Some("CREATE" | "ALTER" | "DROP" | "PRAGMA" | "SET" | "GRANT" | "REVOKE" | "COMMENT")
+    );
+    if schema_change {
+        return Plan::Pass;
+    }
+    match tokens.identifiers.iter().find_map(|t| catalog.model(t)) {
+        Some(model) => Plan::Refuse(CaptureRefused::unparsed(model, error)),
+        None => Plan::Pass,
+    }
+}
+
+/// A backend capture runs on: its SQL dialect, how a statement is made independent of the
+/// borrowed values it was built from, and how a returned key is read.
+pub trait CaptureBackend: Backend + DieselReserveSpecialization + Default + OwnedBinds {
+    /// The dialect its SQL is parsed in.
+    #[doc(hidden)]
+    const DIALECT: Dialect;
+
+    /// The statement's text and bind values, owned, so the connection can run it later.
+    #[doc(hidden)]
+    fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>>;
+
+    /// An empty query builder.
+    #[doc(hidden)]
+    fn query_builder() -> Self::QueryBuilder;
+
+    /// A key of kind `kind` from a returned column.
+    #[doc(hidden)]
+    fn read_key(
+        kind: KeyKind,
+        value: Option<Self::RawValue<'_>>,
+    ) -> diesel::deserialize::Result<DynKey>;
+}
+
+/// A statement rendered with its bind values, owning both. Not public API.
+#[doc(hidden)]
+pub type OwnedStatement<DB> = Box<dyn QueryFragment<DB> + Send>;
+
+/// The owned form of a backend's bind values.
+type BindData<DB> =
+    <<DB as Backend>::BindCollector<'static> as MoveableBindCollector<DB>>::BindData;
+
+/// The owned bind values of a backend. Not public API.
+#[doc(hidden)]
+pub trait OwnedBinds {
+    /// The owned form of the backend's bind collector.
+    type Data: Send + 'static;
+}
+
+fn collect<DB, T>(query: &T, lookup: &mut DB::MetadataLookup) -> QueryResult<OwnedStatement<DB>>
+where
+    DB: CaptureBackend,
+    for<'a> DB::BindCollector<'a>: MoveableBindCollector<DB, BindData = DB::Data> + Default,
+    T: QueryFragment<DB>,
+    CollectedQuery<DB::Data>: QueryFragment<DB>,
+{
+    let backend = DB::default();
+    let sql = render(query)?;
+    let mut binds = <DB::BindCollector<'_> as Default>::default();
+    query.collect_binds(&mut binds, lookup, &backend)?;
+    let data = binds.moveable();
+    let safe = query.is_safe_to_cache_prepared(&backend)?;
+    Ok(Box::new(CollectedQuery::new(sql, safe, data)))
+}
+
+/// A write with the key column added to what it returns: ` RETURNING <key>`, or `, <key>` after
+/// the statement's own list. The key is the last column of each row.
+#[derive(Debug)]
+pub(crate) struct ReturningKey<Q> {
+    pub(crate) query: Q,
+    pub(crate) key_column: &'static str,
+    pub(crate) extends: bool,
+}
+
+impl<Q> Query for ReturningKey<Q> {
+    type SqlType = Untyped;
+}
+
+// Its own id: reusing the inner statement's would let a prepared-statement cache run the bare
+// statement instead.
+impl<Q> QueryId for ReturningKey<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for ReturningKey<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.query.walk_ast(out.reborrow())?;
+        out.push_sql(if self.extends { ", " } else { " RETURNING " });
+        out.push_identifier(self.key_column)
+    }
+}
+
+/// A statement that fails to render with a refusal: run in place of a refused statement, so
+/// the refusal comes back through the inner connection's own future type.
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) CaptureRefused);
+
+impl Query for Refused {
+    type SqlType = Untyped;
+}
+
+impl QueryId for Refused {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB: Backend> QueryFragment<DB> for Refused {
+    fn walk_ast<'b>(&'b self, _: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        Err(refused(self.0.clone()))
+    }
+}
+
+/// A refusal as the error a statement returns.
+pub(crate) fn refused(refusal: CaptureRefused) -> Error {
+    tracing::error!(%refusal, "write to a synced table refused");
+    Error::QueryBuilderError(Box::new(refusal))
+}
+
+/// Reads keys of `kind` through `FromSql` for `$ty` as `$sql`.
+macro_rules! read_key {
+    ($backend:ty, $kind:expr, $value:expr) => {{
+        use diesel::deserialize::FromSql;
+        use diesel::sql_types::{BigInt, Integer, SmallInt, Text};
+        let value = $value;
+        match $kind {
+            KeyKind::SmallInt => <i16 as FromSql<SmallInt, $backend>>::from_nullable_sql(value)
+                .map(|v| DynKey::Int(v.into())),
+            KeyKind::Integer => <i32 as FromSql<Integer, $backend>>::from_nullable_sql(value)
+                .map(|v| DynKey::Int(v.into())),
+            KeyKind::BigInt => {
+                <i64 as FromSql<BigInt, $backend>>::from_nullable_sql(value).map(DynKey::Int)
+            }
+            KeyKind::Text => {
+                <String as FromSql<Text, $backend>>::from_nullable_sql(value).map(DynKey::Text)
+            }
+        }
+    }};
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use diesel::query_builder::QueryFragment;
+    use diesel::sqlite::Sqlite;
+    use diesel::QueryResult;
+
+    use super::{collect, CaptureBackend, DynKey, KeyKind, OwnedBinds, OwnedStatement};
+    use crate::classify::Dialect;
+
+    impl OwnedBinds for Sqlite {
+        type Data = super::BindData<Sqlite>;
+    }
+
+    impl CaptureBackend for Sqlite {
+        const DIALECT: Dialect = Dialect::Sqlite;
+
+        fn query_builder() -> Self::QueryBuilder {
+            Self::QueryBuilder::default()
+        }
+
+        fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
+            collect(query, &mut ())
+        }
+
+        fn read_key(
+            kind: KeyKind,
+            value: Option<Self::RawValue<'_>>,
+        ) -> diesel::deserialize::Result<DynKey> {
+            read_key!(Sqlite, kind, value)
+        }
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
+mod postgres {
+    use diesel::pg::{
+        FailedToLookupTypeError, Pg, PgMetadataCacheKey, PgMetadataLookup, PgTypeMetadata,
+    };
+    use diesel::query_builder::QueryFragment;
+    use diesel::QueryResult;
+
+    use super::{collect, CaptureBackend, DynKey, KeyKind, OwnedBinds, OwnedStatement};
+    use crate::classify::Dialect;
+
+    /// Capture owns a statement without a connection at hand, so it knows only the built-in
+    /// types; a bind of a custom type makes the statement fail with diesel's lookup error.
+    struct BuiltInTypes;
+
+    impl PgMetadataLookup for BuiltInTypes {
+        fn lookup_type(&mut self, type_name: &str, schema: Option<&str>) -> PgTypeMetadata {
+            let key = PgMetadataCacheKey::new(
+                schema.map(|s| s.to_owned().into()),
+                type_name.to_owned().into(),
+            );
+            PgTypeMetadata::from_result(Err(FailedToLookupTypeError::new(key)))
+        }
+    }
+
+    impl OwnedBinds for Pg {
+        type Data = super::BindData<Pg>;
+    }
+
+    impl CaptureBackend for Pg {
+        const DIALECT: Dialect = Dialect::Postgres;
+
+        fn query_builder() -> Self::QueryBuilder {
+            Self::QueryBuilder::default()
+        }
+
+        fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
+            collect(query, &mut BuiltInTypes)
+        }
+
+        fn read_key(
+            kind: KeyKind,
+            value: Option<Self::RawValue<'_>>,
+        ) -> diesel::deserialize::Result<DynKey> {
+            read_key!(Pg, kind, value)
+        }
+    }
+}
+
+#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
+mod mysql {
+    use diesel::mysql::Mysql;
+    use diesel::query_builder::QueryFragment;
+    use diesel::QueryResult;
+
+    use super::{collect, CaptureBackend, DynKey, KeyKind, OwnedBinds, OwnedStatement};
+    use crate::classify::Dialect;
+
+    impl OwnedBinds for Mysql {
+        type Data = super::BindData<Mysql>;
+    }
+
+    impl CaptureBackend for Mysql {
+        const DIALECT: Dialect = Dialect::Mysql;
+
+        fn query_builder() -> Self::QueryBuilder {
+            Self::QueryBuilder::default()
+        }
+
+        fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
+            collect(query, &mut ())
+        }
+
+        fn read_key(
+            kind: KeyKind,
+            value: Option<Self::RawValue<'_>>,
+        ) -> diesel::deserialize::Result<DynKey> {
+            read_key!(Mysql, kind, value)
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Plan::Pass => f.write_str("pass"),
+            Plan::Capture(capture) => write!(f, "capture {}", capture.model.table),
+            Plan::Refuse(refusal) => write!(f, "refuse: {refusal}"),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The synced models of the program, by table: `#[derive(Synced)]` registers each one, so a
+//! connection knows which statements to capture without a hand-kept list.
+
+use std::any::type_name;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::OnceLock;
+
+use diesel::Column;
+
+use crate::collector::Frame;
+use crate::synced::{Synced, TargetId};
+
+/// One synced model, as the derive registers it. Not public API.
+#[doc(hidden)]
+pub struct SyncedModel {
+    describe: fn() -> ModelFacts,
+}
+
+impl SyncedModel {
+    /// Registers the model `describe` tells about.
+    pub const fn new(describe: fn() -> ModelFacts) -> Self {
+        Self { describe }
+    }
+}
+
+inventory::collect!(SyncedModel);
+
+/// What a connection needs to know of a synced model to capture writes to its table. Not
+/// public API.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct ModelFacts {
+    pub(crate) model: &'static str,
+    /// The table's SQL name.
+    pub(crate) table: &'static str,
+    /// The column holding the target's id.
+    pub(crate) key_column: &'static str,
+    pub(crate) target_name: &'static str,
+    /// How keys read from the database become the target's ids; `None` when the id type is not
+    /// one capture can read (then writes to the table are refused, never missed).
+    pub(crate) key: Option<KeyCodec>,
+}
+
+impl ModelFacts {
+    /// The facts of model `M`, whose table is called `table` in SQL.
+    pub fn of<M: Synced>(table: &'static str, key: Option<KeyCodec>) -> Self {
+        Self {
+            model: type_name::<M>(),
+            table,
+            key_column: <M::KeyColumn as Column>::NAME,
+            target_name: type_name::<M::Target>(),
+            key,
+        }
+    }
+}
+
+impl fmt::Debug for ModelFacts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelFacts")
+            .field("model", &self.model)
+            .field("table", &self.table)
+            .field("key_column", &self.key_column)
+            .field("target", &self.target_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SyncedModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.describe)().fmt(f)
+    }
+}
+
+/// A key as the database returned it, before it becomes a target's id. Not public API.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DynKey {
+    Int(i64),
+    Text(String),
+}
+
+/// The SQL type a key is read as. Not public API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    SmallInt,
+    Integer,
+    BigInt,
+    Text,
+}
+
+/// How a model's keys are read and registered. Not public API.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct KeyCodec {
+    pub(crate) kind: KeyKind,
+    /// Adds keys to the frame as ids of the target; false when a key does not fit the id type.
+    pub(crate) insert: fn(&mut Frame, Vec<DynKey>) -> bool,
+}
+
+impl fmt::Debug for KeyCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyCodec")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An id type capture can read from a returned row.
+pub trait CaptureKey: Sized {
+    /// The SQL type the key is read as.
+    #[doc(hidden)]
+    const KIND: KeyKind;
+    /// The id, when the key fits the type.
+    #[doc(hidden)]
+    fn from_key(key: DynKey) -> Option<Self>;
+}
+
+macro_rules! int_keys {
+    ($($ty:ty => $kind:ident),*) => {$(
+        impl CaptureKey for $ty {
+            const KIND: KeyKind = KeyKind::$kind;
+            fn from_key(key: DynKey) -> Option<Self> {
+                match key {
+                    DynKey::Int(value) => value.try_into().ok(),
+                    DynKey::Text(_) => None,
+                }
+            }
+        }
+    )*};
+}
+
+int_keys!(i16 => SmallInt, i32 => Integer, i64 => BigInt);
+
+impl CaptureKey for String {
+    const KIND: KeyKind = KeyKind::Text;
+    fn from_key(key: DynKey) -> Option<Self> {
+        match key {
+            DynKey::Text(value) => Some(value),
+            DynKey::Int(_) => None,
+        }
+    }
+}
+
+/// Asks, in the derive's code where the model is a concrete type, whether its id type is one
+/// capture can read (autoref specialization: [`ReadableKey`] applies when it is, [`OpaqueKey`]
+/// otherwise). Not public API.
+#[doc(hidden)]
+pub struct KeyProbe<M>(PhantomData<fn() -> M>);
+
+impl<M> KeyProbe<M> {
+    /// The probe of `M`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<M> Default for KeyProbe<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M> fmt::Debug for KeyProbe<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyProbe")
+    }
+}
+
+/// See [`KeyProbe`]. Not public API.
+#[doc(hidden)]
+pub trait ReadableKey {
+    /// How `M`'s keys are read.
+    fn codec(&self) -> Option<KeyCodec>;
+}
+
+impl<M: Synced> ReadableKey for &KeyProbe<M>
+where
+    TargetId<M>: CaptureKey,
+{
+    fn codec(&self) -> Option<KeyCodec> {
+        Some(KeyCodec {
+            kind: <TargetId<M> as CaptureKey>::KIND,
+            insert: insert_keys::<M>,
+        })
+    }
+}
+
+/// See [`KeyProbe`]. Not public API.
+#[doc(hidden)]
+pub trait OpaqueKey {
+    /// None: `M`'s keys cannot be read.
+    fn codec(&self) -> Option<KeyCodec>;
+}
+
+impl<M> OpaqueKey for KeyProbe<M> {
+    fn codec(&self) -> Option<KeyCodec> {
+        None
+    }
+}
+
+fn insert_keys<M: Synced>(frame: &mut Frame, keys: Vec<DynKey>) -> bool
+where
+    TargetId<M>: CaptureKey,
+{
+    let ids = frame.ids_mut::<M::Target>();
+    let mut fits = true;
+    for key in keys {
+        match TargetId::<M>::from_key(key) {
+            Some(id) => {
+                ids.insert(id);
+            }
+            None => fits = false,
+        }
+    }
+    fits
+}
+
+/// Registers a captured write's keys as ids of its target; a key that does not fit the id
+/// type is reported, never silently dropped.
+pub(crate) fn insert_captured(
+    frame: &mut Frame,
+    capture: &crate::capture::Capture,
+    keys: Vec<DynKey>,
+) {
+    if !(capture.codec.insert)(frame, keys) {
+        tracing::error!(
+            table = capture.model.table,
+            target = capture.model.target_name,
+            "a captured key does not fit the target's id type; register it with `mark_changed`"
+        );
+    }
+}
+
+/// Every registered model, by table name.
+#[derive(Debug)]
+pub(crate) struct Catalog {
+    by_table: HashMap<&'static str, ModelFacts>,
+    /// Tables with more than one synced model: writes to them are refused.
+    ambiguous: HashMap<&'static str, Vec<&'static str>>,
+}
+
+impl Catalog {
+    /// The program's catalog, read from the derive's registrations on first use.
+    pub(crate) fn get() -> &'static Catalog {
+        static CATALOG: OnceLock<Catalog> = OnceLock::new();
+        CATALOG.get_or_init(|| {
+            Self::new(
+                inventory::iter::<SyncedModel>
+                    .into_iter()
+                    .map(|m| (m.describe)()),
+            )
+        })
+    }
+
+    fn new(models: impl IntoIterator<Item = ModelFacts>) -> Self {
+        let mut by_table: HashMap<&'static str, ModelFacts> = HashMap::new();
+        let mut ambiguous: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+        for facts in models {
+            tracing::trace!(
+                model = facts.model,
+                table = facts.table,
+                "synced model registered"
+            );
+            match by_table.get(facts.table) {
+                Some(known) if known.model == facts.model => {}
+                Some(known) => ambiguous
+                    .entry(facts.table)
+                    .or_insert_with(|| vec![known.model])
+                    .push(facts.model),
+                None => {
+                    by_table.insert(facts.table, facts);
+                }
+            }
+        }
+        Self {
+            by_table,
+            ambiguous,
+        }
+    }
+
+    /// The synced model of the table called `table` (compared without regard to ASCII case,
+    /// as the databases compare unquoted names).
+    pub(crate) fn model(&self, table: &str) -> Option<&ModelFacts> {
+        self.by_table.get(table).or_else(|| {
+            self.by_table
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(table))
+                .map(|(_, facts)| facts)
+        })
+    }
+
+    /// The models sharing `table`, when there are several.
+    pub(crate) fn ambiguous(&self, table: &str) -> Option<&[&'static str]> {
+        self.ambiguous.get(table).map(Vec::as_slice)
+    }
+}

@@ -1,0 +1,225 @@
+//! The dispatcher's state: one queue per target model, the dead letters, the counters, and the
+//! runtime that delivers when the committing thread has none.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::AbortHandle;
+
+use crate::dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
+use crate::dispatch::{dispatch, AnyModelQueue, ModelQueue};
+use crate::metrics::{Counters, Metrics};
+use crate::synced::SyncTarget;
+
+/// Everything that happens after resolve: the model queues, the dead letters and the counters.
+/// Cheap to clone: every clone (and so every clone of the [`Registry`](crate::Registry) that
+/// owns it) shares one state.
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+/// State shared by a registry's clones and its worker tasks.
+pub(crate) struct Shared {
+    models: HashMap<TypeId, Arc<dyn AnyModelQueue>>,
+    sink: Option<Box<dyn DeadLetterSink>>,
+    memory: DeadLetters,
+    pub(crate) counters: Counters,
+    pub(crate) call_limit: Option<Semaphore>,
+    pending: AtomicU64,
+    settled: Notify,
+    background: OnceLock<Runtime>,
+}
+
+/// What [`Registry::shutdown`] did with the batches pending when it was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Batches delivered while draining.
+    pub delivered: u64,
+    /// Batches dead-lettered while draining, those abandoned at the deadline included.
+    pub dead_lettered: u64,
+    /// Batches still queued or in flight at the deadline (dead-lettered, counted above too).
+    pub abandoned: u64,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        models: HashMap<TypeId, Arc<dyn AnyModelQueue>>,
+        sink: Option<Box<dyn DeadLetterSink>>,
+        max_concurrent_calls: Option<usize>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                models,
+                sink,
+                memory: DeadLetters::default(),
+                counters: Counters::default(),
+                call_limit: max_concurrent_calls.map(Semaphore::new),
+                pending: AtomicU64::new(0),
+                settled: Notify::new(),
+                background: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The counters since the registry was built.
+    pub(crate) fn metrics(&self) -> Metrics {
+        self.shared
+            .counters
+            .snapshot(self.shared.pending.load(Ordering::Acquire))
+    }
+
+    /// The in-memory dead letters (empty when a custom sink was set with
+    /// `RegistryBuilder::dead_letter_sink`).
+    pub(crate) fn dead_letters(&self) -> &DeadLetters {
+        &self.shared.memory
+    }
+
+    /// Resolves once every batch handed on so far is delivered or dead-lettered.
+    ///
+    /// Commits do not wait for handlers; scripts and tests await this when they need to.
+    pub(crate) async fn settled(&self) {
+        let shared = &self.shared;
+        loop {
+            let notified = shared.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if shared.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Drains before the process exits: waits up to `deadline` for pending batches (retries
+    /// included), then dead-letters whatever is still queued or in flight.
+    pub(crate) async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let before = self.metrics();
+        let abandoned = if tokio::time::timeout(deadline, self.settled()).await.is_ok() {
+            0
+        } else {
+            let reason = format!("not delivered within the shutdown deadline of {deadline:?}");
+            let abandoned: usize = self
+                .shared
+                .models
+                .values()
+                .map(|m| m.abandon(&self.shared, &reason))
+                .sum();
+            tracing::error!(
+                abandoned,
+                "shutdown deadline passed; pending batches dead-lettered"
+            );
+            abandoned as u64
+        };
+        let after = self.metrics();
+        ShutdownReport {
+            delivered: after.delivered - before.delivered,
+            dead_lettered: after.dead_letters - before.dead_letters,
+            abandoned,
+        }
+    }
+
+    /// `Registry::settled` for synchronous code: blocks the calling thread until every batch
+    /// handed on so far is delivered or dead-lettered. No tokio runtime is needed.
+    ///
+    /// # Panics
+    /// When called on a tokio runtime's worker thread (from async code); await
+    /// `Registry::settled` there. A `spawn_blocking` thread may call it.
+    pub(crate) fn settled_blocking(&self) {
+        self.shared.background().block_on(self.settled());
+    }
+
+    /// `Registry::shutdown` for synchronous code: blocks the calling thread for at most
+    /// `deadline`, then dead-letters whatever is still pending. No tokio runtime is needed.
+    ///
+    /// # Panics
+    /// When called on a tokio runtime's worker thread; await `Registry::shutdown` there.
+    pub(crate) fn shutdown_blocking(&self, deadline: Duration) -> ShutdownReport {
+        self.shared.background().block_on(self.shutdown(deadline))
+    }
+
+    /// Hands one flush's batches of `T` to the dispatcher. Returns at once.
+    pub(crate) fn dispatch<T: SyncTarget>(&self, batches: Vec<(T::StoreKey, Vec<T>)>) {
+        let Some(queue) = self.shared.models.get(&TypeId::of::<T>()) else {
+            return;
+        };
+        let queue = Arc::clone(queue)
+            .into_any()
+            .downcast::<ModelQueue<T>>()
+            .expect("a registry keys each model queue by its TypeId");
+        dispatch(&self.shared, &queue, batches);
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    pub(crate) fn dead_letter(&self, letter: DeadLetter) {
+        self.shared.dead_letter(letter);
+    }
+}
+
+impl Shared {
+    pub(crate) fn dead_letter(&self, letter: DeadLetter) {
+        Counters::add(&self.counters.dead_letters, 1);
+        match &self.sink {
+            Some(sink) => sink.put(letter),
+            None => self.memory.put(letter),
+        }
+    }
+
+    pub(crate) fn start_one(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn settle_one(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Spawns on the caller's tokio runtime, or on the registry's own when there is none
+    /// (a synchronous caller).
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> AbortHandle {
+        let handle = Handle::try_current().unwrap_or_else(|_| self.background().handle().clone());
+        handle.spawn(task).abort_handle()
+    }
+
+    /// The registry's own runtime, started on first use.
+    fn background(&self) -> &Runtime {
+        self.background.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("diesel-sync-dispatch")
+                .enable_time()
+                .build()
+                .expect("failed to start the diesel-sync dispatch runtime")
+        })
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // A runtime may not be dropped from async code; let its threads wind down on their own.
+        if let Some(runtime) = self.background.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("models", &self.shared.models.len())
+            .field("metrics", &self.metrics())
+            .finish()
+    }
+}

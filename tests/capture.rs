@@ -1,0 +1,274 @@
+//! Capture at the connection: plain Diesel and raw SQL written through a `SyncedConnection`
+//! register exactly what they change, with nothing added at the write site; what cannot be
+//! captured exactly is refused before it runs. Expected ids come from the database.
+
+mod common;
+
+use common::*;
+
+/// The suite, for one backend: `$conn` is the diesel-async connection.
+macro_rules! capture_suite {
+    ($suite:ident, $backend:expr, $conn:ty) => {
+        mod $suite {
+            use super::*;
+
+            use diesel::result::Error;
+            use diesel::{ExpressionMethods, QueryDsl};
+            use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+            use diesel_sync::{CaptureRefused, Registry, SyncedConnection};
+
+            type Conn = SyncedConnection<$conn>;
+
+            const BACKEND: Backend = $backend;
+
+            pub(crate) struct Fixture {
+                pub(crate) conn: Conn,
+                pub(crate) capture: Capture,
+                pub(crate) registry: Registry<Conn>,
+            }
+
+            /// A fresh database with 300 products in 3 stores (ids 1–100 in store 1, …).
+            pub(crate) async fn fixture(test: &str) -> Fixture {
+                let url = create_database(BACKEND, &format!("{}_{test}", stringify!($suite))).await;
+                let capture = Capture::default();
+                let registry = capture.registry();
+                let inner = <$conn>::establish(&url).await.expect("connect");
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                conn.batch_execute(BACKEND.schema()).await.expect("schema");
+                conn.inner_mut().seed_products(common::products(300, 100), BACKEND).await;
+                Fixture { conn, capture, registry }
+            }
+
+            /// The ids of a store's products, as the database has them.
+            async fn ids_in_store(conn: &mut Conn, store: i64) -> Vec<i64> {
+                let mut ids: Vec<i64> = products::table
+                    .filter(products::store_id.eq(store))
+                    .select(products::id)
+                    .load(conn.inner_mut())
+                    .await
+                    .unwrap();
+                ids.sort_unstable();
+                ids
+            }
+
+            pub(crate) async fn price_of(conn: &mut Conn, id: i64) -> i64 {
+                products::table
+                    .find(id)
+                    .select(products::price_cents)
+                    .first(conn.inner_mut())
+                    .await
+                    .unwrap()
+            }
+
+            pub(crate) fn refusal(error: &Error) -> &CaptureRefused {
+                match error {
+                    Error::QueryBuilderError(source) => source
+                        .downcast_ref::<CaptureRefused>()
+                        .unwrap_or_else(|| panic!("not a refusal: {error}")),
+                    other => panic!("not a refusal: {other}"),
+                }
+            }
+
+            #[tokio::test]
+            async fn plain_diesel_update_by_filter_registers_every_row_it_changes() {
+                let mut f = fixture("plain_update").await;
+                let expected = ids_in_store(&mut f.conn, 2).await;
+                let before = price_of(&mut f.conn, expected[0]).await;
+                let result = f
+                    .conn
+                    .transaction(async |conn| {
+                        diesel::update(products::table.filter(products::store_id.eq(2)))
+                            .set(products::price_cents.eq(products::price_cents + 1))
+                            .execute(conn)
+                            .await
+                    })
+                    .await;
+                f.registry.settled().await;
+                if BACKEND == Backend::Mysql {
+                    // MySQL cannot return the rows an UPDATE changes: refused, nothing written.
+                    let error = result.unwrap_err();
+                    assert_eq!(refusal(&error).table(), "products");
+                    assert!(error.to_string().contains("diesel_sync::update"), "{error}");
+                    assert_eq!(price_of(&mut f.conn, expected[0]).await, before);
+                    assert!(f.capture.ids().is_empty());
+                } else {
+                    assert_eq!(result.unwrap(), expected.len());
+                    assert_eq!(f.capture.ids(), expected);
+                }
+            }
+
+            #[tokio::test]
+            async fn plain_diesel_insert_of_a_reference_model_registers_its_target() {
+                let mut f = fixture("plain_insert_reference").await;
+                f.conn
+                    .transaction(async |conn| {
+                        for object_id in [7, 150, 7] {
+                            diesel::insert_into(price_records::table)
+                                .values(&PriceRecord { object_id, amount_cents: 990 })
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok::<_, Error>(())
+                    })
+                    .await
+                    .unwrap();
+                f.registry.settled().await;
+                let mut expected: Vec<i64> = price_records::table
+                    .select(price_records::object_id)
+                    .distinct()
+                    .load(f.conn.inner_mut())
+                    .await
+                    .unwrap();
+                expected.sort_unstable();
+                assert_eq!(f.capture.ids(), expected);
+            }
+
+            #[tokio::test]
+            async fn plain_diesel_insert_and_delete_outside_a_transaction_are_handed_on_at_once() {
+                let mut f = fixture("plain_autocommit").await;
+                let written = diesel::insert_into(products::table)
+                    .values(&Product { id: 1001, store_id: 1, name: "new".into(), price_cents: 5 })
+                    .execute(&mut f.conn)
+                    .await
+                    .unwrap();
+                assert_eq!(written, 1);
+                assert_eq!(f.conn.pending_ids(), 0);
+                f.registry.settled().await;
+                assert_eq!(f.capture.ids(), vec![1001]);
+                // A deleted target has no row left to send: its id is registered and skipped.
+                diesel::delete(products::table.find(1001)).execute(&mut f.conn).await.unwrap();
+                f.registry.settled().await;
+                assert_eq!(f.registry.metrics().ids_stale, 1);
+            }
+
+            #[tokio::test]
+            async fn a_rolled_back_plain_write_delivers_nothing() {
+                let mut f = fixture("plain_rollback").await;
+                let result = f
+                    .conn
+                    .transaction(async |conn| {
+                        diesel::delete(price_records::table).execute(conn).await?;
+                        diesel::insert_into(price_records::table)
+                            .values(&PriceRecord { object_id: 3, amount_cents: 1 })
+                            .execute(conn)
+                            .await?;
+                        assert_eq!(conn.pending_ids(), 1);
+                        Err::<(), _>(Error::RollbackTransaction)
+                    })
+                    .await;
+                assert!(result.is_err());
+                f.registry.settled().await;
+                assert!(f.capture.ids().is_empty());
+            }
+
+            #[tokio::test]
+            async fn raw_sql_writing_a_synced_table_is_captured_or_refused() {
+                let mut f = fixture("raw_sql").await;
+                let expected = ids_in_store(&mut f.conn, 3).await;
+                let result = f
+                    .conn
+                    .batch_execute("UPDATE products SET price_cents = 1 WHERE store_id = 3")
+                    .await;
+                f.registry.settled().await;
+                if BACKEND == Backend::Mysql {
+                    assert_eq!(refusal(&result.unwrap_err()).table(), "products");
+                    assert_ne!(price_of(&mut f.conn, expected[0]).await, 1, "nothing ran");
+                } else {
+                    result.unwrap();
+                    assert_eq!(f.capture.ids(), expected);
+                }
+                f.capture.clear();
+                diesel::sql_query("DELETE FROM price_records WHERE object_id = 9")
+                    .execute(&mut f.conn)
+                    .await
+                    .unwrap();
+                f.registry.settled().await;
+                assert!(f.capture.ids().is_empty(), "no row deleted, no id registered");
+            }
+
+            #[tokio::test]
+            async fn a_batch_of_several_statements_writing_a_synced_table_is_refused_and_changes_nothing() {
+                let mut f = fixture("raw_batch").await;
+                let error = f
+                    .conn
+                    .batch_execute(
+                        "INSERT INTO stores (id, name, sync_enabled) VALUES (9, 'x', TRUE);
+                         DELETE FROM products WHERE id = 1",
+                    )
+                    .await
+                    .unwrap_err();
+                assert_eq!(refusal(&error).table(), "products");
+                assert!(error.to_string().contains("statement of its own"), "{error}");
+                let stores: i64 = stores::table.count().get_result(f.conn.inner_mut()).await.unwrap();
+                assert_eq!(stores, 0);
+                assert_eq!(ids_in_store(&mut f.conn, 1).await.len(), 100);
+            }
+
+            #[tokio::test]
+            async fn writes_to_tables_without_a_synced_model_pass_through() {
+                let mut f = fixture("unsynced").await;
+                f.conn
+                    .transaction(async |conn| {
+                        diesel::insert_into(stores::table)
+                            .values((stores::id.eq(1), stores::name.eq("one"), stores::sync_enabled.eq(true)))
+                            .execute(conn)
+                            .await?;
+                        conn.batch_execute("UPDATE stores SET name = 'uno' WHERE id = 1").await
+                    })
+                    .await
+                    .unwrap();
+                f.registry.settled().await;
+                assert_eq!(f.registry.metrics().ids_committed, 0);
+            }
+
+            #[tokio::test]
+            async fn schema_changes_run_through_a_synced_connection() {
+                let mut f = fixture("ddl").await;
+                f.conn
+                    .batch_execute("CREATE TABLE audit_note (id BIGINT PRIMARY KEY); DROP TABLE audit_note")
+                    .await
+                    .unwrap();
+                f.conn.batch_execute("CREATE INDEX products_by_price ON products (price_cents)").await.unwrap();
+            }
+        }
+    };
+}
+
+/// Writes that return rows, on the backends whose Diesel has `RETURNING`.
+macro_rules! returning_suite {
+    ($suite:ident, $base:ident) => {
+        mod $suite {
+            use diesel::{ExpressionMethods, QueryDsl};
+            use diesel_async::RunQueryDsl;
+
+            use super::*;
+
+            #[tokio::test]
+            async fn a_write_that_returns_rows_is_refused_and_changes_nothing() {
+                let mut f = super::$base::fixture("returns_rows").await;
+                let error = diesel::update(products::table.find(1))
+                    .set(products::price_cents.eq(1))
+                    .get_result::<(i64, i64, String, i64)>(&mut f.conn)
+                    .await
+                    .unwrap_err();
+                assert_eq!(super::$base::refusal(&error).table(), "products");
+                assert_ne!(super::$base::price_of(&mut f.conn, 1).await, 1);
+            }
+        }
+    };
+}
+
+capture_suite!(
+    sqlite,
+    Backend::Sqlite,
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>
+);
+returning_suite!(sqlite_returning, sqlite);
+#[cfg(diesel_sync_postgres)]
+returning_suite!(postgres_returning, postgres);
+
+#[cfg(diesel_sync_postgres)]
+capture_suite!(postgres, Backend::Postgres, diesel_async::AsyncPgConnection);
+
+#[cfg(diesel_sync_mysql)]
+capture_suite!(mysql, Backend::Mysql, diesel_async::AsyncMysqlConnection);
