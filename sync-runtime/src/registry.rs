@@ -61,6 +61,14 @@ pub trait Resolves<T: SyncTarget>: 'static {
     fn loader() -> Loader;
 }
 
+/// `Registry<()>` serves no connection: it registers handlers and dispatches, and is what code
+/// that only checks its handlers builds (compile tests, examples of a handler).
+impl<T: SyncTarget> Resolves<T> for () {
+    fn loader() -> Loader {
+        Loader::new(())
+    }
+}
+
 /// A connection kind's type-erased function that resolves and dispatches one target model's
 /// committed ids. Not public API.
 #[doc(hidden)]

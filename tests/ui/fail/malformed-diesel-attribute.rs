@@ -18,7 +18,7 @@ pub struct Product {
 
 fn main() {
     // Code that uses `Product` reports nothing more.
-    let _registry = Registry::builder()
+    let _registry = Registry::<()>::builder()
         .handler(|batch: Batch<Product>| async move {
             let _ids: Vec<i64> = batch.ids().collect();
             Ok::<(), HandlerError>(())

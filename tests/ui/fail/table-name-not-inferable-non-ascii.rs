@@ -15,7 +15,7 @@ pub struct Übung {
 
 fn main() {
     // Code that uses `Übung` reports nothing more.
-    let _registry = Registry::builder()
+    let _registry = Registry::<()>::builder()
         .handler(|batch: Batch<Übung>| async move {
             let _ids: Vec<i64> = batch.ids().collect();
             Ok::<(), HandlerError>(())

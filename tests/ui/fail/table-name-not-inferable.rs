@@ -14,7 +14,7 @@ pub struct A {
 
 fn main() {
     // Code that uses `A` reports nothing more.
-    let _registry = Registry::builder()
+    let _registry = Registry::<()>::builder()
         .handler(|batch: Batch<A>| async move {
             let _ids: Vec<i64> = batch.ids().collect();
             Ok::<(), HandlerError>(())

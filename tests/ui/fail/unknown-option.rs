@@ -21,7 +21,7 @@ pub struct Product {
 
 fn main() {
     // Code that uses `Product` reports nothing more.
-    let _registry = Registry::builder()
+    let _registry = Registry::<()>::builder()
         .handler(|batch: Batch<Product>| async move {
             let _rows: &[Product] = batch.rows();
             Ok::<(), HandlerError>(())

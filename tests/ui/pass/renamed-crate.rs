@@ -39,7 +39,7 @@ pub struct PriceRecord {
 }
 
 fn main() {
-    let registry = my_sync::Registry::builder()
+    let registry = my_sync::Registry::<()>::builder()
         .handler(|_: my_sync::Batch<Product>| async { Ok::<(), my_sync::HandlerError>(()) })
         .build();
     assert!(registry.handles::<Product>());

@@ -20,7 +20,7 @@ pub struct Product {
 }
 
 fn main() {
-    let registry = Registry::builder()
+    let registry = Registry::<()>::builder()
         .handler(|batch: Batch<Product>| async move {
             let _store: i64 = *batch.store();
             let _ids: Vec<i64> = batch.ids().collect();

@@ -17,7 +17,7 @@ pub struct Product {
 }
 
 fn main() {
-    let registry = Registry::builder()
+    let registry = Registry::<()>::builder()
         .handler(|batch: Batch<Product>| async move {
             let () = *batch.store();
             Ok::<(), HandlerError>(())
