@@ -187,20 +187,48 @@ macro_rules! capture_suite {
             }
 
             #[tokio::test]
-            async fn a_batch_of_several_statements_writing_a_synced_table_is_refused_and_changes_nothing() {
+            async fn a_batch_runs_one_statement_at_a_time_and_captures_each_synced_write() {
                 let mut f = fixture("raw_batch").await;
+                f.conn
+                    .transaction(async |conn| {
+                        conn.batch_execute(
+                            "INSERT INTO stores (id, name, sync_enabled) VALUES (9, 'x', TRUE);
+                             INSERT INTO price_records (object_id, amount_cents) VALUES (11, 1), (12, 2);
+                             INSERT INTO price_records (object_id, amount_cents) VALUES (12, 3)",
+                        )
+                        .await
+                    })
+                    .await
+                    .unwrap();
+                // One transaction: each target once.
+                f.registry.settled().await;
+                let mut expected: Vec<i64> = price_records::table
+                    .select(price_records::object_id)
+                    .distinct()
+                    .load(f.conn.inner_mut())
+                    .await
+                    .unwrap();
+                expected.sort_unstable();
+                assert_eq!(f.capture.ids(), expected);
+                let stores: i64 = stores::table.count().get_result(f.conn.inner_mut()).await.unwrap();
+                assert_eq!(stores, 1);
+            }
+
+            #[tokio::test]
+            async fn a_batch_that_cannot_be_read_is_refused_before_any_of_it_runs() {
+                let mut f = fixture("raw_batch_refused").await;
                 let error = f
                     .conn
                     .batch_execute(
                         "INSERT INTO stores (id, name, sync_enabled) VALUES (9, 'x', TRUE);
-                         DELETE FROM products WHERE id = 1",
+                         DELETE FROM products WHERE id = 1 FROBNICATE",
                     )
                     .await
                     .unwrap_err();
                 assert_eq!(refusal(&error).table(), "products");
-                assert!(error.to_string().contains("statement of its own"), "{error}");
+                assert!(error.to_string().contains("could not be parsed"), "{error}");
                 let stores: i64 = stores::table.count().get_result(f.conn.inner_mut()).await.unwrap();
-                assert_eq!(stores, 0);
+                assert_eq!(stores, 0, "nothing ran");
                 assert_eq!(ids_in_store(&mut f.conn, 1).await.len(), 100);
             }
 

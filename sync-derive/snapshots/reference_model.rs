@@ -48,8 +48,9 @@ const _: () = {
     }
     __diesel_sync::inventory::submit! {
         __diesel_sync::SyncedModel::new(|| { use __diesel_sync:: { OpaqueKey as _,
-        ReadableKey as _ }; __diesel_sync::ModelFacts::of:: < PriceRecord >
-        ("price_records", (&& __diesel_sync::KeyProbe:: < PriceRecord > ::new()).codec())
+        ReadableKey as _, Registered as _, Unregistered as _ }; let key = (&&
+        __diesel_sync::KeyProbe:: < PriceRecord > ::new()).codec(); (&&
+        __diesel_sync::ModelProbe:: < PriceRecord > ::new()).facts("price_records", key)
         })
     }
     __diesel_sync::assert_model::<PriceRecord>();

@@ -82,8 +82,9 @@ const _: () = {
     }
     __diesel_sync::inventory::submit! {
         __diesel_sync::SyncedModel::new(|| { use __diesel_sync:: { OpaqueKey as _,
-        ReadableKey as _ }; __diesel_sync::ModelFacts::of:: < Product > ("products", (&&
-        __diesel_sync::KeyProbe:: < Product > ::new()).codec()) })
+        ReadableKey as _, Registered as _, Unregistered as _ }; let key = (&&
+        __diesel_sync::KeyProbe:: < Product > ::new()).codec(); (&&
+        __diesel_sync::ModelProbe:: < Product > ::new()).facts("products", key) })
     }
     __diesel_sync::assert_target_model::<Product>();
     __diesel_sync::assert_id::<String>();

@@ -387,8 +387,9 @@ fn registration(cx: &Cx<'_>) -> TokenStream {
     quote! {
         #rt::inventory::submit! {
             #rt::SyncedModel::new(|| {
-                use #rt::{OpaqueKey as _, ReadableKey as _};
-                #rt::ModelFacts::of::<#ty>(#name, (&&#rt::KeyProbe::<#ty>::new()).codec())
+                use #rt::{OpaqueKey as _, ReadableKey as _, Registered as _, Unregistered as _};
+                let key = (&&#rt::KeyProbe::<#ty>::new()).codec();
+                (&&#rt::ModelProbe::<#ty>::new()).facts(#name, key)
             })
         }
     }

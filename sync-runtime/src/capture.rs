@@ -28,6 +28,9 @@ pub(crate) enum Plan {
     Capture(Capture),
     /// Writes a synced table in a way the connection cannot read exactly: refused before it runs.
     Refuse(CaptureRefused),
+    /// A raw batch of several statements, some of them captured: runs one statement at a time,
+    /// each with its own plan, in order.
+    Batch(Vec<(String, Plan)>),
 }
 
 /// A write to a synced table that the connection captures.
@@ -85,44 +88,54 @@ pub(crate) fn render<T: QueryFragment<DB>, DB: CaptureBackend>(query: &T) -> Que
 
 /// What to do with `sql`, a single statement or a batch.
 pub(crate) fn plan(sql: &str, dialect: Dialect, catalog: &Catalog) -> Plan {
-    let statements = match classify::classify(sql, dialect) {
+    let statements = match classify::split(sql, dialect) {
         Ok(statements) => statements,
         Err(error) => return plan_unparsed(sql, dialect, catalog, &error.to_string()),
     };
-    let mut captured = None;
-    for statement in &statements {
-        match statement {
-            Statement::Other => {}
-            Statement::Opaque { tables } => {
-                if let Some(model) = tables.iter().find_map(|t| catalog.model(t)) {
-                    return Plan::Refuse(CaptureRefused::opaque(model));
-                }
-            }
-            Statement::Write(write) => {
-                let Some(model) = catalog.model(&write.table) else {
-                    continue;
-                };
-                if let Some(models) = catalog.ambiguous(model.table) {
-                    return Plan::Refuse(CaptureRefused::ambiguous(model, models));
-                }
-                let Some(codec) = model.key else {
-                    return Plan::Refuse(CaptureRefused::unreadable_key(model));
-                };
-                if dialect == Dialect::Mysql && write.kind == WriteKind::Update {
-                    return Plan::Refuse(CaptureRefused::mysql_update(model));
-                }
-                captured = Some(Capture {
-                    model: *model,
-                    codec,
-                    returning: write.returning,
-                });
-            }
+    let mut plans = Vec::with_capacity(statements.len());
+    for (text, statement) in statements {
+        match plan_statement(&statement, dialect, catalog) {
+            // One statement refused refuses the batch, before any of it runs.
+            Plan::Refuse(refusal) => return Plan::Refuse(refusal),
+            plan => plans.push((text.to_owned(), plan)),
         }
     }
-    match captured {
-        Some(capture) if statements.len() == 1 => Plan::Capture(capture),
-        Some(capture) => Plan::Refuse(CaptureRefused::in_batch(&capture.model)),
-        None => Plan::Pass,
+    if plans.len() == 1 {
+        return plans.pop().map_or(Plan::Pass, |(_, plan)| plan);
+    }
+    if plans.iter().all(|(_, plan)| matches!(plan, Plan::Pass)) {
+        return Plan::Pass;
+    }
+    Plan::Batch(plans)
+}
+
+/// What to do with one parsed statement.
+fn plan_statement(statement: &Statement, dialect: Dialect, catalog: &Catalog) -> Plan {
+    match statement {
+        Statement::Other => Plan::Pass,
+        Statement::Opaque { tables } => match tables.iter().find_map(|t| catalog.model(t)) {
+            Some(model) => Plan::Refuse(CaptureRefused::opaque(model)),
+            None => Plan::Pass,
+        },
+        Statement::Write(write) => {
+            let Some(model) = catalog.model(&write.table) else {
+                return Plan::Pass;
+            };
+            if let Some(models) = catalog.ambiguous(model.table) {
+                return Plan::Refuse(CaptureRefused::ambiguous(model, models));
+            }
+            let Some(codec) = model.key else {
+                return Plan::Refuse(CaptureRefused::unreadable_key(model));
+            };
+            if dialect == Dialect::Mysql && write.kind == WriteKind::Update {
+                return Plan::Refuse(CaptureRefused::mysql_update(model));
+            }
+            Plan::Capture(Capture {
+                model: *model,
+                codec,
+                returning: write.returning,
+            })
+        }
     }
 }
 
@@ -243,6 +256,19 @@ impl<DB: Backend> QueryFragment<DB> for Refused {
     fn walk_ast<'b>(&'b self, _: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         Err(refused(self.0.clone()))
     }
+}
+
+/// The refusal of a prepared statement (`sql_query`) holding several statements, one of
+/// them captured: a prepared statement returns one statement's rows.
+pub(crate) fn in_batch(statements: &[(String, Plan)]) -> CaptureRefused {
+    let model = statements
+        .iter()
+        .find_map(|(_, plan)| match plan {
+            Plan::Capture(capture) => Some(capture.model),
+            _ => None,
+        })
+        .expect("a batch plan holds a captured statement");
+    CaptureRefused::in_batch(&model)
 }
 
 /// A refusal as the error a statement returns.
@@ -393,6 +419,7 @@ impl fmt::Display for Plan {
             Plan::Pass => f.write_str("pass"),
             Plan::Capture(capture) => write!(f, "capture {}", capture.model.table),
             Plan::Refuse(refusal) => write!(f, "refuse: {refusal}"),
+            Plan::Batch(plans) => write!(f, "batch of {}", plans.len()),
         }
     }
 }

@@ -15,12 +15,13 @@ use crate::synced::{Synced, TargetId};
 /// One synced model, as the derive registers it. Not public API.
 #[doc(hidden)]
 pub struct SyncedModel {
-    describe: fn() -> ModelFacts,
+    describe: fn() -> Option<ModelFacts>,
 }
 
 impl SyncedModel {
-    /// Registers the model `describe` tells about.
-    pub const fn new(describe: fn() -> ModelFacts) -> Self {
+    /// Registers the model `describe` tells about (`None`: a model whose derive reported an
+    /// error, so the program does not compile anyway).
+    pub const fn new(describe: fn() -> Option<ModelFacts>) -> Self {
         Self { describe }
     }
 }
@@ -69,7 +70,61 @@ impl fmt::Debug for ModelFacts {
 
 impl fmt::Debug for SyncedModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (self.describe)().fmt(f)
+        match (self.describe)() {
+            Some(facts) => facts.fmt(f),
+            None => f.write_str("SyncedModel(unregistered)"),
+        }
+    }
+}
+
+/// Asks, in the derive's code, whether the model's `Synced` impl applies ([`Registered`]) or
+/// its derive reported an error ([`Unregistered`]), so the registration adds no error of its
+/// own. Not public API.
+#[doc(hidden)]
+pub struct ModelProbe<M>(PhantomData<fn() -> M>);
+
+impl<M> ModelProbe<M> {
+    /// The probe of `M`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<M> Default for ModelProbe<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M> fmt::Debug for ModelProbe<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ModelProbe")
+    }
+}
+
+/// See [`ModelProbe`]. Not public API.
+#[doc(hidden)]
+pub trait Registered {
+    /// The model's facts.
+    fn facts(&self, table: &'static str, key: Option<KeyCodec>) -> Option<ModelFacts>;
+}
+
+impl<M: Synced> Registered for &ModelProbe<M> {
+    fn facts(&self, table: &'static str, key: Option<KeyCodec>) -> Option<ModelFacts> {
+        Some(ModelFacts::of::<M>(table, key))
+    }
+}
+
+/// See [`ModelProbe`]. Not public API.
+#[doc(hidden)]
+pub trait Unregistered {
+    /// None: the model's derive failed.
+    fn facts(&self, table: &'static str, key: Option<KeyCodec>) -> Option<ModelFacts>;
+}
+
+impl<M> Unregistered for ModelProbe<M> {
+    fn facts(&self, _: &'static str, _: Option<KeyCodec>) -> Option<ModelFacts> {
+        None
     }
 }
 
@@ -250,7 +305,7 @@ impl Catalog {
             Self::new(
                 inventory::iter::<SyncedModel>
                     .into_iter()
-                    .map(|m| (m.describe)()),
+                    .filter_map(|m| (m.describe)()),
             )
         })
     }

@@ -10,7 +10,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 /// The SQL dialect a text is parsed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,10 +99,67 @@ pub(crate) struct Tokens {
 
 /// Classifies every statement in `sql` (a `batch_execute` text may hold several, separated by
 /// `;`). Bind placeholders (`$1`, `?`, `?1`) parse. Err when sqlparser cannot parse the text.
+#[cfg(test)]
 pub(crate) fn classify(sql: &str, dialect: Dialect) -> Result<Vec<Statement>, ClassifyError> {
-    let statements = Parser::parse_sql(dialect.parser_dialect(), sql)
-        .map_err(|error| ClassifyError(error.to_string()))?;
-    Ok(statements.iter().map(statement_effect).collect())
+    split(sql, dialect).map(|statements| statements.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Every statement of `sql` with its own text, so a batch can be run one statement at a time.
+/// The texts are exact slices of `sql`, without the `;` between them.
+pub(crate) fn split(sql: &str, dialect: Dialect) -> Result<Vec<(&str, Statement)>, ClassifyError> {
+    let error = |e: &dyn fmt::Display| ClassifyError(e.to_string());
+    let tokens = Tokenizer::new(dialect.parser_dialect(), sql)
+        .tokenize_with_location()
+        .map_err(|e| error(&e))?;
+    let mut parser = Parser::new(dialect.parser_dialect()).with_tokens_with_locations(tokens);
+    let offsets = LineOffsets::new(sql);
+    let mut statements = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        let next = parser.peek_token();
+        if next.token == Token::EOF {
+            break;
+        }
+        let start = offsets.byte(sql, next.span.start);
+        let statement = parser.parse_statement().map_err(|e| error(&e))?;
+        let next = parser.peek_token();
+        let end = match next.token {
+            Token::EOF => sql.len(),
+            Token::SemiColon => offsets.byte(sql, next.span.start),
+            other => {
+                return Err(ClassifyError(format!(
+                    "expected the end of a statement, found {other}"
+                )))
+            }
+        };
+        statements.push((sql[start..end].trim(), statement_effect(&statement)));
+    }
+    Ok(statements)
+}
+
+/// Where each line of a text starts, to turn the tokenizer's line and column into a byte offset.
+struct LineOffsets(Vec<usize>);
+
+impl LineOffsets {
+    fn new(sql: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(sql.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        Self(starts)
+    }
+
+    /// The byte offset of a 1-based line and column (columns count characters).
+    fn byte(&self, sql: &str, at: Location) -> usize {
+        let line = usize::try_from(at.line.max(1) - 1).unwrap_or(usize::MAX);
+        let Some(&line_start) = self.0.get(line) else {
+            return sql.len();
+        };
+        let column = usize::try_from(at.column.max(1) - 1).unwrap_or(usize::MAX);
+        sql[line_start..]
+            .char_indices()
+            .nth(column)
+            .map_or(sql.len(), |(at, _)| line_start + at)
+    }
 }
 
 /// The leading keyword and the words of `sql`, from sqlparser's tokenizer. Never fails: when
@@ -643,6 +700,43 @@ mod tests {
         assert_eq!(found.leading_keyword.as_deref(), Some("UPDATE"));
         let words = ["products", "SET", "WHERE", "price_cents"];
         assert_eq!(found.identifiers, words);
+    }
+
+    #[test]
+    fn a_batch_splits_into_the_exact_text_of_each_statement() {
+        let sql =
+            "CREATE TABLE t (id BIGINT);\n  INSERT INTO `products` (`id`) VALUES (1), (2) ;\n\
+                   UPDATE products SET name = 'a;b' WHERE id = 1;;";
+        let pieces = split(sql, Sqlite).unwrap();
+        let texts: Vec<&str> = pieces.iter().map(|(text, _)| *text).collect();
+        assert_eq!(
+            texts,
+            [
+                "CREATE TABLE t (id BIGINT)",
+                "INSERT INTO `products` (`id`) VALUES (1), (2)",
+                "UPDATE products SET name = 'a;b' WHERE id = 1",
+            ]
+        );
+        assert_eq!(pieces[0].1, Statement::Other);
+        assert!(matches!(&pieces[1].1, Statement::Write(w) if w.kind == WriteKind::Insert));
+        assert!(matches!(&pieces[2].1, Statement::Write(w) if w.kind == WriteKind::Update));
+    }
+
+    #[test]
+    fn a_trigger_body_stays_in_its_statement() {
+        let sql = "CREATE TRIGGER audit AFTER UPDATE ON products BEGIN INSERT INTO log VALUES (1); END; DELETE FROM products";
+        let texts: Vec<&str> = split(sql, Sqlite)
+            .unwrap()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "CREATE TRIGGER audit AFTER UPDATE ON products BEGIN INSERT INTO log VALUES (1); END",
+                "DELETE FROM products"
+            ]
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use crate::capture::{
-    plan, refused, Capture, CaptureBackend, OwnedStatement, Plan, Plans, Refused, ReturningKey,
+    in_batch, plan, refused, Capture, CaptureBackend, OwnedStatement, Plan, Plans, Refused,
+    ReturningKey,
 };
 use crate::catalog::{insert_captured, Catalog, DynKey};
 use crate::collector::{Collector, Frame};
@@ -216,25 +217,31 @@ where
     }
 }
 
-/// Raw SQL is planned like any statement: a text that writes a synced table runs as a captured
-/// statement when it is one write, and is refused otherwise.
+/// Raw SQL is planned like any statement: a batch runs one statement at a time when one of
+/// them writes a synced table, each write captured; a batch with a write that cannot be captured
+/// is refused before any of it runs.
 impl<C> SimpleAsyncConnection for SyncedConnection<C>
 where
     C: AsyncConnection<Backend: CaptureBackend> + 'static,
 {
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        match plan(
-            query,
-            <C::Backend as CaptureBackend>::DIALECT,
-            Catalog::get(),
-        ) {
-            Plan::Pass => self.inner.batch_execute(query).await,
-            Plan::Refuse(refusal) => Err(refused(refusal)),
-            Plan::Capture(capture) => self
-                .run_captured(Box::new(diesel::sql_query(query)), capture)
-                .await
-                .map(drop),
+        let dialect = <C::Backend as CaptureBackend>::DIALECT;
+        let statements = match plan(query, dialect, Catalog::get()) {
+            Plan::Pass => return self.inner.batch_execute(query).await,
+            Plan::Refuse(refusal) => return Err(refused(refusal)),
+            Plan::Capture(capture) => vec![(query.to_owned(), Plan::Capture(capture))],
+            Plan::Batch(statements) => statements,
+        };
+        for (statement, plan) in statements {
+            match plan {
+                Plan::Capture(capture) => {
+                    let statement = Box::new(diesel::sql_query(statement));
+                    self.run_captured(statement, capture).await?;
+                }
+                _ => self.inner.batch_execute(&statement).await?,
+            }
         }
+        Ok(())
     }
 }
 
@@ -261,6 +268,7 @@ where
             Plan::Capture(capture) => self
                 .inner
                 .load(Refused(CaptureRefused::returns_rows(&capture.model))),
+            Plan::Batch(statements) => self.inner.load(Refused(in_batch(&statements))),
         }
     }
 
@@ -274,6 +282,9 @@ where
         match self.plans.get(&source) {
             Plan::Pass => Either::Left(self.inner.execute_returning_count(source)),
             Plan::Refuse(refusal) => Either::Right(Box::pin(ready(Err(refused(refusal))))),
+            Plan::Batch(statements) => {
+                Either::Right(Box::pin(ready(Err(refused(in_batch(&statements))))))
+            }
             Plan::Capture(capture) => {
                 // Owned, so the future can keep the connection after the statement: outside a
                 // transaction the keys are resolved right after it.

@@ -56,11 +56,15 @@ async fn main() {
     let mut conn = SyncedConnection::new(inner, registry.clone());
     conn.batch_execute(
         "CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name TEXT NOT NULL);
-         CREATE TABLE price_records (id INTEGER PRIMARY KEY AUTOINCREMENT, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
-         INSERT INTO products VALUES (1, 7, 'kettle');",
+         CREATE TABLE price_records (id INTEGER PRIMARY KEY AUTOINCREMENT, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);",
     )
     .await
     .unwrap();
+    // Seed data goes to the inner connection, which is not synced.
+    conn.inner_mut()
+        .batch_execute("INSERT INTO products VALUES (1, 7, 'kettle')")
+        .await
+        .unwrap();
 
     let record = PriceRecord {
         object_id: 1,

@@ -25,5 +25,5 @@ pub mod models {
 
 fn main() {
     let _update = diesel_sync::update(schema::products::table);
-    assert!(diesel_sync::Registry::empty().handles::<models::Product>() == false);
+    assert!(diesel_sync::Registry::<()>::empty().handles::<models::Product>() == false);
 }
