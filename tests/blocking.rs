@@ -434,12 +434,14 @@ macro_rules! blocking_suite {
             }
 
             #[test]
-            fn mark_changed_registers_raw_sql_writes() {
+            fn mark_changed_registers_writes_run_on_the_inner_connection() {
                 let mut f = fixture("mark_changed");
                 f.conn
                     .transaction(|conn| {
+                        // The inner connection is neither captured nor refused: the caller
+                        // registers what it changed.
                         diesel::sql_query("UPDATE products SET price_cents = 4444 WHERE id = 4")
-                            .execute(conn)?;
+                            .execute(conn.inner_mut())?;
                         conn.mark_changed::<Product>([4]);
                         Ok::<_, Error>(())
                     })
@@ -479,7 +481,8 @@ macro_rules! blocking_suite {
                     .transaction(|conn| {
                         price(8, 80).execute_blocking(conn)?;
                         price(10, 100).execute_blocking(conn)?;
-                        diesel::delete(products::table.find(8)).execute(conn)?;
+                        // Gone by resolve time, as if another process deleted it.
+                        diesel::delete(products::table.find(8)).execute(conn.inner_mut())?;
                         Ok::<_, Error>(())
                     })
                     .unwrap();
@@ -709,7 +712,7 @@ macro_rules! blocking_suite {
                                 "UPDATE products SET price_cents = 3 WHERE id = {}",
                                 store * 100 - 2
                             ))
-                            .execute(&mut conn)
+                            .execute(conn.inner_mut())
                             .unwrap();
                             conn.mark_changed::<Product>([store * 100 - 2]);
                         })
@@ -848,3 +851,186 @@ blocking_suite!(
     diesel_async::AsyncMysqlConnection,
     diesel::dsl::DuplicatedKeys
 );
+
+/// Capture at the synchronous connection: plain Diesel and raw SQL through a
+/// `blocking::SyncedConnection`, expected ids read from the database. Diesel's synchronous MySQL
+/// connection cannot read rows a write returns, so there every write to a synced table is
+/// refused before it runs.
+macro_rules! blocking_capture_suite {
+    ($suite:ident, $backend:expr, $conn:ty) => {
+        mod $suite {
+            use super::*;
+
+            use diesel::connection::SimpleConnection;
+            use diesel::result::Error;
+            use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl};
+            use diesel_sync::blocking::SyncedConnection;
+            use diesel_sync::{CaptureRefused, Registry};
+
+            type Conn = SyncedConnection<$conn>;
+
+            const BACKEND: Backend = $backend;
+
+            /// Whether the connection captures writes (Diesel's synchronous MySQL cannot).
+            const CAPTURES: bool = !matches!(BACKEND, Backend::Mysql);
+
+            struct Fixture {
+                conn: Conn,
+                capture: Capture,
+                registry: Registry<Conn>,
+            }
+
+            fn fixture(test: &str) -> Fixture {
+                let url = create_database_blocking(
+                    BACKEND,
+                    &format!("bc_{}_{test}", stringify!($suite)),
+                );
+                let capture = Capture::default();
+                let registry = capture.registry();
+                let inner = <$conn>::establish(&url).expect("connect");
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                conn.batch_execute(BACKEND.schema()).expect("schema");
+                conn.inner_mut()
+                    .seed_products(common::products(300, 100), BACKEND);
+                Fixture { conn, capture, registry }
+            }
+
+            fn ids_in_store(conn: &mut Conn, store: i64) -> Vec<i64> {
+                let mut ids: Vec<i64> = products::table
+                    .filter(products::store_id.eq(store))
+                    .select(products::id)
+                    .load(conn.inner_mut())
+                    .unwrap();
+                ids.sort_unstable();
+                ids
+            }
+
+            fn refusal(error: &Error) -> &CaptureRefused {
+                match error {
+                    Error::QueryBuilderError(source) => source
+                        .downcast_ref::<CaptureRefused>()
+                        .unwrap_or_else(|| panic!("not a refusal: {error}")),
+                    other => panic!("not a refusal: {other}"),
+                }
+            }
+
+            #[test]
+            fn plain_diesel_update_by_filter_registers_every_row_it_changes() {
+                let mut f = fixture("plain_update");
+                let expected = ids_in_store(&mut f.conn, 2);
+                let result = f.conn.transaction(|conn| {
+                    diesel::update(products::table.filter(products::store_id.eq(2)))
+                        .set(products::price_cents.eq(products::price_cents + 1))
+                        .execute(conn)
+                });
+                f.registry.settled_blocking();
+                if CAPTURES {
+                    assert_eq!(result.unwrap(), expected.len());
+                    assert_eq!(f.capture.ids(), expected);
+                } else {
+                    let error = result.unwrap_err();
+                    assert_eq!(refusal(&error).table(), "products");
+                    assert!(error.to_string().contains("diesel_sync::insert_into"), "{error}");
+                    assert!(f.capture.ids().is_empty());
+                }
+            }
+
+            #[test]
+            fn plain_diesel_multi_row_insert_of_a_reference_model_registers_its_targets() {
+                let mut f = fixture("plain_insert_reference");
+                let rows: Vec<PriceRecord> = [7, 150, 7]
+                    .into_iter()
+                    .map(|object_id| PriceRecord { object_id, amount_cents: 990 })
+                    .collect();
+                let result = f.conn.transaction(|conn| {
+                    diesel::insert_into(price_records::table).values(&rows).execute(conn)
+                });
+                f.registry.settled_blocking();
+                let mut written: Vec<i64> = price_records::table
+                    .select(price_records::object_id)
+                    .distinct()
+                    .load(f.conn.inner_mut())
+                    .unwrap();
+                written.sort_unstable();
+                if CAPTURES {
+                    assert_eq!(result.unwrap(), 3);
+                    assert_eq!(f.capture.ids(), written);
+                } else {
+                    assert_eq!(refusal(&result.unwrap_err()).table(), "price_records");
+                    assert!(written.is_empty(), "nothing ran");
+                }
+            }
+
+            #[test]
+            fn a_plain_write_outside_a_transaction_is_handed_on_at_once() {
+                let mut f = fixture("plain_autocommit");
+                let result = diesel::insert_into(products::table)
+                    .values(&Product { id: 1001, store_id: 1, name: "new".into(), price_cents: 5 })
+                    .execute(&mut f.conn);
+                f.registry.settled_blocking();
+                if CAPTURES {
+                    assert_eq!(result.unwrap(), 1);
+                    assert_eq!(f.capture.ids(), vec![1001]);
+                } else {
+                    assert!(result.is_err());
+                }
+            }
+
+            #[test]
+            fn a_rolled_back_plain_write_delivers_nothing() {
+                let mut f = fixture("plain_rollback");
+                let result = f.conn.transaction(|conn| {
+                    diesel::update(products::table.find(3))
+                        .set(products::price_cents.eq(1))
+                        .execute(conn)?;
+                    Err::<(), _>(Error::RollbackTransaction)
+                });
+                assert!(result.is_err());
+                f.registry.settled_blocking();
+                assert!(f.capture.ids().is_empty());
+            }
+
+            #[test]
+            fn a_raw_batch_runs_one_statement_at_a_time_and_captures_each_synced_write() {
+                let mut f = fixture("raw_batch");
+                let expected = ids_in_store(&mut f.conn, 3);
+                let result = f.conn.transaction(|conn| {
+                    conn.batch_execute(
+                        "INSERT INTO stores (id, name, sync_enabled) VALUES (9, 'x', TRUE);
+                         UPDATE products SET price_cents = 1 WHERE store_id = 3",
+                    )
+                });
+                f.registry.settled_blocking();
+                let stores: i64 = stores::table.count().get_result(f.conn.inner_mut()).unwrap();
+                if CAPTURES {
+                    result.unwrap();
+                    assert_eq!(f.capture.ids(), expected);
+                    assert_eq!(stores, 1);
+                } else {
+                    assert_eq!(refusal(&result.unwrap_err()).table(), "products");
+                    assert_eq!(stores, 0, "refused before any of it ran");
+                }
+            }
+
+            #[test]
+            fn writes_to_tables_without_a_synced_model_and_schema_changes_pass_through() {
+                let mut f = fixture("unsynced");
+                f.conn
+                    .batch_execute(
+                        "INSERT INTO stores (id, name, sync_enabled) VALUES (1, 'one', TRUE);
+                         CREATE TABLE audit_note (id BIGINT PRIMARY KEY); DROP TABLE audit_note",
+                    )
+                    .unwrap();
+                diesel::delete(stores::table).execute(&mut f.conn).unwrap();
+                f.registry.settled_blocking();
+                assert_eq!(f.registry.metrics().ids_committed, 0);
+            }
+        }
+    };
+}
+
+blocking_capture_suite!(sqlite_capture, Backend::Sqlite, diesel::SqliteConnection);
+#[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
+blocking_capture_suite!(postgres_capture, Backend::Postgres, diesel::PgConnection);
+#[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
+blocking_capture_suite!(mysql_capture, Backend::Mysql, diesel::MysqlConnection);

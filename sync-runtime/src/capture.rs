@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 
 use diesel::backend::{Backend, DieselReserveSpecialization};
 use diesel::query_builder::{
@@ -42,26 +43,49 @@ pub(crate) struct Capture {
     pub(crate) returning: bool,
 }
 
+/// What a connection can read back from a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reads {
+    pub(crate) dialect: Dialect,
+    /// Whether it reads the rows a write returns (`RETURNING`).
+    pub(crate) returning: bool,
+}
+
 /// Plans cached by statement type, for one connection. Raw SQL (`sql_query`) is one type
 /// whatever its text, so it is planned every time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Plans {
+    reads: Reads,
     by_type: HashMap<std::any::TypeId, Plan>,
 }
 
 impl Plans {
+    /// No plans yet, for a connection that reads what `reads` says.
+    pub(crate) fn new(reads: Reads) -> Self {
+        Self {
+            reads,
+            by_type: HashMap::new(),
+        }
+    }
+
+    /// The plan of a raw SQL text.
+    pub(crate) fn text(&self, sql: &str) -> Plan {
+        plan(sql, self.reads, Catalog::get())
+    }
+
     /// The plan of `query`, from the cache when its type has been planned before.
     pub(crate) fn get<T, DB>(&mut self, query: &T) -> Plan
     where
         T: QueryFragment<DB>,
         DB: CaptureBackend,
     {
+        let reads = self.reads;
         if is_raw_sql::<T>() {
-            return plan_rendered(query);
+            return plan_rendered(query, reads);
         }
         self.by_type
             .entry(typeid::of::<T>())
-            .or_insert_with(|| plan_rendered(query))
+            .or_insert_with(|| plan_rendered(query, reads))
             .clone()
     }
 }
@@ -71,9 +95,9 @@ fn is_raw_sql<T>() -> bool {
     std::any::type_name::<T>().starts_with("diesel::query_builder::sql_query::")
 }
 
-fn plan_rendered<T: QueryFragment<DB>, DB: CaptureBackend>(query: &T) -> Plan {
+fn plan_rendered<T: QueryFragment<DB>, DB: CaptureBackend>(query: &T, reads: Reads) -> Plan {
     match render(query) {
-        Ok(sql) => plan(&sql, DB::DIALECT, Catalog::get()),
+        Ok(sql) => plan(&sql, reads, Catalog::get()),
         // A statement Diesel cannot render fails the same way when it runs.
         Err(_) => Plan::Pass,
     }
@@ -87,14 +111,14 @@ pub(crate) fn render<T: QueryFragment<DB>, DB: CaptureBackend>(query: &T) -> Que
 }
 
 /// What to do with `sql`, a single statement or a batch.
-pub(crate) fn plan(sql: &str, dialect: Dialect, catalog: &Catalog) -> Plan {
-    let statements = match classify::split(sql, dialect) {
+pub(crate) fn plan(sql: &str, reads: Reads, catalog: &Catalog) -> Plan {
+    let statements = match classify::split(sql, reads.dialect) {
         Ok(statements) => statements,
-        Err(error) => return plan_unparsed(sql, dialect, catalog, &error.to_string()),
+        Err(error) => return plan_unparsed(sql, reads.dialect, catalog, &error.to_string()),
     };
     let mut plans = Vec::with_capacity(statements.len());
     for (text, statement) in statements {
-        match plan_statement(&statement, dialect, catalog) {
+        match plan_statement(&statement, reads, catalog) {
             // One statement refused refuses the batch, before any of it runs.
             Plan::Refuse(refusal) => return Plan::Refuse(refusal),
             plan => plans.push((text.to_owned(), plan)),
@@ -110,7 +134,7 @@ pub(crate) fn plan(sql: &str, dialect: Dialect, catalog: &Catalog) -> Plan {
 }
 
 /// What to do with one parsed statement.
-fn plan_statement(statement: &Statement, dialect: Dialect, catalog: &Catalog) -> Plan {
+fn plan_statement(statement: &Statement, reads: Reads, catalog: &Catalog) -> Plan {
     match statement {
         Statement::Other => Plan::Pass,
         Statement::Opaque { tables } => match tables.iter().find_map(|t| catalog.model(t)) {
@@ -127,7 +151,10 @@ fn plan_statement(statement: &Statement, dialect: Dialect, catalog: &Catalog) ->
             let Some(codec) = model.key else {
                 return Plan::Refuse(CaptureRefused::unreadable_key(model));
             };
-            if dialect == Dialect::Mysql && write.kind == WriteKind::Update {
+            if !reads.returning {
+                return Plan::Refuse(CaptureRefused::no_returning(model));
+            }
+            if reads.dialect == Dialect::Mysql && write.kind == WriteKind::Update {
                 return Plan::Refuse(CaptureRefused::mysql_update(model));
             }
             Plan::Capture(Capture {
@@ -212,25 +239,51 @@ where
 
 /// A write with the key column added to what it returns: ` RETURNING <key>`, or `, <key>` after
 /// the statement's own list. The key is the last column of each row.
+///
+/// Its rows are `ST`: untyped, or the key's SQL type where the connection must be told what it
+/// reads (Diesel's synchronous MySQL connection binds its result columns by type).
 #[derive(Debug)]
-pub(crate) struct ReturningKey<Q> {
+pub(crate) struct ReturningKey<Q, ST = Untyped> {
     pub(crate) query: Q,
     pub(crate) key_column: &'static str,
     pub(crate) extends: bool,
+    pub(crate) rows: PhantomData<ST>,
 }
 
-impl<Q> Query for ReturningKey<Q> {
-    type SqlType = Untyped;
+impl<Q> ReturningKey<Q> {
+    /// `query` returning the key column of `capture`'s model.
+    pub(crate) fn new(query: Q, capture: &Capture) -> Self {
+        Self {
+            query,
+            key_column: capture.model.key_column,
+            extends: capture.returning,
+            rows: PhantomData,
+        }
+    }
+
+    /// The same statement, its rows declared as `ST`.
+    pub(crate) fn typed<ST>(self) -> ReturningKey<Q, ST> {
+        ReturningKey {
+            query: self.query,
+            key_column: self.key_column,
+            extends: self.extends,
+            rows: PhantomData,
+        }
+    }
+}
+
+impl<Q, ST: 'static> Query for ReturningKey<Q, ST> {
+    type SqlType = ST;
 }
 
 // Its own id: reusing the inner statement's would let a prepared-statement cache run the bare
 // statement instead.
-impl<Q> QueryId for ReturningKey<Q> {
+impl<Q, ST> QueryId for ReturningKey<Q, ST> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for ReturningKey<Q> {
+impl<Q: QueryFragment<DB>, DB: Backend, ST> QueryFragment<DB> for ReturningKey<Q, ST> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         self.query.walk_ast(out.reborrow())?;
         out.push_sql(if self.extends { ", " } else { " RETURNING " });

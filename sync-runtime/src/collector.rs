@@ -121,9 +121,20 @@ impl Collector {
         }
     }
 
-    /// The innermost frame, if a transaction is open.
-    pub(crate) fn current(&mut self) -> Option<&mut Frame> {
-        self.frames.last_mut()
+    /// Adds ids with `insert` to the innermost open level. With no transaction open the write
+    /// has committed already: the ids go to a new frame, returned to be handed on at once.
+    pub(crate) fn add(&mut self, insert: impl FnOnce(&mut Frame)) -> Option<Frame> {
+        match self.frames.last_mut() {
+            Some(frame) => {
+                insert(frame);
+                None
+            }
+            None => {
+                let mut frame = Frame::default();
+                insert(&mut frame);
+                Some(frame)
+            }
+        }
     }
 
     /// Ids pending at every level, for diagnostics.

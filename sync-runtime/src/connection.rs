@@ -20,10 +20,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use crate::capture::{
-    in_batch, plan, refused, Capture, CaptureBackend, OwnedStatement, Plan, Plans, Refused,
+    in_batch, refused, Capture, CaptureBackend, OwnedStatement, Plan, Plans, Reads, Refused,
     ReturningKey,
 };
-use crate::catalog::{insert_captured, Catalog, DynKey};
+use crate::catalog::{insert_captured, DynKey};
 use crate::collector::{Collector, Frame};
 use crate::error::CaptureRefused;
 use crate::registry::{Loader, Registry, Resolves};
@@ -61,12 +61,15 @@ pub struct SyncedConnection<C> {
 /// connection that dereferences to one.
 pub trait AsSynced: Send {
     /// The wrapped diesel-async connection.
-    type Inner: AsyncConnection + 'static;
+    type Inner: AsyncConnection<Backend: CaptureBackend> + 'static;
     /// The synced connection.
     fn as_synced(&mut self) -> &mut SyncedConnection<Self::Inner>;
 }
 
-impl<C: AsyncConnection + 'static> AsSynced for SyncedConnection<C> {
+impl<C> AsSynced for SyncedConnection<C>
+where
+    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+{
     type Inner = C;
     fn as_synced(&mut self) -> &mut SyncedConnection<C> {
         self
@@ -84,13 +87,19 @@ where
     }
 }
 
-impl<C: AsyncConnection + 'static> SyncedConnection<C> {
+impl<C> SyncedConnection<C>
+where
+    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+{
     /// Wraps `inner`; its synced writes go to `registry`'s handlers.
     pub fn new(inner: C, registry: Registry<Self>) -> Self {
         Self {
             inner,
             collector: Collector::new(),
-            plans: Plans::default(),
+            plans: Plans::new(Reads {
+                dialect: <C::Backend as CaptureBackend>::DIALECT,
+                returning: true,
+            }),
             registry,
         }
     }
@@ -130,13 +139,8 @@ impl<C: AsyncConnection + 'static> SyncedConnection<C> {
 
     /// Adds ids to the innermost open transaction, or hands them on now if none is open.
     pub(crate) async fn register<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
-        match self.collector.current() {
-            Some(frame) => frame.insert::<T>(ids),
-            None => {
-                let mut frame = Frame::default();
-                frame.insert::<T>(ids);
-                self.flush(frame).await;
-            }
+        if let Some(frame) = self.collector.add(|frame| frame.insert::<T>(ids)) {
+            self.flush(frame).await;
         }
     }
 
@@ -225,8 +229,7 @@ where
     C: AsyncConnection<Backend: CaptureBackend> + 'static,
 {
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        let dialect = <C::Backend as CaptureBackend>::DIALECT;
-        let statements = match plan(query, dialect, Catalog::get()) {
+        let statements = match self.plans.text(query) {
             Plan::Pass => return self.inner.batch_execute(query).await,
             Plan::Refuse(refusal) => return Err(refused(refusal)),
             Plan::Capture(capture) => vec![(query.to_owned(), Plan::Capture(capture))],
@@ -308,11 +311,7 @@ where
         statement: OwnedStatement<C::Backend>,
         capture: Capture,
     ) -> QueryResult<usize> {
-        let query = ReturningKey {
-            query: statement,
-            key_column: capture.model.key_column,
-            extends: capture.returning,
-        };
+        let query = ReturningKey::new(statement, &capture);
         let kind = capture.codec.kind;
         let rows = self.inner.load(query).await?;
         let keys: Vec<DynKey> = rows
@@ -332,13 +331,11 @@ where
             keys = written,
             "write captured"
         );
-        match self.collector.current() {
-            Some(frame) => insert_captured(frame, &capture, keys),
-            None => {
-                let mut frame = Frame::default();
-                insert_captured(&mut frame, &capture, keys);
-                self.flush(frame).await;
-            }
+        if let Some(frame) = self
+            .collector
+            .add(|frame| insert_captured(frame, &capture, keys))
+        {
+            self.flush(frame).await;
         }
         Ok(written)
     }

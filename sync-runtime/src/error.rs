@@ -176,6 +176,14 @@ impl CaptureRefused {
         )
     }
 
+    pub(crate) fn no_returning(model: &ModelFacts) -> Self {
+        Self::new(
+            model,
+            "Diesel's synchronous MySQL connection cannot read the rows a write returns",
+            "write it with `diesel_sync::insert_into`, `update` or `delete`, which read the keys from the rows or select them first",
+        )
+    }
+
     pub(crate) fn in_batch(model: &ModelFacts) -> Self {
         Self::new(
             model,

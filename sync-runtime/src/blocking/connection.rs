@@ -5,6 +5,7 @@
 use std::fmt;
 use std::ops::DerefMut;
 
+use diesel::connection::DefaultLoadingMode;
 use diesel::connection::{
     CacheSize, Connection, ConnectionSealed, Instrumentation, LoadConnection, SimpleConnection,
     TransactionManager, TransactionManagerStatus, WithMetadataLookup,
@@ -13,10 +14,18 @@ use diesel::expression::QueryMetadata;
 use diesel::migration::MigrationConnection;
 use diesel::query_builder::{Query, QueryFragment, QueryId};
 use diesel::query_dsl::UpdateAndFetchResults;
-use diesel::sql_types::TypeMetadata;
+use diesel::result::Error;
+use diesel::row::{Field, Row};
+use diesel::sql_types::{BigInt, Integer, SmallInt, Text, TypeMetadata};
 use diesel::{ConnectionResult, QueryResult};
 
+use crate::capture::{
+    in_batch, refused, Capture, CaptureBackend, Plan, Plans, Reads, ReturningKey,
+};
+use crate::catalog::{insert_captured, DynKey, KeyKind};
+use crate::classify::Dialect;
 use crate::collector::{Collector, Frame};
+use crate::error::CaptureRefused;
 use crate::registry::{Loader, Registry, Resolves};
 use crate::resolve::unhandled;
 use crate::synced::SyncTarget;
@@ -46,6 +55,7 @@ use super::resolve::{blocking_loader, BlockingLoader, Resolve};
 pub struct SyncedConnection<C> {
     inner: C,
     collector: Collector,
+    plans: Plans,
     registry: Registry<Self>,
 }
 
@@ -53,12 +63,12 @@ pub struct SyncedConnection<C> {
 /// connection (`r2d2::PooledConnection`) that dereferences to one.
 pub trait AsSynced: Send {
     /// The wrapped Diesel connection.
-    type Inner: Connection + 'static;
+    type Inner: CaptureConnection;
     /// The synced connection.
     fn as_synced(&mut self) -> &mut SyncedConnection<Self::Inner>;
 }
 
-impl<C: Connection + 'static> AsSynced for SyncedConnection<C> {
+impl<C: CaptureConnection> AsSynced for SyncedConnection<C> {
     type Inner = C;
     fn as_synced(&mut self) -> &mut SyncedConnection<C> {
         self
@@ -76,12 +86,16 @@ where
     }
 }
 
-impl<C: Connection + 'static> SyncedConnection<C> {
+impl<C: CaptureConnection> SyncedConnection<C> {
     /// Wraps `inner`; its synced writes go to `registry`'s handlers.
     pub fn new(inner: C, registry: Registry<Self>) -> Self {
         Self {
             inner,
             collector: Collector::new(),
+            plans: Plans::new(Reads {
+                dialect: <C::Backend as CaptureBackend>::DIALECT,
+                returning: <C::Backend as CaptureBackend>::DIALECT != Dialect::Mysql,
+            }),
             registry,
         }
     }
@@ -121,13 +135,8 @@ impl<C: Connection + 'static> SyncedConnection<C> {
 
     /// Adds ids to the innermost open transaction, or hands them on now if none is open.
     pub(crate) fn register<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
-        match self.collector.current() {
-            Some(frame) => frame.insert::<T>(ids),
-            None => {
-                let mut frame = Frame::default();
-                frame.insert::<T>(ids);
-                self.flush(frame);
-            }
+        if let Some(frame) = self.collector.add(|frame| frame.insert::<T>(ids)) {
+            self.flush(frame);
         }
     }
 
@@ -161,7 +170,7 @@ impl<C: Connection + 'static> SyncedConnection<C> {
 /// Committed ids of `T` are loaded over `C` itself, on the committing thread.
 impl<C, T> Resolves<T> for SyncedConnection<C>
 where
-    C: Connection + 'static,
+    C: CaptureConnection,
     T: Resolve<C>,
 {
     fn loader() -> Loader {
@@ -177,7 +186,7 @@ pub struct SyncedTransactionManager<C>(std::marker::PhantomData<C>);
 
 impl<C> TransactionManager<SyncedConnection<C>> for SyncedTransactionManager<C>
 where
-    C: Connection + 'static,
+    C: CaptureConnection,
 {
     type TransactionStateData =
         <C::TransactionManager as TransactionManager<C>>::TransactionStateData;
@@ -216,15 +225,102 @@ where
     }
 }
 
-impl<C: Connection + 'static> SimpleConnection for SyncedConnection<C> {
+/// Raw SQL is planned as on the diesel-async connection: a batch runs one statement at a time
+/// when one of them writes a synced table, each write captured; a batch with a write that cannot
+/// be captured is refused before any of it runs.
+impl<C> SimpleConnection for SyncedConnection<C>
+where
+    C: CaptureConnection,
+{
     fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        self.inner.batch_execute(query)
+        let statements = match self.plans.text(query) {
+            Plan::Pass => return self.inner.batch_execute(query),
+            Plan::Refuse(refusal) => return Err(refused(refusal)),
+            Plan::Capture(capture) => vec![(query.to_owned(), Plan::Capture(capture))],
+            Plan::Batch(statements) => statements,
+        };
+        for (statement, plan) in statements {
+            match plan {
+                Plan::Capture(capture) => {
+                    self.run_captured(diesel::sql_query(statement), capture)?;
+                }
+                _ => self.inner.batch_execute(&statement)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A synchronous connection capture runs on: a backend it knows, and `load` for the keys a
+/// captured write returns.
+pub trait CaptureConnection:
+    Connection<Backend: CaptureBackend> + LoadConnection<DefaultLoadingMode> + 'static
+{
+}
+
+impl<C> CaptureConnection for C where
+    C: Connection<Backend: CaptureBackend> + LoadConnection<DefaultLoadingMode> + 'static
+{
+}
+
+impl<C: CaptureConnection> SyncedConnection<C> {
+    /// Runs a write to a synced table with its key column returned, and registers the keys:
+    /// in the open transaction, or handed on now when none is open. Returns the rows written.
+    fn run_captured<Q>(&mut self, statement: Q, capture: Capture) -> QueryResult<usize>
+    where
+        Q: QueryFragment<C::Backend>,
+    {
+        let query = ReturningKey::new(statement, &capture);
+        let kind = capture.codec.kind;
+        let keys = match kind {
+            KeyKind::SmallInt => self.load_keys(query.typed::<SmallInt>(), kind),
+            KeyKind::Integer => self.load_keys(query.typed::<Integer>(), kind),
+            KeyKind::BigInt => self.load_keys(query.typed::<BigInt>(), kind),
+            KeyKind::Text => self.load_keys(query.typed::<Text>(), kind),
+        }?;
+        let written = keys.len();
+        tracing::trace!(
+            table = capture.model.table,
+            keys = written,
+            "write captured"
+        );
+        if let Some(frame) = self
+            .collector
+            .add(|frame| insert_captured(frame, &capture, keys))
+        {
+            self.flush(frame);
+        }
+        Ok(written)
+    }
+
+    /// Runs a captured write and reads the key in the last column of each returned row.
+    fn load_keys<Q, ST>(
+        &mut self,
+        query: ReturningKey<Q, ST>,
+        kind: KeyKind,
+    ) -> QueryResult<Vec<DynKey>>
+    where
+        Q: QueryFragment<C::Backend>,
+        ST: 'static,
+        C::Backend: QueryMetadata<ST>,
+    {
+        let mut keys = Vec::new();
+        for row in self.inner.load(query)? {
+            let row = row?;
+            let field = row.get(row.field_count() - 1).ok_or_else(|| {
+                Error::DeserializationError("a captured write returned no key column".into())
+            })?;
+            let key = <C::Backend as CaptureBackend>::read_key(kind, field.value())
+                .map_err(Error::DeserializationError)?;
+            keys.push(key);
+        }
+        Ok(keys)
     }
 }
 
 impl<C: ConnectionSealed> ConnectionSealed for SyncedConnection<C> {}
 
-impl<C: Connection + 'static> Connection for SyncedConnection<C> {
+impl<C: CaptureConnection> Connection for SyncedConnection<C> {
     type Backend = C::Backend;
     type TransactionManager = SyncedTransactionManager<C>;
 
@@ -247,7 +343,12 @@ impl<C: Connection + 'static> Connection for SyncedConnection<C> {
     where
         T: QueryFragment<Self::Backend> + QueryId,
     {
-        self.inner.execute_returning_count(source)
+        match self.plans.get(source) {
+            Plan::Pass => self.inner.execute_returning_count(source),
+            Plan::Refuse(refusal) => Err(refused(refusal)),
+            Plan::Batch(statements) => Err(refused(in_batch(&statements))),
+            Plan::Capture(capture) => self.run_captured(source, capture),
+        }
     }
 
     fn transaction_state(
@@ -271,10 +372,10 @@ impl<C: Connection + 'static> Connection for SyncedConnection<C> {
 
 impl<B, C> LoadConnection<B> for SyncedConnection<C>
 where
-    C: LoadConnection<B> + 'static,
+    C: LoadConnection<B> + CaptureConnection,
 {
-    type Cursor<'conn, 'query> = C::Cursor<'conn, 'query>;
-    type Row<'conn, 'query> = C::Row<'conn, 'query>;
+    type Cursor<'conn, 'query> = <C as LoadConnection<B>>::Cursor<'conn, 'query>;
+    type Row<'conn, 'query> = <C as LoadConnection<B>>::Row<'conn, 'query>;
 
     fn load<'conn, 'query, T>(
         &'conn mut self,
@@ -284,18 +385,23 @@ where
         T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
         Self::Backend: QueryMetadata<T::SqlType>,
     {
-        self.inner.load(source)
+        match self.plans.get(&source) {
+            Plan::Pass => <C as LoadConnection<B>>::load(&mut self.inner, source),
+            Plan::Refuse(refusal) => Err(refused(refusal)),
+            Plan::Batch(statements) => Err(refused(in_batch(&statements))),
+            Plan::Capture(capture) => Err(refused(CaptureRefused::returns_rows(&capture.model))),
+        }
     }
 }
 
-impl<C: WithMetadataLookup + 'static> WithMetadataLookup for SyncedConnection<C> {
+impl<C: WithMetadataLookup + CaptureConnection> WithMetadataLookup for SyncedConnection<C> {
     fn metadata_lookup(&mut self) -> &mut <C::Backend as TypeMetadata>::MetadataLookup {
         self.inner.metadata_lookup()
     }
 }
 
 /// Migrations run on the inner connection's migration table (`diesel_migrations`).
-impl<C: MigrationConnection + 'static> MigrationConnection for SyncedConnection<C> {
+impl<C: MigrationConnection + CaptureConnection> MigrationConnection for SyncedConnection<C> {
     fn setup(&mut self) -> QueryResult<usize> {
         self.inner.setup()
     }
@@ -304,7 +410,7 @@ impl<C: MigrationConnection + 'static> MigrationConnection for SyncedConnection<
 /// `save_changes`: the row Diesel reads back is registered.
 impl<C, Changes, Output> UpdateAndFetchResults<Changes, Output> for SyncedConnection<C>
 where
-    C: UpdateAndFetchResults<Changes, Output> + 'static,
+    C: UpdateAndFetchResults<Changes, Output> + CaptureConnection,
     Output: Synced,
 {
     fn update_and_fetch(&mut self, changeset: Changes) -> QueryResult<Output> {
@@ -317,7 +423,7 @@ where
 #[cfg(feature = "r2d2")]
 impl<C> diesel::r2d2::R2D2Connection for SyncedConnection<C>
 where
-    C: diesel::r2d2::R2D2Connection + 'static,
+    C: diesel::r2d2::R2D2Connection + CaptureConnection,
 {
     fn ping(&mut self) -> QueryResult<()> {
         self.inner.ping()

@@ -1,11 +1,11 @@
 //! The synchronous side: the same derive, collector, resolve and dispatch over Diesel's own
 //! connections ([`diesel::SqliteConnection`], `PgConnection`, `MysqlConnection`) and r2d2 pools.
 //!
-//! Wrap a connection in [`SyncedConnection`] and write through it with the statement-level
-//! writes, which run with `execute_blocking` instead of `.execute(conn).await`. Unlike the
-//! diesel-async connection, this one does not capture plain Diesel statements yet: a
-//! `diesel::update(…).execute(conn)` here is not synced.
-//!
+//! Wrap a connection in [`SyncedConnection`] and write through it as on the async side: plain
+//! Diesel statements and raw SQL are captured on SQLite and PostgreSQL. Diesel's synchronous
+//! `MysqlConnection` cannot read the rows a write returns, so there a write to a synced table is
+//! refused before it runs; the statement-level writes (`diesel_sync::update(…)` and the others)
+//! run with `execute_blocking` instead of `.execute(conn).await` on every backend:
 //!
 //! ```
 //! # use diesel_sync_runtime as diesel_sync;
@@ -60,7 +60,7 @@ mod resolve;
 mod write;
 
 pub use backend::WriteIds;
-pub use connection::{AsSynced, SyncedConnection, SyncedTransactionManager};
+pub use connection::{AsSynced, CaptureConnection, SyncedConnection, SyncedTransactionManager};
 #[cfg(feature = "r2d2")]
 pub use pool::SyncedConnectionManager;
 pub use resolve::Resolve;

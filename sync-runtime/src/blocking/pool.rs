@@ -4,7 +4,7 @@ use std::fmt;
 
 use diesel::r2d2::{ConnectionManager, Error, ManageConnection, R2D2Connection};
 
-use super::connection::SyncedConnection;
+use super::connection::{CaptureConnection, SyncedConnection};
 use crate::registry::Registry;
 
 /// An r2d2 connection manager that builds each connection with Diesel's [`ConnectionManager`]
@@ -27,7 +27,7 @@ impl<C> SyncedConnectionManager<C> {
     }
 }
 
-impl<C: R2D2Connection + 'static> SyncedConnection<C> {
+impl<C: R2D2Connection + CaptureConnection> SyncedConnection<C> {
     /// An r2d2 pool manager whose connections are [`SyncedConnection`]s sharing `registry`.
     ///
     /// ```no_run
@@ -52,7 +52,7 @@ impl<C: R2D2Connection + 'static> SyncedConnection<C> {
 
 impl<C> ManageConnection for SyncedConnectionManager<C>
 where
-    C: R2D2Connection + Send + 'static,
+    C: R2D2Connection + CaptureConnection + Send,
 {
     type Connection = SyncedConnection<C>;
     type Error = Error;
