@@ -476,3 +476,139 @@ impl fmt::Display for Plan {
         }
     }
 }
+
+/// Planning, without a database: which statements pass, are captured or are refused.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn no_insert(_: &mut crate::collector::Frame, _: Vec<DynKey>) -> bool {
+        true
+    }
+
+    fn model(table: &'static str, key: Option<KeyCodec>) -> ModelFacts {
+        ModelFacts {
+            model: "shop::Product",
+            table,
+            key_column: "id",
+            target_name: "shop::Product",
+            key,
+        }
+    }
+
+    fn catalog() -> Catalog {
+        let key = Some(KeyCodec {
+            kind: KeyKind::BigInt,
+            insert: no_insert,
+        });
+        Catalog::new([model("products", key), model("tags", None)])
+    }
+
+    fn reads(dialect: Dialect) -> Reads {
+        Reads {
+            dialect,
+            returning: true,
+        }
+    }
+
+    fn table(plan: &Plan) -> Option<&str> {
+        match plan {
+            Plan::Capture(capture) => Some(capture.model.table),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn writes_to_synced_tables_are_captured_and_the_rest_passes() {
+        let catalog = catalog();
+        let update = r#"UPDATE "products" SET "price_cents" = $1 WHERE ("products"."id" = $2)"#;
+        assert_eq!(
+            table(&plan(update, reads(Dialect::Postgres), &catalog)),
+            Some("products")
+        );
+        let insert = "INSERT INTO `products` (`id`) VALUES (?) RETURNING `products`.`name`";
+        match plan(insert, reads(Dialect::Sqlite), &catalog) {
+            Plan::Capture(capture) => assert!(capture.returning, "extends the statement's list"),
+            other => panic!("{other}"),
+        }
+        for sql in [
+            "UPDATE stores SET name = 'x'",
+            "SELECT * FROM products",
+            "CREATE TABLE t (id INT)",
+        ] {
+            assert!(
+                matches!(plan(sql, reads(Dialect::Postgres), &catalog), Plan::Pass),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_writes_are_refused_with_the_table_and_the_fix() {
+        let catalog = catalog();
+        let refused = |sql: &str, reads: Reads| match plan(sql, reads, &catalog) {
+            Plan::Refuse(refusal) => refusal,
+            other => panic!("{sql}: {other}"),
+        };
+        let mysql_update = refused("UPDATE products SET price_cents = 1", reads(Dialect::Mysql));
+        assert_eq!(mysql_update.table(), "products");
+        assert!(mysql_update.to_string().contains("diesel_sync::update"));
+        let cte = "WITH gone AS (DELETE FROM products RETURNING id) SELECT count(*) FROM gone";
+        assert!(refused(cte, reads(Dialect::Postgres))
+            .to_string()
+            .contains("cannot be read back"));
+        let no_key = refused("DELETE FROM tags", reads(Dialect::Postgres));
+        assert_eq!(no_key.table(), "tags");
+        let blocking_mysql = Reads {
+            dialect: Dialect::Mysql,
+            returning: false,
+        };
+        let insert = refused("INSERT INTO products (id) VALUES (1)", blocking_mysql);
+        assert!(insert.to_string().contains("synchronous MySQL"));
+        let unparsed = refused(
+            "DELETE FROM products WHERE id = 1 FROBNICATE",
+            reads(Dialect::Sqlite),
+        );
+        assert!(unparsed.to_string().contains("could not be parsed"));
+    }
+
+    #[test]
+    fn a_batch_is_planned_statement_by_statement_and_refused_whole() {
+        let catalog = catalog();
+        let batch = "INSERT INTO stores VALUES (1); DELETE FROM products WHERE id = 2; SELECT 1";
+        match plan(batch, reads(Dialect::Sqlite), &catalog) {
+            Plan::Batch(statements) => {
+                let texts: Vec<&str> = statements.iter().map(|(text, _)| text.as_str()).collect();
+                assert_eq!(
+                    texts,
+                    [
+                        "INSERT INTO stores VALUES (1)",
+                        "DELETE FROM products WHERE id = 2",
+                        "SELECT 1"
+                    ]
+                );
+                assert_eq!(table(&statements[1].1), Some("products"));
+            }
+            other => panic!("{other}"),
+        }
+        let with_refused = "DELETE FROM products WHERE id = 2; UPDATE products SET price_cents = 1";
+        assert!(matches!(
+            plan(with_refused, reads(Dialect::Mysql), &catalog),
+            Plan::Refuse(_)
+        ));
+        let unsynced = "INSERT INTO stores VALUES (1); SELECT 1";
+        assert!(matches!(
+            plan(unsynced, reads(Dialect::Sqlite), &catalog),
+            Plan::Pass
+        ));
+    }
+
+    #[test]
+    fn raw_sql_types_are_planned_by_text_and_statement_types_by_type() {
+        assert!(is_raw_sql::<diesel::query_builder::SqlQuery>());
+        assert!(!is_raw_sql::<
+            diesel::dsl::delete<crate::__private::fallback::fallback::table>,
+        >());
+    }
+}

@@ -310,7 +310,7 @@ impl Catalog {
         })
     }
 
-    fn new(models: impl IntoIterator<Item = ModelFacts>) -> Self {
+    pub(crate) fn new(models: impl IntoIterator<Item = ModelFacts>) -> Self {
         let mut by_table: HashMap<&'static str, ModelFacts> = HashMap::new();
         let mut ambiguous: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
         for facts in models {

@@ -228,3 +228,104 @@ impl<T: SyncTarget> PendingSet for PendingIds<T> {
         }
     }
 }
+
+/// The commit rules, without a database: what each transaction event does to the frames.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Product;
+
+    impl crate::synced::Synced for Product {
+        type Table = crate::__private::fallback::fallback::table;
+        type Target = Self;
+        type KeyColumn = crate::__private::fallback::fallback::id;
+        fn sync_key(&self) -> i64 {
+            0
+        }
+    }
+
+    impl SyncTarget for Product {
+        type Id = i64;
+        type StoreKey = ();
+        type ByIds = ();
+        fn store_key(&self) {}
+        fn by_ids(_: Vec<i64>) {}
+    }
+
+    /// Registers `ids` at the innermost level, as a write would, inside a transaction.
+    fn write(collector: &mut Collector, ids: &[i64]) {
+        let outside = collector.add(|frame| frame.insert::<Product>(ids.iter().copied()));
+        assert!(outside.is_none(), "a transaction is open");
+    }
+
+    fn ids(frame: Frame) -> Vec<i64> {
+        let mut ids: Vec<i64> = frame
+            .into_targets()
+            .into_iter()
+            .flat_map(PendingIds::<Product>::take)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn the_outermost_commit_hands_on_its_ids_once_each() {
+        let mut collector = Collector::new();
+        collector.began(1);
+        write(&mut collector, &[1, 2, 1]);
+        assert_eq!(collector.pending(), 2);
+        let frame = collector.committed(true, 0).expect("outermost commit");
+        assert_eq!(ids(frame), vec![1, 2]);
+        assert_eq!(collector.pending(), 0);
+    }
+
+    #[test]
+    fn a_released_savepoint_merges_into_its_parent() {
+        let mut collector = Collector::new();
+        collector.began(1);
+        write(&mut collector, &[1]);
+        collector.began(2);
+        write(&mut collector, &[2, 1]);
+        assert!(
+            collector.committed(true, 1).is_none(),
+            "RELEASE hands nothing on"
+        );
+        let frame = collector.committed(true, 0).expect("outermost commit");
+        assert_eq!(ids(frame), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_rolled_back_savepoint_drops_only_its_own_ids() {
+        let mut collector = Collector::new();
+        collector.began(1);
+        write(&mut collector, &[1]);
+        collector.began(2);
+        write(&mut collector, &[2]);
+        collector.rolled_back(1);
+        let frame = collector.committed(true, 0).expect("outermost commit");
+        assert_eq!(ids(frame), vec![1]);
+    }
+
+    #[test]
+    fn a_failed_commit_hands_on_nothing_and_drops_the_levels_that_closed() {
+        let mut collector = Collector::new();
+        collector.began(1);
+        write(&mut collector, &[1]);
+        assert!(collector.committed(false, 0).is_none());
+        assert_eq!(collector.pending(), 0);
+        let outside = collector.add(|frame| frame.insert::<Product>([9]));
+        assert_eq!(ids(outside.expect("no transaction open")), vec![9]);
+    }
+
+    #[test]
+    fn inside_a_test_transaction_the_next_level_commits_as_outermost() {
+        let mut collector = Collector::new();
+        collector.enter_test_transaction();
+        collector.began(2);
+        write(&mut collector, &[7]);
+        let frame = collector.committed(true, 1).expect("treated as outermost");
+        assert_eq!(ids(frame), vec![7]);
+    }
+}

@@ -28,13 +28,15 @@
 //!     .build();
 //! let mut conn = SyncedConnection::new(SqliteConnection::establish(":memory:")?, registry.clone());
 //! conn.batch_execute(
-//!     "CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, price_cents BIGINT NOT NULL);
-//!      INSERT INTO products VALUES (1, 7, 2500), (2, 7, 900);",
+//!     "CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, price_cents BIGINT NOT NULL)",
 //! )?;
+//! // Seed data goes to the inner connection, which is not synced.
+//! conn.inner_mut().batch_execute("INSERT INTO products VALUES (1, 7, 2500), (2, 7, 900)")?;
 //! conn.transaction(|conn| {
-//!     diesel_sync::update(products::table.filter(products::store_id.eq(7)))
+//!     // Plain Diesel: the connection captures both rows.
+//!     diesel::update(products::table.filter(products::store_id.eq(7)))
 //!         .set(products::price_cents.eq(products::price_cents + 100))
-//!         .execute_blocking(conn)
+//!         .execute(conn)
 //! })?;
 //! // After COMMIT the batch is on its way; no tokio runtime is needed to wait for it.
 //! registry.settled_blocking();
