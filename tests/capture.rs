@@ -300,3 +300,26 @@ capture_suite!(postgres, Backend::Postgres, diesel_async::AsyncPgConnection);
 
 #[cfg(diesel_sync_mysql)]
 capture_suite!(mysql, Backend::Mysql, diesel_async::AsyncMysqlConnection);
+
+/// The models the derive registered and the handlers of a registry are compared at `build()`.
+#[test]
+fn the_registry_reports_a_synced_model_whose_target_has_no_handler() {
+    use diesel_sync::{Batch, HandlerError, Mismatch, Registry, SyncedConnection};
+    type Conn = SyncedConnection<
+        diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
+    >;
+    let builder = Registry::<Conn>::builder()
+        .handler(async |_: Batch<Product>| -> Result<(), HandlerError> { Ok(()) });
+    let found = builder.mismatches();
+    assert!(
+        matches!(
+            found.as_slice(),
+            [Mismatch::NoHandler {
+                table: "listings",
+                ..
+            }]
+        ),
+        "{found:?}"
+    );
+    assert!(found[0].to_string().contains(".handler::<"), "{}", found[0]);
+}

@@ -492,6 +492,7 @@ mod tests {
             model: "shop::Product",
             table,
             key_column: "id",
+            target: std::any::TypeId::of::<()>(),
             target_name: "shop::Product",
             key,
         }

@@ -1,7 +1,7 @@
 //! The synced models of the program, by table: `#[derive(Synced)]` registers each one, so a
 //! connection knows which statements to capture without a hand-kept list.
 
-use std::any::type_name;
+use std::any::{type_name, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -38,6 +38,7 @@ pub struct ModelFacts {
     pub(crate) table: &'static str,
     /// The column holding the target's id.
     pub(crate) key_column: &'static str,
+    pub(crate) target: TypeId,
     pub(crate) target_name: &'static str,
     /// How keys read from the database become the target's ids; `None` when the id type is not
     /// one capture can read (then writes to the table are refused, never missed).
@@ -51,6 +52,7 @@ impl ModelFacts {
             model: type_name::<M>(),
             table,
             key_column: <M::KeyColumn as Column>::NAME,
+            target: TypeId::of::<M::Target>(),
             target_name: type_name::<M::Target>(),
             key,
         }
@@ -345,6 +347,11 @@ impl Catalog {
                 .find(|(name, _)| name.eq_ignore_ascii_case(table))
                 .map(|(_, facts)| facts)
         })
+    }
+
+    /// Every registered model.
+    pub(crate) fn models(&self) -> impl Iterator<Item = &ModelFacts> {
+        self.by_table.values()
     }
 
     /// The models sharing `table`, when there are several.

@@ -55,7 +55,7 @@ pub use dispatcher::ShutdownReport;
 pub use error::{CaptureRefused, HandlerError};
 pub use handler::{Batch, Handler};
 pub use metrics::Metrics;
-pub use registry::{Registry, RegistryBuilder, Resolves};
+pub use registry::{Mismatch, Registry, RegistryBuilder, Resolves};
 pub use resolve::Resolve;
 pub use retry::RetryPolicy;
 pub use synced::{KeyInRow, SyncTarget, Synced, SyncedTable, TargetId};

@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::catalog::{Catalog, ModelFacts};
 use crate::dead_letter::{DeadLetterSink, DeadLetters};
 use crate::dispatch::{AnyModelQueue, ModelQueue};
 use crate::dispatcher::{Dispatcher, ShutdownReport};
@@ -271,8 +272,25 @@ impl<Conn: 'static> RegistryBuilder<Conn> {
         self
     }
 
+    /// What does not match between the synced models linked into the program and the handlers
+    /// registered so far; [`RegistryBuilder::build`] logs each as a warning.
+    ///
+    /// Warnings, not errors: a program may sync some models from another process or registry,
+    /// and the ids of a model without a handler are counted and reported again when they
+    /// commit.
+    pub fn mismatches(&self) -> Vec<Mismatch> {
+        let handled: Vec<(TypeId, &'static str)> =
+            self.models.iter().map(|m| (m.target, m.name)).collect();
+        mismatches(Catalog::get().models(), &handled)
+    }
+
     /// Builds the registry.
     pub fn build(self) -> Registry<Conn> {
+        if !self.models.is_empty() {
+            for mismatch in self.mismatches() {
+                tracing::warn!(%mismatch, "synced models and handlers do not match");
+            }
+        }
         let default_policy = self.default_policy;
         let mut queues = HashMap::new();
         let mut loaders = HashMap::new();
@@ -290,6 +308,68 @@ impl<Conn: 'static> RegistryBuilder<Conn> {
             connection: PhantomData,
         }
     }
+}
+
+/// A synced model and the registry's handlers that do not match; see
+/// [`RegistryBuilder::mismatches`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// Writes to `table` are captured for `target`, which has no handler: they are dropped.
+    NoHandler {
+        /// The model that derives `Synced`.
+        model: &'static str,
+        /// Its table.
+        table: &'static str,
+        /// The target its writes sync.
+        target: &'static str,
+    },
+    /// `target` has a handler, but no model that syncs it is linked into the program, so no
+    /// write through a connection reaches the handler (only `mark_changed` does).
+    NotLinked {
+        /// The target model of the handler.
+        target: &'static str,
+    },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mismatch::NoHandler { model, table, target } => write!(
+                f,
+                "`{model}` derives `Synced` for table `{table}`, but its target `{target}` has no handler: register one with `.handler::<{target}>(…)`, or its writes are dropped after commit"
+            ),
+            Mismatch::NotLinked { target } => write!(
+                f,
+                "`{target}` has a handler, but no model that syncs it is linked into this program: derive `Synced` on `{target}` (or a model that references it) in a crate this program uses"
+            ),
+        }
+    }
+}
+
+/// The mismatches between `models` (the catalog) and `handled` targets (id, name).
+fn mismatches<'a>(
+    models: impl Iterator<Item = &'a ModelFacts>,
+    handled: &[(TypeId, &'static str)],
+) -> Vec<Mismatch> {
+    let models: Vec<&ModelFacts> = models.collect();
+    let mut found: Vec<Mismatch> = models
+        .iter()
+        .filter(|m| handled.iter().all(|(target, _)| *target != m.target))
+        .map(|m| Mismatch::NoHandler {
+            model: m.model,
+            table: m.table,
+            target: m.target_name,
+        })
+        .collect();
+    found.extend(
+        handled
+            .iter()
+            .filter(|(target, _)| models.iter().all(|m| m.target != *target))
+            .map(|(_, name)| Mismatch::NotLinked { target: name }),
+    );
+    found.sort_by_key(ToString::to_string);
+    found
 }
 
 impl<Conn> fmt::Debug for Registry<Conn> {
@@ -310,5 +390,62 @@ impl<Conn> fmt::Debug for RegistryBuilder<Conn> {
             )
             .field("default_policy", &self.default_policy)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::TypeId;
+
+    use super::{mismatches, Mismatch};
+    use crate::catalog::ModelFacts;
+
+    struct Product;
+    struct Listing;
+
+    fn model(
+        model: &'static str,
+        table: &'static str,
+        target: TypeId,
+        name: &'static str,
+    ) -> ModelFacts {
+        ModelFacts {
+            model,
+            table,
+            key_column: "id",
+            target,
+            target_name: name,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn a_model_without_a_handler_and_a_handler_without_a_model_are_both_reported() {
+        let product = TypeId::of::<Product>();
+        let listing = TypeId::of::<Listing>();
+        let models = [
+            model("Product", "products", product, "Product"),
+            model("PriceRecord", "price_records", product, "Product"),
+            model("Listing", "listings", listing, "Listing"),
+        ];
+        assert_eq!(
+            mismatches(models.iter(), &[(product, "Product")]),
+            vec![Mismatch::NoHandler {
+                model: "Listing",
+                table: "listings",
+                target: "Listing"
+            }]
+        );
+        let found = mismatches(
+            models[..2].iter(),
+            &[(product, "Product"), (listing, "Listing")],
+        );
+        assert_eq!(found, vec![Mismatch::NotLinked { target: "Listing" }]);
+        assert!(found[0]
+            .to_string()
+            .contains("derive `Synced` on `Listing`"));
+        assert!(
+            mismatches(models.iter(), &[(product, "Product"), (listing, "Listing")]).is_empty()
+        );
     }
 }
