@@ -7,6 +7,10 @@
 //! - `write_hook_blocking/*`: the same on synchronous Diesel (`SqliteConnection`), where no
 //!   thread hop per statement hides the hook's cost; `*/bare_returning` adds the `RETURNING`
 //!   clause the synced write runs;
+//! - `capture_blocking/*`: plain Diesel through a synchronous `SyncedConnection` against the
+//!   bare connection: statements on a table without a `Synced` model (planned once per
+//!   statement type), a read, raw SQL (parsed every time), and a captured write to a synced
+//!   table beside the bare statement with the `RETURNING` it adds;
 //! - `after_commit/*`: COMMIT of a transaction with 10,000 pending product ids over 100 stores,
 //!   resolve, dispatch and a no-op handler until `settled()`, against a bare COMMIT followed by
 //!   loading the same 10,000 rows (the query resolve cannot avoid).
@@ -309,6 +313,7 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     write_hook(&mut criterion);
     blocking::write_hook(&mut criterion);
+    blocking::capture(&mut criterion);
     after_commit(&mut criterion);
     criterion.final_summary();
 }

@@ -132,3 +132,119 @@ pub(crate) fn write_hook(c: &mut Criterion) {
     }
     group.finish();
 }
+
+/// A statement of the capture group, for iteration `i`.
+#[derive(Debug, Clone, Copy)]
+enum Statement {
+    /// `UPDATE stores …`: a table without a `Synced` model, planned once per statement type.
+    UnsyncedUpdate,
+    /// `SELECT … FROM stores WHERE id = ?`: a read, planned once per statement type.
+    Read,
+    /// `sql_query("UPDATE stores …")`: raw SQL on a table without a model, parsed every time.
+    RawUnsyncedUpdate,
+    /// `UPDATE products … WHERE id = ?` with plain Diesel: captured, with `RETURNING id`.
+    SyncedUpdate,
+}
+
+impl Statement {
+    fn name(self) -> &'static str {
+        match self {
+            Statement::UnsyncedUpdate => "unsynced_update",
+            Statement::Read => "read",
+            Statement::RawUnsyncedUpdate => "raw_unsynced_update",
+            Statement::SyncedUpdate => "synced_update",
+        }
+    }
+
+    /// Runs the statement on any synchronous SQLite connection, bare or synced.
+    fn run<C>(self, conn: &mut C, i: u64) -> Result<usize, Error>
+    where
+        C: diesel::connection::LoadConnection<Backend = diesel::sqlite::Sqlite>,
+    {
+        use crate::schema::stores;
+        let store = store_id(i);
+        match self {
+            Statement::UnsyncedUpdate => diesel::update(stores::table.find(store))
+                .set(stores::sync_enabled.eq(i % 2 == 0))
+                .execute(conn),
+            Statement::Read => stores::table
+                .find(store)
+                .select(stores::name)
+                .first::<String>(conn)
+                .map(|name| name.len()),
+            Statement::RawUnsyncedUpdate => {
+                diesel::sql_query("UPDATE stores SET sync_enabled = ? WHERE id = ?")
+                    .bind::<diesel::sql_types::Bool, _>(i % 2 == 0)
+                    .bind::<diesel::sql_types::BigInt, _>(store)
+                    .execute(conn)
+            }
+            Statement::SyncedUpdate => diesel::update(products::table.find(product_id(i)))
+                .set(products::price_cents.eq(i64::try_from(i).expect("fits")))
+                .execute(conn),
+        }
+    }
+}
+
+/// Plain Diesel through a synchronous `SyncedConnection` against the bare connection: what
+/// planning costs a statement on a table without a `Synced` model (next to nothing once its
+/// type is planned), what raw SQL costs (parsed every time), and what capture costs a write to
+/// a synced table (`RETURNING` and the registration; `bare_returning` is its floor).
+pub(crate) fn capture(c: &mut Criterion) {
+    let name = "capture_blocking";
+    drop(setup(&runtime(), name, no_op_registry()));
+    let mut conn = SyncedConnection::new(
+        SqliteConnection::establish(&sqlite_path(name)).expect("open SQLite"),
+        Registry::builder()
+            .handler(async |_batch: Batch<Product>| -> Result<(), HandlerError> { Ok(()) })
+            .build(),
+    );
+    let mut group = c.benchmark_group("capture_blocking");
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(5));
+    for statement in [
+        Statement::UnsyncedUpdate,
+        Statement::Read,
+        Statement::RawUnsyncedUpdate,
+        Statement::SyncedUpdate,
+    ] {
+        group.bench_function(format!("{}/bare", statement.name()), |b| {
+            b.iter_custom(|iters| {
+                timed(conn.inner_mut().transaction(|conn| {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        black_box(statement.run(conn, i)?);
+                    }
+                    Err::<(), _>(Stop::Timed(start.elapsed()))
+                }))
+            });
+        });
+        if matches!(statement, Statement::SyncedUpdate) {
+            group.bench_function(format!("{}/bare_returning", statement.name()), |b| {
+                b.iter_custom(|iters| {
+                    timed(conn.inner_mut().transaction(|conn| {
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            let keys = bare_returning(conn, Write::UpdateOne, i)
+                                .expect("an update has a returning form");
+                            black_box(keys?);
+                        }
+                        Err::<(), _>(Stop::Timed(start.elapsed()))
+                    }))
+                });
+            });
+        }
+        group.bench_function(format!("{}/synced", statement.name()), |b| {
+            b.iter_custom(|iters| {
+                timed(conn.transaction(|conn| {
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        black_box(statement.run(conn, i)?);
+                    }
+                    Err::<(), _>(Stop::Timed(start.elapsed()))
+                }))
+            });
+        });
+    }
+    group.finish();
+}

@@ -51,13 +51,18 @@ pub(crate) struct Reads {
     pub(crate) returning: bool,
 }
 
-/// Plans cached by statement type, for one connection. Raw SQL (`sql_query`) is one type
-/// whatever its text, so it is planned every time.
+/// Plans cached by statement type, for one connection. Raw SQL (`sql_query`, `batch_execute`)
+/// is one type whatever its text, so its plans are cached by text instead.
 #[derive(Debug)]
 pub(crate) struct Plans {
     reads: Reads,
     by_type: HashMap<std::any::TypeId, Plan>,
+    by_text: HashMap<Box<str>, Plan>,
 }
+
+/// The most raw SQL texts whose plans a connection keeps; a program that builds texts with
+/// values spliced in would otherwise grow the cache without end.
+const TEXTS_KEPT: usize = 256;
 
 impl Plans {
     /// No plans yet, for a connection that reads what `reads` says.
@@ -65,12 +70,21 @@ impl Plans {
         Self {
             reads,
             by_type: HashMap::new(),
+            by_text: HashMap::new(),
         }
     }
 
     /// The plan of a raw SQL text.
-    pub(crate) fn text(&self, sql: &str) -> Plan {
-        plan(sql, self.reads, Catalog::get())
+    pub(crate) fn text(&mut self, sql: &str) -> Plan {
+        if let Some(plan) = self.by_text.get(sql) {
+            return plan.clone();
+        }
+        let planned = plan(sql, self.reads, Catalog::get());
+        if self.by_text.len() >= TEXTS_KEPT {
+            self.by_text.clear();
+        }
+        self.by_text.insert(sql.into(), planned.clone());
+        planned
     }
 
     /// The plan of `query`, from the cache when its type has been planned before.
@@ -81,7 +95,10 @@ impl Plans {
     {
         let reads = self.reads;
         if is_raw_sql::<T>() {
-            return plan_rendered(query, reads);
+            return match render(query) {
+                Ok(sql) => self.text(&sql),
+                Err(_) => Plan::Pass,
+            };
         }
         self.by_type
             .entry(typeid::of::<T>())
