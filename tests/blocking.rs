@@ -874,13 +874,13 @@ macro_rules! blocking_capture_suite {
             /// Whether the connection captures writes (Diesel's synchronous MySQL cannot).
             const CAPTURES: bool = !matches!(BACKEND, Backend::Mysql);
 
-            struct Fixture {
-                conn: Conn,
-                capture: Capture,
-                registry: Registry<Conn>,
+            pub(crate) struct Fixture {
+                pub(crate) conn: Conn,
+                pub(crate) capture: Capture,
+                pub(crate) registry: Registry<Conn>,
             }
 
-            fn fixture(test: &str) -> Fixture {
+            pub(crate) fn fixture(test: &str) -> Fixture {
                 let url = create_database_blocking(
                     BACKEND,
                     &format!("bc_{}_{test}", stringify!($suite)),
@@ -895,7 +895,7 @@ macro_rules! blocking_capture_suite {
                 Fixture { conn, capture, registry }
             }
 
-            fn ids_in_store(conn: &mut Conn, store: i64) -> Vec<i64> {
+            pub(crate) fn ids_in_store(conn: &mut Conn, store: i64) -> Vec<i64> {
                 let mut ids: Vec<i64> = products::table
                     .filter(products::store_id.eq(store))
                     .select(products::id)
@@ -905,7 +905,7 @@ macro_rules! blocking_capture_suite {
                 ids
             }
 
-            fn refusal(error: &Error) -> &CaptureRefused {
+            pub(crate) fn refusal(error: &Error) -> &CaptureRefused {
                 match error {
                     Error::QueryBuilderError(source) => source
                         .downcast_ref::<CaptureRefused>()
@@ -1029,7 +1029,71 @@ macro_rules! blocking_capture_suite {
     };
 }
 
+/// Writes that return rows, on the backends whose Diesel has `RETURNING`: captured inside a
+/// transaction, every row read before the caller sees the first.
+macro_rules! blocking_returning_suite {
+    ($suite:ident, $base:ident) => {
+        mod $suite {
+            use diesel::result::Error;
+            use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl};
+
+            use super::$base::{fixture, ids_in_store, refusal};
+            use super::*;
+
+            #[test]
+            fn a_write_that_returns_rows_in_a_transaction_registers_every_row() {
+                let mut f = fixture("returning");
+                let expected = ids_in_store(&mut f.conn, 2);
+                let (first, record) = f
+                    .conn
+                    .transaction(|conn| {
+                        // `get_result` reads one row: every row's key is registered anyway.
+                        let first: (i64, i64, String, i64) =
+                            diesel::update(products::table.filter(products::store_id.eq(2)))
+                                .set(products::price_cents.eq(products::price_cents + 1))
+                                .get_result(conn)?;
+                        let record: i64 = diesel::insert_into(price_records::table)
+                            .values(&PriceRecord {
+                                object_id: 250,
+                                amount_cents: 1,
+                            })
+                            .returning(price_records::id)
+                            .get_result(conn)?;
+                        Ok::<_, Error>((first, record))
+                    })
+                    .unwrap();
+                assert_eq!(first.1, 2, "the caller's row is the statement's own");
+                assert!(record > 0);
+                f.registry.settled_blocking();
+                let mut delivered = expected;
+                delivered.push(250);
+                assert_eq!(f.capture.ids(), delivered);
+            }
+
+            #[test]
+            fn a_write_that_returns_rows_outside_a_transaction_is_refused_and_changes_nothing() {
+                let mut f = fixture("returning_outside");
+                let error = diesel::update(products::table.find(1))
+                    .set(products::price_cents.eq(1))
+                    .get_result::<(i64, i64, String, i64)>(&mut f.conn)
+                    .unwrap_err();
+                assert_eq!(refusal(&error).table(), "products");
+                assert!(error.to_string().contains("conn.transaction"), "{error}");
+                let price: i64 = products::table
+                    .find(1)
+                    .select(products::price_cents)
+                    .first(f.conn.inner_mut())
+                    .unwrap();
+                assert_ne!(price, 1);
+            }
+        }
+    };
+}
+
 blocking_capture_suite!(sqlite_capture, Backend::Sqlite, diesel::SqliteConnection);
+blocking_returning_suite!(sqlite_returning, sqlite_capture);
+#[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
+blocking_returning_suite!(postgres_returning, postgres_capture);
 #[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
 blocking_capture_suite!(postgres_capture, Backend::Postgres, diesel::PgConnection);
 #[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]

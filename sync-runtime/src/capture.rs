@@ -289,7 +289,7 @@ impl<Q> ReturningKey<Q> {
     }
 }
 
-impl<Q, ST: 'static> Query for ReturningKey<Q, ST> {
+impl<Q, ST> Query for ReturningKey<Q, ST> {
     type SqlType = ST;
 }
 

@@ -137,6 +137,11 @@ impl Collector {
         }
     }
 
+    /// Whether a transaction is open.
+    pub(crate) fn in_transaction(&self) -> bool {
+        !self.frames.is_empty()
+    }
+
     /// Ids pending at every level, for diagnostics.
     pub(crate) fn pending(&self) -> usize {
         self.frames.iter().map(Frame::len).sum()

@@ -200,6 +200,14 @@ impl CaptureRefused {
         )
     }
 
+    pub(crate) fn returns_rows_outside_a_transaction(model: &ModelFacts) -> Self {
+        Self::new(
+            model,
+            "a write that returns rows (`get_result`, `get_results`, `returning`) is captured only inside a transaction on the synchronous connection",
+            "run it in `conn.transaction(…)`, or with `.execute(conn)`",
+        )
+    }
+
     pub(crate) fn returns_rows(model: &ModelFacts) -> Self {
         Self::new(
             model,

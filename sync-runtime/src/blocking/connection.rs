@@ -306,13 +306,7 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     {
         let mut keys = Vec::new();
         for row in self.inner.load(query)? {
-            let row = row?;
-            let field = row.get(row.field_count() - 1).ok_or_else(|| {
-                Error::DeserializationError("a captured write returned no key column".into())
-            })?;
-            let key = <C::Backend as CaptureBackend>::read_key(kind, field.value())
-                .map_err(Error::DeserializationError)?;
-            keys.push(key);
+            keys.push(read_last_key::<C::Backend, _>(&row?, kind)?);
         }
         Ok(keys)
     }
@@ -374,7 +368,7 @@ impl<B, C> LoadConnection<B> for SyncedConnection<C>
 where
     C: LoadConnection<B> + CaptureConnection,
 {
-    type Cursor<'conn, 'query> = <C as LoadConnection<B>>::Cursor<'conn, 'query>;
+    type Cursor<'conn, 'query> = SyncedCursor<'conn, 'query, C, B>;
     type Row<'conn, 'query> = <C as LoadConnection<B>>::Row<'conn, 'query>;
 
     fn load<'conn, 'query, T>(
@@ -385,13 +379,82 @@ where
         T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
         Self::Backend: QueryMetadata<T::SqlType>,
     {
-        match self.plans.get(&source) {
-            Plan::Pass => <C as LoadConnection<B>>::load(&mut self.inner, source),
-            Plan::Refuse(refusal) => Err(refused(refusal)),
-            Plan::Batch(statements) => Err(refused(in_batch(&statements))),
-            Plan::Capture(capture) => Err(refused(CaptureRefused::returns_rows(&capture.model))),
+        let capture = match self.plans.get(&source) {
+            Plan::Pass => {
+                return <C as LoadConnection<B>>::load(&mut self.inner, source)
+                    .map(SyncedCursor::Inner);
+            }
+            Plan::Refuse(refusal) => return Err(refused(refusal)),
+            Plan::Batch(statements) => return Err(refused(in_batch(&statements))),
+            Plan::Capture(capture) => capture,
+        };
+        // Outside a transaction the keys could only be resolved once the caller is done with
+        // the rows, which borrow the connection.
+        if !self.collector.in_transaction() {
+            return Err(refused(CaptureRefused::returns_rows_outside_a_transaction(
+                &capture.model,
+            )));
+        }
+        let query = ReturningKey::new(source, &capture).typed::<T::SqlType>();
+        let Self {
+            inner, collector, ..
+        } = self;
+        let kind = capture.codec.kind;
+        // Every row is read before any is handed on: the caller may stop at the first
+        // (`get_result`), and every key must be registered.
+        let mut rows = Vec::new();
+        let mut keys = Vec::new();
+        for row in <C as LoadConnection<B>>::load(inner, query)? {
+            let row = row?;
+            keys.push(read_last_key::<C::Backend, _>(&row, kind)?);
+            rows.push(Ok(row));
+        }
+        collector.add(|frame| insert_captured(frame, &capture, keys));
+        Ok(SyncedCursor::Rows(rows.into_iter()))
+    }
+}
+
+/// The rows of a load through a [`SyncedConnection`]: the inner connection's cursor, or the
+/// rows of a captured write, read to the end so that every key was registered.
+#[doc(hidden)]
+pub enum SyncedCursor<'conn, 'query, C: LoadConnection<B> + 'static, B> {
+    /// A statement that writes no synced table.
+    Inner(<C as LoadConnection<B>>::Cursor<'conn, 'query>),
+    /// A captured write's rows.
+    Rows(std::vec::IntoIter<QueryResult<<C as LoadConnection<B>>::Row<'conn, 'query>>>),
+}
+
+impl<'conn, 'query, C: LoadConnection<B> + 'static, B> Iterator
+    for SyncedCursor<'conn, 'query, C, B>
+{
+    type Item = QueryResult<<C as LoadConnection<B>>::Row<'conn, 'query>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            SyncedCursor::Inner(cursor) => cursor.next(),
+            SyncedCursor::Rows(rows) => rows.next(),
         }
     }
+}
+
+impl<C: LoadConnection<B> + 'static, B> fmt::Debug for SyncedCursor<'_, '_, C, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncedCursor::Inner(_) => f.write_str("SyncedCursor::Inner"),
+            SyncedCursor::Rows(rows) => write!(f, "SyncedCursor::Rows({})", rows.len()),
+        }
+    }
+}
+
+/// The key in the last column of a row a captured write returned.
+fn read_last_key<'a, DB: CaptureBackend, R: Row<'a, DB>>(
+    row: &R,
+    kind: KeyKind,
+) -> QueryResult<DynKey> {
+    let field = row.get(row.field_count() - 1).ok_or_else(|| {
+        Error::DeserializationError("a captured write returned no key column".into())
+    })?;
+    DB::read_key(kind, field.value()).map_err(Error::DeserializationError)
 }
 
 impl<C: WithMetadataLookup + CaptureConnection> WithMetadataLookup for SyncedConnection<C> {

@@ -62,7 +62,9 @@ mod resolve;
 mod write;
 
 pub use backend::WriteIds;
-pub use connection::{AsSynced, CaptureConnection, SyncedConnection, SyncedTransactionManager};
+pub use connection::{
+    AsSynced, CaptureConnection, SyncedConnection, SyncedCursor, SyncedTransactionManager,
+};
 #[cfg(feature = "r2d2")]
 pub use pool::SyncedConnectionManager;
 pub use resolve::Resolve;
