@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use diesel::backend::{Backend, DieselReserveSpecialization};
 use diesel::query_builder::{
@@ -35,12 +36,15 @@ pub(crate) enum Plan {
 }
 
 /// A write to a synced table that the connection captures.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Capture {
     pub(crate) model: ModelFacts,
     pub(crate) codec: KeyCodec,
     /// Whether the statement has its own `RETURNING` list, which the key column extends.
     pub(crate) returning: bool,
+    /// For an UPDATE on a backend without `UPDATE … RETURNING`: the `SELECT … FOR UPDATE` that
+    /// reads the keys first, in the same transaction, with the same bind values.
+    pub(crate) keys_first: Option<Arc<str>>,
 }
 
 /// What a connection can read back from a write.
@@ -135,7 +139,7 @@ pub(crate) fn plan(sql: &str, reads: Reads, catalog: &Catalog) -> Plan {
     };
     let mut plans = Vec::with_capacity(statements.len());
     for (text, statement) in statements {
-        match plan_statement(&statement, reads, catalog) {
+        match plan_statement(text, &statement, reads, catalog) {
             // One statement refused refuses the batch, before any of it runs.
             Plan::Refuse(refusal) => return Plan::Refuse(refusal),
             plan => plans.push((text.to_owned(), plan)),
@@ -151,7 +155,7 @@ pub(crate) fn plan(sql: &str, reads: Reads, catalog: &Catalog) -> Plan {
 }
 
 /// What to do with one parsed statement.
-fn plan_statement(statement: &Statement, reads: Reads, catalog: &Catalog) -> Plan {
+fn plan_statement(text: &str, statement: &Statement, reads: Reads, catalog: &Catalog) -> Plan {
     match statement {
         Statement::Other => Plan::Pass,
         Statement::Opaque { tables } => match tables.iter().find_map(|t| catalog.model(t)) {
@@ -171,13 +175,21 @@ fn plan_statement(statement: &Statement, reads: Reads, catalog: &Catalog) -> Pla
             if !reads.returning {
                 return Plan::Refuse(CaptureRefused::no_returning(model));
             }
-            if reads.dialect == Dialect::Mysql && write.kind == WriteKind::Update {
-                return Plan::Refuse(CaptureRefused::mysql_update(model));
-            }
+            // MySQL has no `UPDATE … RETURNING`: the keys are selected first.
+            let keys_first = match (reads.dialect, write.kind) {
+                (Dialect::Mysql, WriteKind::Update) => {
+                    match classify::keys_before_update(text, reads.dialect, model.key_column) {
+                        Some(select) => Some(Arc::from(select)),
+                        None => return Plan::Refuse(CaptureRefused::mysql_update(model)),
+                    }
+                }
+                _ => None,
+            };
             Plan::Capture(Capture {
                 model: *model,
                 codec,
                 returning: write.returning,
+                keys_first,
             })
         }
     }
@@ -211,6 +223,10 @@ pub trait CaptureBackend: Backend + DieselReserveSpecialization + Default + Owne
     #[doc(hidden)]
     fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>>;
 
+    /// `query`'s bind values, owned, with `sql` as the statement's text.
+    #[doc(hidden)]
+    fn own_as<T: QueryFragment<Self>>(query: &T, sql: String) -> QueryResult<OwnedStatement<Self>>;
+
     /// An empty query builder.
     #[doc(hidden)]
     fn query_builder() -> Self::QueryBuilder;
@@ -238,7 +254,11 @@ pub trait OwnedBinds {
     type Data: Send + 'static;
 }
 
-fn collect<DB, T>(query: &T, lookup: &mut DB::MetadataLookup) -> QueryResult<OwnedStatement<DB>>
+fn collect<DB, T>(
+    query: &T,
+    sql: Option<String>,
+    lookup: &mut DB::MetadataLookup,
+) -> QueryResult<OwnedStatement<DB>>
 where
     DB: CaptureBackend,
     for<'a> DB::BindCollector<'a>: MoveableBindCollector<DB, BindData = DB::Data> + Default,
@@ -246,7 +266,10 @@ where
     CollectedQuery<DB::Data>: QueryFragment<DB>,
 {
     let backend = DB::default();
-    let sql = render(query)?;
+    let sql = match sql {
+        Some(sql) => sql,
+        None => render(query)?,
+    };
     let mut binds = <DB::BindCollector<'_> as Default>::default();
     query.collect_binds(&mut binds, lookup, &backend)?;
     let data = binds.moveable();
@@ -305,6 +328,26 @@ impl<Q: QueryFragment<DB>, DB: Backend, ST> QueryFragment<DB> for ReturningKey<Q
         self.query.walk_ast(out.reborrow())?;
         out.push_sql(if self.extends { ", " } else { " RETURNING " });
         out.push_identifier(self.key_column)
+    }
+}
+
+/// A statement run for its rows, whatever their types (the keys a captured UPDATE selects
+/// first).
+#[derive(Debug)]
+pub(crate) struct Rows<Q>(pub(crate) Q);
+
+impl<Q> Query for Rows<Q> {
+    type SqlType = Untyped;
+}
+
+impl<Q> QueryId for Rows<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Rows<Q> {
+    fn walk_ast<'b>(&'b self, out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.0.walk_ast(out)
     }
 }
 
@@ -389,7 +432,14 @@ mod sqlite {
         }
 
         fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
-            collect(query, &mut ())
+            collect(query, None, &mut ())
+        }
+
+        fn own_as<T: QueryFragment<Self>>(
+            query: &T,
+            sql: String,
+        ) -> QueryResult<OwnedStatement<Self>> {
+            collect(query, Some(sql), &mut ())
         }
 
         fn read_key(
@@ -438,7 +488,14 @@ mod postgres {
         }
 
         fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
-            collect(query, &mut BuiltInTypes)
+            collect(query, None, &mut BuiltInTypes)
+        }
+
+        fn own_as<T: QueryFragment<Self>>(
+            query: &T,
+            sql: String,
+        ) -> QueryResult<OwnedStatement<Self>> {
+            collect(query, Some(sql), &mut BuiltInTypes)
         }
 
         fn read_key(
@@ -471,7 +528,14 @@ mod mysql {
         }
 
         fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
-            collect(query, &mut ())
+            collect(query, None, &mut ())
+        }
+
+        fn own_as<T: QueryFragment<Self>>(
+            query: &T,
+            sql: String,
+        ) -> QueryResult<OwnedStatement<Self>> {
+            collect(query, Some(sql), &mut ())
         }
 
         fn read_key(

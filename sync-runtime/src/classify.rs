@@ -137,6 +137,42 @@ pub(crate) fn split(sql: &str, dialect: Dialect) -> Result<Vec<(&str, Statement)
     Ok(statements)
 }
 
+/// For an `UPDATE` of one table, a `SELECT … FOR UPDATE` of the key of every row it matches,
+/// for a backend whose UPDATE returns nothing. The SET values are selected too, and ignored, so
+/// that the `SELECT` takes the UPDATE's bind values in the same order. `None` for any other
+/// statement.
+pub(crate) fn keys_before_update(sql: &str, dialect: Dialect, key_column: &str) -> Option<String> {
+    use std::fmt::Write as _;
+    let statements = Parser::parse_sql(dialect.parser_dialect(), sql).ok()?;
+    let [ast::Statement::Update(update)] = statements.as_slice() else {
+        return None;
+    };
+    if !update.table.joins.is_empty() || update.from.is_some() {
+        return None;
+    }
+    let key = match dialect {
+        Dialect::Mysql | Dialect::Sqlite => format!("`{}`", key_column.replace('`', "``")),
+        Dialect::Postgres => format!("\"{}\"", key_column.replace('"', "\"\"")),
+    };
+    let mut select = format!("SELECT {key}");
+    for assignment in &update.assignments {
+        let _ = write!(select, ", {}", assignment.value);
+    }
+    let _ = write!(select, " FROM {}", update.table.relation);
+    if let Some(selection) = &update.selection {
+        let _ = write!(select, " WHERE {selection}");
+    }
+    if !update.order_by.is_empty() {
+        let order: Vec<String> = update.order_by.iter().map(ToString::to_string).collect();
+        let _ = write!(select, " ORDER BY {}", order.join(", "));
+    }
+    if let Some(limit) = &update.limit {
+        let _ = write!(select, " LIMIT {limit}");
+    }
+    select.push_str(" FOR UPDATE");
+    Some(select)
+}
+
 /// Where each line of a text starts, to turn the tokenizer's line and column into a byte offset.
 struct LineOffsets(Vec<usize>);
 
@@ -720,6 +756,28 @@ mod tests {
         assert_eq!(pieces[0].1, Statement::Other);
         assert!(matches!(&pieces[1].1, Statement::Write(w) if w.kind == WriteKind::Insert));
         assert!(matches!(&pieces[2].1, Statement::Write(w) if w.kind == WriteKind::Update));
+    }
+
+    #[test]
+    fn an_update_becomes_a_locking_select_of_its_keys_with_its_binds_in_order() {
+        let sql = "UPDATE `products` SET `price_cents` = ?, `name` = ? WHERE (`products`.`store_id` = ?) ORDER BY `id` LIMIT 5";
+        assert_eq!(
+            keys_before_update(sql, Mysql, "id").as_deref(),
+            Some("SELECT `id`, ?, ? FROM `products` WHERE (`products`.`store_id` = ?) ORDER BY `id` LIMIT 5 FOR UPDATE")
+        );
+        let raw = "UPDATE products SET price_cents = price_cents * 2";
+        assert_eq!(
+            keys_before_update(raw, Mysql, "id").as_deref(),
+            Some("SELECT `id`, price_cents * 2 FROM products FOR UPDATE")
+        );
+        assert_eq!(
+            keys_before_update("DELETE FROM products", Mysql, "id"),
+            None
+        );
+        assert_eq!(
+            keys_before_update("UPDATE a JOIN b ON a.id = b.id SET a.x = 1", Mysql, "id"),
+            None
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use diesel::associations::HasTable;
 use diesel::connection::{CacheSize, Instrumentation, TransactionManagerStatus};
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
 use diesel::result::Error;
-use diesel::row::{Field, Row};
+use diesel::row::Field;
 use diesel::{ConnectionResult, Identifiable, QueryResult};
 use diesel_async::{
     AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection, TransactionManager,
@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::capture::{
     in_batch, refused, Capture, CaptureBackend, OwnedStatement, Plan, Plans, Reads, Refused,
-    ReturningKey,
+    ReturningKey, Rows,
 };
 use crate::catalog::{insert_captured, DynKey};
 use crate::collector::{Collector, Frame};
@@ -238,8 +238,12 @@ where
         for (statement, plan) in statements {
             match plan {
                 Plan::Capture(capture) => {
+                    let keys_first = capture
+                        .keys_first
+                        .as_deref()
+                        .map(|select| Box::new(diesel::sql_query(select)) as OwnedStatement<_>);
                     let statement = Box::new(diesel::sql_query(statement));
-                    self.run_captured(statement, capture).await?;
+                    self.run_captured(statement, capture, keys_first).await?;
                 }
                 _ => self.inner.batch_execute(&statement).await?,
             }
@@ -292,8 +296,12 @@ where
                 // Owned, so the future can keep the connection after the statement: outside a
                 // transaction the keys are resolved right after it.
                 let statement = <C::Backend as CaptureBackend>::own(&source);
+                let keys_first = capture.keys_first.as_deref().map(|select| {
+                    <C::Backend as CaptureBackend>::own_as(&source, select.to_owned())
+                });
                 Either::Right(Box::pin(async move {
-                    self.run_captured(statement?, capture).await
+                    let keys_first = keys_first.transpose()?;
+                    self.run_captured(statement?, capture, keys_first).await
                 }))
             }
         }
@@ -304,31 +312,21 @@ impl<C> SyncedConnection<C>
 where
     C: AsyncConnection<Backend: CaptureBackend> + 'static,
 {
-    /// Runs a write to a synced table with its key column returned, and registers the keys:
-    /// in the open transaction, or handed on now when none is open. Returns the rows written.
+    /// Runs a write to a synced table and registers the keys of the rows it wrote: in the open
+    /// transaction, or handed on now when none is open. Returns the rows written.
     async fn run_captured(
         &mut self,
         statement: OwnedStatement<C::Backend>,
         capture: Capture,
+        keys_first: Option<OwnedStatement<C::Backend>>,
     ) -> QueryResult<usize> {
-        let query = ReturningKey::new(statement, &capture);
-        let kind = capture.codec.kind;
-        let rows = self.inner.load(query).await?;
-        let keys: Vec<DynKey> = rows
-            .map(|row| {
-                let row = row?;
-                let field = row.get(row.field_count() - 1).ok_or_else(|| {
-                    Error::DeserializationError("a captured write returned no key column".into())
-                })?;
-                <C::Backend as CaptureBackend>::read_key(kind, field.value())
-                    .map_err(Error::DeserializationError)
-            })
-            .try_collect()
-            .await?;
-        let written = keys.len();
+        let (written, keys) = match keys_first {
+            None => self.write_returning_keys(statement, &capture).await?,
+            Some(select) => self.write_after_keys(statement, select, &capture).await?,
+        };
         tracing::trace!(
             table = capture.model.table,
-            keys = written,
+            keys = keys.len(),
             "write captured"
         );
         if let Some(frame) = self
@@ -339,6 +337,79 @@ where
         }
         Ok(written)
     }
+
+    /// The write with its key column returned (`RETURNING`): the rows written are the keys read.
+    async fn write_returning_keys(
+        &mut self,
+        statement: OwnedStatement<C::Backend>,
+        capture: &Capture,
+    ) -> QueryResult<(usize, Vec<DynKey>)> {
+        let kind = capture.codec.kind;
+        let rows = self
+            .inner
+            .load(ReturningKey::new(statement, capture))
+            .await?;
+        let keys: Vec<DynKey> = rows
+            .map(|row| read_key::<C::Backend, _>(&row?, kind, Column::Last))
+            .try_collect()
+            .await?;
+        Ok((keys.len(), keys))
+    }
+
+    /// The write after a `SELECT … FOR UPDATE` of the keys it will touch, both in one
+    /// transaction (opened here when none is), so the rows locked are the rows written.
+    async fn write_after_keys(
+        &mut self,
+        statement: OwnedStatement<C::Backend>,
+        select: OwnedStatement<C::Backend>,
+        capture: &Capture,
+    ) -> QueryResult<(usize, Vec<DynKey>)> {
+        let kind = capture.codec.kind;
+        let opened = !self.collector.in_transaction();
+        if opened {
+            SyncedTransactionManager::<C>::begin_transaction(self).await?;
+        }
+        let result = async {
+            let rows = self.inner.load(Rows(select)).await?;
+            let keys: Vec<DynKey> = rows
+                .map(|row| read_key::<C::Backend, _>(&row?, kind, Column::First))
+                .try_collect()
+                .await?;
+            let written = self.inner.execute_returning_count(Rows(statement)).await?;
+            Ok((written, keys))
+        }
+        .await;
+        if opened {
+            match &result {
+                Ok(_) => SyncedTransactionManager::<C>::commit_transaction(self).await?,
+                Err(_) => SyncedTransactionManager::<C>::rollback_transaction(self).await?,
+            }
+        }
+        result
+    }
+}
+
+/// Which column of a returned row holds the key.
+#[derive(Debug, Clone, Copy)]
+enum Column {
+    First,
+    Last,
+}
+
+/// The key in `column` of a row a captured write (or its key `SELECT`) returned.
+fn read_key<'a, DB: CaptureBackend, R: diesel::row::Row<'a, DB>>(
+    row: &R,
+    kind: crate::catalog::KeyKind,
+    column: Column,
+) -> QueryResult<DynKey> {
+    let index = match column {
+        Column::First => 0,
+        Column::Last => row.field_count() - 1,
+    };
+    let field = row.get(index).ok_or_else(|| {
+        Error::DeserializationError("a captured write returned no key column".into())
+    })?;
+    DB::read_key(kind, field.value()).map_err(Error::DeserializationError)
 }
 
 impl<C> AsyncConnection for SyncedConnection<C>

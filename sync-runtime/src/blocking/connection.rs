@@ -242,7 +242,7 @@ where
         for (statement, plan) in statements {
             match plan {
                 Plan::Capture(capture) => {
-                    self.run_captured(diesel::sql_query(statement), capture)?;
+                    self.run_captured(diesel::sql_query(statement), &capture)?;
                 }
                 _ => self.inner.batch_execute(&statement)?,
             }
@@ -266,11 +266,11 @@ impl<C> CaptureConnection for C where
 impl<C: CaptureConnection> SyncedConnection<C> {
     /// Runs a write to a synced table with its key column returned, and registers the keys:
     /// in the open transaction, or handed on now when none is open. Returns the rows written.
-    fn run_captured<Q>(&mut self, statement: Q, capture: Capture) -> QueryResult<usize>
+    fn run_captured<Q>(&mut self, statement: Q, capture: &Capture) -> QueryResult<usize>
     where
         Q: QueryFragment<C::Backend>,
     {
-        let query = ReturningKey::new(statement, &capture);
+        let query = ReturningKey::new(statement, capture);
         let kind = capture.codec.kind;
         let keys = match kind {
             KeyKind::SmallInt => self.load_keys(query.typed::<SmallInt>(), kind),
@@ -286,7 +286,7 @@ impl<C: CaptureConnection> SyncedConnection<C> {
         );
         if let Some(frame) = self
             .collector
-            .add(|frame| insert_captured(frame, &capture, keys))
+            .add(|frame| insert_captured(frame, capture, keys))
         {
             self.flush(frame);
         }
@@ -341,7 +341,7 @@ impl<C: CaptureConnection> Connection for SyncedConnection<C> {
             Plan::Pass => self.inner.execute_returning_count(source),
             Plan::Refuse(refusal) => Err(refused(refusal)),
             Plan::Batch(statements) => Err(refused(in_batch(&statements))),
-            Plan::Capture(capture) => self.run_captured(source, capture),
+            Plan::Capture(capture) => self.run_captured(source, &capture),
         }
     }
 
