@@ -506,16 +506,15 @@ macro_rules! scenario {
             async fn bulk_import(conn: &mut Conn, list: &[(i64, i64)]) -> Result<(), DieselError> {
                 conn.transaction(async |conn| {
                     for &(id, amount_cents) in list {
-                        // A price record carries the product it syncs: no `RETURNING` needed.
-                        diesel_sync::insert_into(price_records::table)
+                        // Plain Diesel: the connection captures the product each row syncs.
+                        diesel::insert_into(price_records::table)
                             .values(&PriceRecord {
                                 object_id: id,
                                 amount_cents,
                             })
-                            .keys_from_rows()
                             .execute(conn)
                             .await?;
-                        diesel_sync::update(products::table.find(id))
+                        diesel::update(products::table.find(id))
                             .set(products::price_cents.eq(amount_cents))
                             .execute(conn)
                             .await?;
@@ -546,7 +545,7 @@ macro_rules! scenario {
             /// Returns the ids the rule repriced (read back for the checks, not for syncing).
             async fn pricing_rule(conn: &mut Conn, store: i64) -> Result<Vec<i64>, DieselError> {
                 conn.transaction(async |conn| {
-                    diesel_sync::update(products::table.filter(products::store_id.eq(store)))
+                    diesel::update(products::table.filter(products::store_id.eq(store)))
                         .set(products::price_cents.eq(products::price_cents * 105 / 100))
                         .execute(conn)
                         .await?;
@@ -600,7 +599,7 @@ macro_rules! scenario {
                 conn: &mut Conn,
                 (id, price_cents): (i64, i64),
             ) -> Result<usize, DieselError> {
-                diesel_sync::update(products::table.find(id))
+                diesel::update(products::table.find(id))
                     .set(products::price_cents.eq(price_cents))
                     .execute(conn)
                     .await

@@ -4,6 +4,7 @@
 //!
 //! The plan is pure: SQL text in, [`Plan`] out. The connection kinds only run what it says.
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -60,6 +61,8 @@ pub(crate) struct Reads {
 #[derive(Debug)]
 pub(crate) struct Plans {
     reads: Reads,
+    /// The targets the connection's registry has handlers for.
+    handled: Vec<TypeId>,
     by_type: HashMap<std::any::TypeId, Plan>,
     by_text: HashMap<Box<str>, Plan>,
 }
@@ -70,9 +73,10 @@ const TEXTS_KEPT: usize = 256;
 
 impl Plans {
     /// No plans yet, for a connection that reads what `reads` says.
-    pub(crate) fn new(reads: Reads) -> Self {
+    pub(crate) fn new(reads: Reads, handled: Vec<TypeId>) -> Self {
         Self {
             reads,
+            handled,
             by_type: HashMap::new(),
             by_text: HashMap::new(),
         }
@@ -83,7 +87,7 @@ impl Plans {
         if let Some(plan) = self.by_text.get(sql) {
             return plan.clone();
         }
-        let planned = plan(sql, self.reads, Catalog::get());
+        let planned = plan(sql, self.reads, &self.handled, Catalog::get());
         if self.by_text.len() >= TEXTS_KEPT {
             self.by_text.clear();
         }
@@ -97,16 +101,20 @@ impl Plans {
         T: QueryFragment<DB>,
         DB: CaptureBackend,
     {
-        let reads = self.reads;
         if is_raw_sql::<T>() {
             return match render(query) {
                 Ok(sql) => self.text(&sql),
                 Err(_) => Plan::Pass,
             };
         }
+        let (reads, handled) = (self.reads, &self.handled);
         self.by_type
             .entry(typeid::of::<T>())
-            .or_insert_with(|| plan_rendered(query, reads))
+            .or_insert_with(|| match render(query) {
+                Ok(sql) => plan(&sql, reads, handled, Catalog::get()),
+                // A statement Diesel cannot render fails the same way when it runs.
+                Err(_) => Plan::Pass,
+            })
             .clone()
     }
 }
@@ -114,14 +122,6 @@ impl Plans {
 /// `sql_query` and its bound forms: the statement's text is a value, not part of its type.
 fn is_raw_sql<T>() -> bool {
     std::any::type_name::<T>().starts_with("diesel::query_builder::sql_query::")
-}
-
-fn plan_rendered<T: QueryFragment<DB>, DB: CaptureBackend>(query: &T, reads: Reads) -> Plan {
-    match render(query) {
-        Ok(sql) => plan(&sql, reads, Catalog::get()),
-        // A statement Diesel cannot render fails the same way when it runs.
-        Err(_) => Plan::Pass,
-    }
 }
 
 /// The SQL of `query`, as the backend renders it.
@@ -132,14 +132,16 @@ pub(crate) fn render<T: QueryFragment<DB>, DB: CaptureBackend>(query: &T) -> Que
 }
 
 /// What to do with `sql`, a single statement or a batch.
-pub(crate) fn plan(sql: &str, reads: Reads, catalog: &Catalog) -> Plan {
+pub(crate) fn plan(sql: &str, reads: Reads, handled: &[TypeId], catalog: &Catalog) -> Plan {
     let statements = match classify::split(sql, reads.dialect) {
         Ok(statements) => statements,
-        Err(error) => return plan_unparsed(sql, reads.dialect, catalog, &error.to_string()),
+        Err(error) => {
+            return plan_unparsed(sql, reads.dialect, handled, catalog, &error.to_string())
+        }
     };
     let mut plans = Vec::with_capacity(statements.len());
     for (text, statement) in statements {
-        match plan_statement(text, &statement, reads, catalog) {
+        match plan_statement(text, &statement, reads, handled, catalog) {
             // One statement refused refuses the batch, before any of it runs.
             Plan::Refuse(refusal) => return Plan::Refuse(refusal),
             plan => plans.push((text.to_owned(), plan)),
@@ -155,20 +157,27 @@ pub(crate) fn plan(sql: &str, reads: Reads, catalog: &Catalog) -> Plan {
 }
 
 /// What to do with one parsed statement.
-fn plan_statement(text: &str, statement: &Statement, reads: Reads, catalog: &Catalog) -> Plan {
+fn plan_statement(
+    text: &str,
+    statement: &Statement,
+    reads: Reads,
+    handled: &[TypeId],
+    catalog: &Catalog,
+) -> Plan {
     match statement {
         Statement::Other => Plan::Pass,
-        Statement::Opaque { tables } => match tables.iter().find_map(|t| catalog.model(t)) {
-            Some(model) => Plan::Refuse(CaptureRefused::opaque(model)),
+        Statement::Opaque { tables } => match named_model(tables, handled, catalog) {
+            Some(table) => Plan::Refuse(CaptureRefused::opaque(table)),
             None => Plan::Pass,
         },
         Statement::Write(write) => {
-            let Some(model) = catalog.model(&write.table) else {
-                return Plan::Pass;
+            let model = match catalog.model(&write.table, handled) {
+                Ok(Some(model)) => model,
+                Ok(None) => return Plan::Pass,
+                Err(models) => {
+                    return Plan::Refuse(CaptureRefused::ambiguous(&write.table, &models))
+                }
             };
-            if let Some(models) = catalog.ambiguous(model.table) {
-                return Plan::Refuse(CaptureRefused::ambiguous(model, models));
-            }
             let Some(codec) = model.key else {
                 return Plan::Refuse(CaptureRefused::unreadable_key(model));
             };
@@ -197,7 +206,13 @@ fn plan_statement(text: &str, statement: &Statement, reads: Reads, catalog: &Cat
 
 /// A text the parser rejected: schema changes and session settings run; anything else that
 /// names a synced table is refused, since what it writes cannot be told.
-fn plan_unparsed(sql: &str, dialect: Dialect, catalog: &Catalog, error: &str) -> Plan {
+fn plan_unparsed(
+    sql: &str,
+    dialect: Dialect,
+    handled: &[TypeId],
+    catalog: &Catalog,
+    error: &str,
+) -> Plan {
     let tokens = classify::tokens(sql, dialect);
     let schema_change = matches!(
         tokens.leading_keyword.as_deref(),
@@ -206,10 +221,18 @@ fn plan_unparsed(sql: &str, dialect: Dialect, catalog: &Catalog, error: &str) ->
     if schema_change {
         return Plan::Pass;
     }
-    match tokens.identifiers.iter().find_map(|t| catalog.model(t)) {
-        Some(model) => Plan::Refuse(CaptureRefused::unparsed(model, error)),
+    match named_model(&tokens.identifiers, handled, catalog) {
+        Some(table) => Plan::Refuse(CaptureRefused::unparsed(table, error)),
         None => Plan::Pass,
     }
+}
+
+/// The first of `names` that is the table of a synced model, for a refusal's message.
+fn named_model<'n>(names: &'n [String], handled: &[TypeId], catalog: &Catalog) -> Option<&'n str> {
+    names
+        .iter()
+        .find(|name| !matches!(catalog.model(name, handled), Ok(None)))
+        .map(String::as_str)
 }
 
 /// A backend capture runs on: its SQL dialect, how a statement is made independent of the
@@ -606,11 +629,11 @@ mod tests {
         let catalog = catalog();
         let update = r#"UPDATE "products" SET "price_cents" = $1 WHERE ("products"."id" = $2)"#;
         assert_eq!(
-            table(&plan(update, reads(Dialect::Postgres), &catalog)),
+            table(&plan(update, reads(Dialect::Postgres), &[], &catalog)),
             Some("products")
         );
         let insert = "INSERT INTO `products` (`id`) VALUES (?) RETURNING `products`.`name`";
-        match plan(insert, reads(Dialect::Sqlite), &catalog) {
+        match plan(insert, reads(Dialect::Sqlite), &[], &catalog) {
             Plan::Capture(capture) => assert!(capture.returning, "extends the statement's list"),
             other => panic!("{other}"),
         }
@@ -620,7 +643,10 @@ mod tests {
             "CREATE TABLE t (id INT)",
         ] {
             assert!(
-                matches!(plan(sql, reads(Dialect::Postgres), &catalog), Plan::Pass),
+                matches!(
+                    plan(sql, reads(Dialect::Postgres), &[], &catalog),
+                    Plan::Pass
+                ),
                 "{sql}"
             );
         }
@@ -629,13 +655,14 @@ mod tests {
     #[test]
     fn unreadable_writes_are_refused_with_the_table_and_the_fix() {
         let catalog = catalog();
-        let refused = |sql: &str, reads: Reads| match plan(sql, reads, &catalog) {
+        let refused = |sql: &str, reads: Reads| match plan(sql, reads, &[], &catalog) {
             Plan::Refuse(refusal) => refusal,
             other => panic!("{sql}: {other}"),
         };
-        let mysql_update = refused("UPDATE products SET price_cents = 1", reads(Dialect::Mysql));
-        assert_eq!(mysql_update.table(), "products");
-        assert!(mysql_update.to_string().contains("diesel_sync::update"));
+        let join = "UPDATE products p JOIN stores s ON p.store_id = s.id SET p.price_cents = 1";
+        let mysql_join = refused(join, reads(Dialect::Mysql));
+        assert_eq!(mysql_join.table(), "products");
+        assert!(mysql_join.to_string().contains("multi-table"));
         let cte = "WITH gone AS (DELETE FROM products RETURNING id) SELECT count(*) FROM gone";
         assert!(refused(cte, reads(Dialect::Postgres))
             .to_string()
@@ -656,10 +683,35 @@ mod tests {
     }
 
     #[test]
+    fn a_mysql_update_is_captured_by_selecting_its_keys_first() {
+        let update = "UPDATE `products` SET `price_cents` = ? WHERE (`products`.`store_id` = ?)";
+        match plan(update, reads(Dialect::Mysql), &[], &catalog()) {
+            Plan::Capture(capture) => assert_eq!(
+                capture.keys_first.as_deref(),
+                Some("SELECT `id`, ? FROM `products` WHERE (`products`.`store_id` = ?) FOR UPDATE")
+            ),
+            other => panic!("{other}"),
+        }
+        let insert = plan(
+            "INSERT INTO products (id) VALUES (1)",
+            reads(Dialect::Mysql),
+            &[],
+            &catalog(),
+        );
+        assert!(matches!(
+            insert,
+            Plan::Capture(Capture {
+                keys_first: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn a_batch_is_planned_statement_by_statement_and_refused_whole() {
         let catalog = catalog();
         let batch = "INSERT INTO stores VALUES (1); DELETE FROM products WHERE id = 2; SELECT 1";
-        match plan(batch, reads(Dialect::Sqlite), &catalog) {
+        match plan(batch, reads(Dialect::Sqlite), &[], &catalog) {
             Plan::Batch(statements) => {
                 let texts: Vec<&str> = statements.iter().map(|(text, _)| text.as_str()).collect();
                 assert_eq!(
@@ -674,16 +726,48 @@ mod tests {
             }
             other => panic!("{other}"),
         }
-        let with_refused = "DELETE FROM products WHERE id = 2; UPDATE products SET price_cents = 1";
+        let with_refused = "DELETE FROM products WHERE id = 2; TRUNCATE products";
         assert!(matches!(
-            plan(with_refused, reads(Dialect::Mysql), &catalog),
+            plan(with_refused, reads(Dialect::Mysql), &[], &catalog),
             Plan::Refuse(_)
         ));
         let unsynced = "INSERT INTO stores VALUES (1); SELECT 1";
         assert!(matches!(
-            plan(unsynced, reads(Dialect::Sqlite), &catalog),
+            plan(unsynced, reads(Dialect::Sqlite), &[], &catalog),
             Plan::Pass
         ));
+    }
+
+    #[test]
+    fn a_table_of_several_models_resolves_to_the_one_the_registry_handles() {
+        struct Shop;
+        struct Other;
+        let (shop, other) = (TypeId::of::<Shop>(), TypeId::of::<Other>());
+        let key = Some(KeyCodec {
+            kind: KeyKind::BigInt,
+            insert: no_insert,
+        });
+        let catalog = Catalog::new([
+            ModelFacts {
+                model: "shop::PriceRecord",
+                target: shop,
+                ..model("price_records", key)
+            },
+            ModelFacts {
+                model: "other::PriceRecord",
+                target: other,
+                ..model("price_records", key)
+            },
+        ]);
+        let insert = "INSERT INTO price_records (object_id) VALUES (1)";
+        match plan(insert, reads(Dialect::Sqlite), &[shop], &catalog) {
+            Plan::Capture(capture) => assert_eq!(capture.model.model, "shop::PriceRecord"),
+            other => panic!("{other}"),
+        }
+        match plan(insert, reads(Dialect::Sqlite), &[shop, other], &catalog) {
+            Plan::Refuse(refusal) => assert!(refusal.to_string().contains("several models")),
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

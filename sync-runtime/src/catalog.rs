@@ -294,9 +294,7 @@ pub(crate) fn insert_captured(
 /// Every registered model, by table name.
 #[derive(Debug)]
 pub(crate) struct Catalog {
-    by_table: HashMap<&'static str, ModelFacts>,
-    /// Tables with more than one synced model: writes to them are refused.
-    ambiguous: HashMap<&'static str, Vec<&'static str>>,
+    by_table: HashMap<&'static str, Vec<ModelFacts>>,
 }
 
 impl Catalog {
@@ -313,49 +311,51 @@ impl Catalog {
     }
 
     pub(crate) fn new(models: impl IntoIterator<Item = ModelFacts>) -> Self {
-        let mut by_table: HashMap<&'static str, ModelFacts> = HashMap::new();
-        let mut ambiguous: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+        let mut by_table: HashMap<&'static str, Vec<ModelFacts>> = HashMap::new();
         for facts in models {
             tracing::trace!(
                 model = facts.model,
                 table = facts.table,
                 "synced model registered"
             );
-            match by_table.get(facts.table) {
-                Some(known) if known.model == facts.model => {}
-                Some(known) => ambiguous
-                    .entry(facts.table)
-                    .or_insert_with(|| vec![known.model])
-                    .push(facts.model),
-                None => {
-                    by_table.insert(facts.table, facts);
-                }
-            }
+            by_table.entry(facts.table).or_default().push(facts);
         }
-        Self {
-            by_table,
-            ambiguous,
-        }
+        Self { by_table }
     }
 
     /// The synced model of the table called `table` (compared without regard to ASCII case,
-    /// as the databases compare unquoted names).
-    pub(crate) fn model(&self, table: &str) -> Option<&ModelFacts> {
-        self.by_table.get(table).or_else(|| {
-            self.by_table
+    /// as the databases compare unquoted names), for a connection whose registry handles the
+    /// targets `handled`. A table with several models (two crates' models of one table, say)
+    /// resolves to the one whose target the registry handles; `Err` with their names when that
+    /// does not single one out.
+    pub(crate) fn model(
+        &self,
+        table: &str,
+        handled: &[TypeId],
+    ) -> Result<Option<&ModelFacts>, Vec<&'static str>> {
+        let models = match self.by_table.get(table) {
+            Some(models) => models,
+            None => match self
+                .by_table
                 .iter()
                 .find(|(name, _)| name.eq_ignore_ascii_case(table))
-                .map(|(_, facts)| facts)
-        })
+            {
+                Some((_, models)) => models,
+                None => return Ok(None),
+            },
+        };
+        if let [only] = models.as_slice() {
+            return Ok(Some(only));
+        }
+        let mut served = models.iter().filter(|m| handled.contains(&m.target));
+        match (served.next(), served.next()) {
+            (Some(model), None) => Ok(Some(model)),
+            _ => Err(models.iter().map(|m| m.model).collect()),
+        }
     }
 
     /// Every registered model.
     pub(crate) fn models(&self) -> impl Iterator<Item = &ModelFacts> {
-        self.by_table.values()
-    }
-
-    /// The models sharing `table`, when there are several.
-    pub(crate) fn ambiguous(&self, table: &str) -> Option<&[&'static str]> {
-        self.ambiguous.get(table).map(Vec::as_slice)
+        self.by_table.values().flatten()
     }
 }

@@ -96,10 +96,13 @@ where
         Self {
             inner,
             collector: Collector::new(),
-            plans: Plans::new(Reads {
-                dialect: <C::Backend as CaptureBackend>::DIALECT,
-                returning: true,
-            }),
+            plans: Plans::new(
+                Reads {
+                    dialect: <C::Backend as CaptureBackend>::DIALECT,
+                    returning: true,
+                },
+                registry.targets(),
+            ),
             registry,
         }
     }

@@ -119,44 +119,55 @@ impl fmt::Display for HandlerError {
 /// captured): register what they change with `mark_changed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureRefused {
-    table: &'static str,
+    table: String,
     message: String,
 }
 
 impl CaptureRefused {
     /// The synced table the refused statement writes.
     pub fn table(&self) -> &str {
-        self.table
+        &self.table
     }
 
     fn new(model: &ModelFacts, why: &str, instead: &str) -> Self {
-        let (table, target) = (model.table, short(model.target_name));
+        let target = short(model.target_name);
         Self {
-            table,
+            table: model.table.to_owned(),
             message: format!(
-                "refused a write to `{table}`, a table synced by `{}`: {why}; {instead}, or run it on `conn.inner_mut()` and register the changed ids with `conn.mark_changed::<{target}>(ids)`",
+                "refused a write to `{}`, a table synced by `{}`: {why}; {instead}, or run it on `conn.inner_mut()` and register the changed ids with `conn.mark_changed::<{target}>(ids)`",
+                model.table,
                 short(model.model)
             ),
         }
     }
 
-    pub(crate) fn opaque(model: &ModelFacts) -> Self {
-        Self::new(
-            model,
+    /// A refusal of a statement whose synced model is not singled out.
+    fn of_table(table: &str, why: &str, instead: &str) -> Self {
+        Self {
+            table: table.to_owned(),
+            message: format!(
+                "refused a write to `{table}`, a synced table: {why}; {instead}, or run it on `conn.inner_mut()` and register the changed ids with `conn.mark_changed`"
+            ),
+        }
+    }
+
+    pub(crate) fn opaque(table: &str) -> Self {
+        Self::of_table(
+            table,
             "the statement writes it in a form whose changed rows cannot be read back (a data-modifying CTE, MERGE, TRUNCATE, a multi-table write)",
             "write it with a plain INSERT, UPDATE or DELETE of that table",
         )
     }
 
-    pub(crate) fn ambiguous(model: &ModelFacts, models: &[&'static str]) -> Self {
+    pub(crate) fn ambiguous(table: &str, models: &[&'static str]) -> Self {
         let models: Vec<&str> = models.iter().map(|m| short(m)).collect();
-        Self::new(
-            model,
+        Self::of_table(
+            table,
             &format!(
-                "several models derive `Synced` for it ({})",
+                "several models derive `Synced` for it ({}) and the connection's registry handles the targets of none or several of them",
                 models.join(", ")
             ),
-            "keep `#[derive(Synced)]` on one model of the table",
+            "register a handler for the target of exactly one of them",
         )
     }
 
@@ -171,7 +182,7 @@ impl CaptureRefused {
     pub(crate) fn mysql_update(model: &ModelFacts) -> Self {
         Self::new(
             model,
-            "MySQL cannot return the rows an UPDATE changes",
+            "MySQL cannot return the rows an UPDATE changes, and the keys of this one cannot be selected first",
             "update it with `diesel_sync::update(…)`, which reads the keys first in the same transaction",
         )
     }
@@ -192,9 +203,9 @@ impl CaptureRefused {
         )
     }
 
-    pub(crate) fn unparsed(model: &ModelFacts, error: &str) -> Self {
-        Self::new(
-            model,
+    pub(crate) fn unparsed(table: &str, error: &str) -> Self {
+        Self::of_table(
+            table,
             &format!("the SQL names it but could not be parsed ({error}), so what it writes cannot be told"),
             "write it as plain SQL the parser reads, or with Diesel's query builder",
         )

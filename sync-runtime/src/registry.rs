@@ -163,6 +163,11 @@ impl<Conn: 'static> Registry<Conn> {
         self.dispatcher.shutdown_blocking(deadline)
     }
 
+    /// The target models with a handler.
+    pub(crate) fn targets(&self) -> Vec<TypeId> {
+        self.loaders.keys().copied().collect()
+    }
+
     pub(crate) fn dispatcher(&self) -> &Dispatcher {
         &self.dispatcher
     }

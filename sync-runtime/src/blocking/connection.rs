@@ -92,10 +92,13 @@ impl<C: CaptureConnection> SyncedConnection<C> {
         Self {
             inner,
             collector: Collector::new(),
-            plans: Plans::new(Reads {
-                dialect: <C::Backend as CaptureBackend>::DIALECT,
-                returning: <C::Backend as CaptureBackend>::DIALECT != Dialect::Mysql,
-            }),
+            plans: Plans::new(
+                Reads {
+                    dialect: <C::Backend as CaptureBackend>::DIALECT,
+                    returning: <C::Backend as CaptureBackend>::DIALECT != Dialect::Mysql,
+                },
+                registry.targets(),
+            ),
             registry,
         }
     }
