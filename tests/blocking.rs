@@ -892,7 +892,21 @@ macro_rules! blocking_capture_suite {
                 conn.batch_execute(BACKEND.schema()).expect("schema");
                 conn.inner_mut()
                     .seed_products(common::products(300, 100), BACKEND);
+                diesel::delete(audit::table)
+                    .execute(conn.inner_mut())
+                    .expect("clear the audit");
                 Fixture { conn, capture, registry }
+            }
+
+            /// The target ids the committed transactions changed, as the audit triggers
+            /// recorded them: what must have been delivered.
+            pub(crate) fn audited(conn: &mut Conn) -> Vec<i64> {
+                audit::table
+                    .select(audit::target_id)
+                    .distinct()
+                    .order(audit::target_id)
+                    .load(conn.inner_mut())
+                    .unwrap()
             }
 
             pub(crate) fn ids_in_store(conn: &mut Conn, store: i64) -> Vec<i64> {
@@ -926,6 +940,7 @@ macro_rules! blocking_capture_suite {
                 f.registry.settled_blocking();
                 if CAPTURES {
                     assert_eq!(result.unwrap(), expected.len());
+                    assert_eq!(audited(&mut f.conn), expected);
                     assert_eq!(f.capture.ids(), expected);
                 } else {
                     let error = result.unwrap_err();
@@ -946,12 +961,7 @@ macro_rules! blocking_capture_suite {
                     diesel::insert_into(price_records::table).values(&rows).execute(conn)
                 });
                 f.registry.settled_blocking();
-                let mut written: Vec<i64> = price_records::table
-                    .select(price_records::object_id)
-                    .distinct()
-                    .load(f.conn.inner_mut())
-                    .unwrap();
-                written.sort_unstable();
+                let written = audited(&mut f.conn);
                 if CAPTURES {
                     assert_eq!(result.unwrap(), 3);
                     assert_eq!(f.capture.ids(), written);
@@ -970,6 +980,7 @@ macro_rules! blocking_capture_suite {
                 f.registry.settled_blocking();
                 if CAPTURES {
                     assert_eq!(result.unwrap(), 1);
+                    assert_eq!(audited(&mut f.conn), [1001]);
                     assert_eq!(f.capture.ids(), vec![1001]);
                 } else {
                     assert!(result.is_err());
@@ -987,6 +998,7 @@ macro_rules! blocking_capture_suite {
                 });
                 assert!(result.is_err());
                 f.registry.settled_blocking();
+                assert!(audited(&mut f.conn).is_empty(), "the database kept nothing");
                 assert!(f.capture.ids().is_empty());
             }
 
@@ -1004,6 +1016,7 @@ macro_rules! blocking_capture_suite {
                 let stores: i64 = stores::table.count().get_result(f.conn.inner_mut()).unwrap();
                 if CAPTURES {
                     result.unwrap();
+                    assert_eq!(audited(&mut f.conn), expected);
                     assert_eq!(f.capture.ids(), expected);
                     assert_eq!(stores, 1);
                 } else {
@@ -1067,6 +1080,7 @@ macro_rules! blocking_returning_suite {
                 f.registry.settled_blocking();
                 let mut delivered = expected;
                 delivered.push(250);
+                assert_eq!(super::$base::audited(&mut f.conn), delivered);
                 assert_eq!(f.capture.ids(), delivered);
             }
 

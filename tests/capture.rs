@@ -36,7 +36,20 @@ macro_rules! capture_suite {
                 let mut conn = SyncedConnection::new(inner, registry.clone());
                 conn.batch_execute(BACKEND.schema()).await.expect("schema");
                 conn.inner_mut().seed_products(common::products(300, 100), BACKEND).await;
+                diesel::delete(audit::table).execute(conn.inner_mut()).await.expect("clear the audit");
                 Fixture { conn, capture, registry }
+            }
+
+            /// The target ids the committed transactions changed, as the audit triggers
+            /// recorded them: what must have been delivered.
+            pub(crate) async fn audited(conn: &mut Conn) -> Vec<i64> {
+                audit::table
+                    .select(audit::target_id)
+                    .distinct()
+                    .order(audit::target_id)
+                    .load(conn.inner_mut())
+                    .await
+                    .unwrap()
             }
 
             /// The ids of a store's products, as the database has them.
@@ -87,6 +100,7 @@ macro_rules! capture_suite {
                 // MySQL has no `UPDATE … RETURNING`: the keys are selected first, in the same
                 // transaction.
                 assert_eq!(result.unwrap(), expected.len());
+                assert_eq!(audited(&mut f.conn).await, expected);
                 assert_eq!(f.capture.ids(), expected);
                 assert_ne!(price_of(&mut f.conn, expected[0]).await, before);
             }
@@ -107,13 +121,8 @@ macro_rules! capture_suite {
                     .await
                     .unwrap();
                 f.registry.settled().await;
-                let mut expected: Vec<i64> = price_records::table
-                    .select(price_records::object_id)
-                    .distinct()
-                    .load(f.conn.inner_mut())
-                    .await
-                    .unwrap();
-                expected.sort_unstable();
+                let expected = audited(&mut f.conn).await;
+                assert_eq!(expected, [7, 150]);
                 assert_eq!(f.capture.ids(), expected);
             }
 
@@ -128,6 +137,7 @@ macro_rules! capture_suite {
                 assert_eq!(written, 1);
                 assert_eq!(f.conn.pending_ids(), 0);
                 f.registry.settled().await;
+                assert_eq!(audited(&mut f.conn).await, [1001]);
                 assert_eq!(f.capture.ids(), vec![1001]);
                 // A deleted target has no row left to send: its id is registered and skipped.
                 diesel::delete(products::table.find(1001)).execute(&mut f.conn).await.unwrap();
@@ -152,6 +162,7 @@ macro_rules! capture_suite {
                     .await;
                 assert!(result.is_err());
                 f.registry.settled().await;
+                assert!(audited(&mut f.conn).await.is_empty(), "the database kept nothing");
                 assert!(f.capture.ids().is_empty());
             }
 
@@ -167,6 +178,7 @@ macro_rules! capture_suite {
                 // Outside a transaction: on MySQL the key select and the update run in one
                 // transaction the connection opens.
                 result.unwrap();
+                assert_eq!(audited(&mut f.conn).await, expected);
                 assert_eq!(f.capture.ids(), expected);
                 assert_eq!(price_of(&mut f.conn, expected[0]).await, 1);
                 f.capture.clear();
@@ -194,13 +206,8 @@ macro_rules! capture_suite {
                     .unwrap();
                 // One transaction: each target once.
                 f.registry.settled().await;
-                let mut expected: Vec<i64> = price_records::table
-                    .select(price_records::object_id)
-                    .distinct()
-                    .load(f.conn.inner_mut())
-                    .await
-                    .unwrap();
-                expected.sort_unstable();
+                let expected = audited(&mut f.conn).await;
+                assert_eq!(expected, [11, 12]);
                 assert_eq!(f.capture.ids(), expected);
                 let stores: i64 = stores::table.count().get_result(f.conn.inner_mut()).await.unwrap();
                 assert_eq!(stores, 1);

@@ -47,6 +47,15 @@ diesel::table! {
     }
 }
 
+// The database's own record of what each committed transaction changed: triggers on the
+// synced tables write the target id of every row inserted, updated or deleted. Rows of a
+// rolled-back transaction vanish with it, so the capture suites compare deliveries with it.
+diesel::table! {
+    audit (target_id) {
+        target_id -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(stores, products, price_records);
 
 /// A product: the target model, batched by store.
@@ -205,21 +214,48 @@ impl Backend {
                  CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name TEXT NOT NULL, price_cents BIGINT NOT NULL);
                  CREATE TABLE price_records (id INTEGER PRIMARY KEY AUTOINCREMENT, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
                  CREATE TABLE product_notes (id INTEGER PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);
-                 CREATE TABLE listings (id INTEGER PRIMARY KEY AUTOINCREMENT, store_id BIGINT NOT NULL, title TEXT NOT NULL);"
+                 CREATE TABLE listings (id INTEGER PRIMARY KEY AUTOINCREMENT, store_id BIGINT NOT NULL, title TEXT NOT NULL);
+                 CREATE TABLE audit (target_id BIGINT NOT NULL);
+                 CREATE TRIGGER products_inserted AFTER INSERT ON products BEGIN INSERT INTO audit VALUES (NEW.id); END;
+                 CREATE TRIGGER products_updated AFTER UPDATE ON products BEGIN INSERT INTO audit VALUES (NEW.id); END;
+                 CREATE TRIGGER products_deleted AFTER DELETE ON products BEGIN INSERT INTO audit VALUES (OLD.id); END;
+                 CREATE TRIGGER price_records_inserted AFTER INSERT ON price_records BEGIN INSERT INTO audit VALUES (NEW.object_id); END;
+                 CREATE TRIGGER price_records_updated AFTER UPDATE ON price_records BEGIN INSERT INTO audit VALUES (NEW.object_id); END;
+                 CREATE TRIGGER price_records_deleted AFTER DELETE ON price_records BEGIN INSERT INTO audit VALUES (OLD.object_id); END;"
             }
             Backend::Postgres => {
                 "CREATE TABLE stores (id BIGINT PRIMARY KEY, name TEXT NOT NULL, sync_enabled BOOLEAN NOT NULL);
                  CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name TEXT NOT NULL, price_cents BIGINT NOT NULL);
                  CREATE TABLE price_records (id BIGSERIAL PRIMARY KEY, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
                  CREATE TABLE product_notes (id BIGSERIAL PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);
-                 CREATE TABLE listings (id BIGSERIAL PRIMARY KEY, store_id BIGINT NOT NULL, title TEXT NOT NULL);"
+                 CREATE TABLE listings (id BIGSERIAL PRIMARY KEY, store_id BIGINT NOT NULL, title TEXT NOT NULL);
+                 CREATE TABLE audit (target_id BIGINT NOT NULL);
+                 CREATE FUNCTION audit_product() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     IF TG_OP = 'DELETE' THEN INSERT INTO audit VALUES (OLD.id); ELSE INSERT INTO audit VALUES (NEW.id); END IF;
+                     RETURN NULL;
+                 END $$;
+                 CREATE TRIGGER products_audited AFTER INSERT OR UPDATE OR DELETE ON products FOR EACH ROW EXECUTE FUNCTION audit_product();
+                 CREATE FUNCTION audit_price_record() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     IF TG_OP = 'DELETE' THEN INSERT INTO audit VALUES (OLD.object_id); ELSE INSERT INTO audit VALUES (NEW.object_id); END IF;
+                     RETURN NULL;
+                 END $$;
+                 CREATE TRIGGER price_records_audited AFTER INSERT OR UPDATE OR DELETE ON price_records FOR EACH ROW EXECUTE FUNCTION audit_price_record();"
             }
             Backend::Mysql => {
                 "CREATE TABLE stores (id BIGINT PRIMARY KEY, name VARCHAR(255) NOT NULL, sync_enabled BOOLEAN NOT NULL);
                  CREATE TABLE products (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, name VARCHAR(255) NOT NULL, price_cents BIGINT NOT NULL);
                  CREATE TABLE price_records (id BIGINT AUTO_INCREMENT PRIMARY KEY, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
                  CREATE TABLE product_notes (id BIGINT AUTO_INCREMENT PRIMARY KEY, product_id BIGINT NOT NULL);
-                 CREATE TABLE listings (id BIGINT AUTO_INCREMENT PRIMARY KEY, store_id BIGINT NOT NULL, title VARCHAR(255) NOT NULL);"
+                 CREATE TABLE listings (id BIGINT AUTO_INCREMENT PRIMARY KEY, store_id BIGINT NOT NULL, title VARCHAR(255) NOT NULL);
+                 CREATE TABLE audit (target_id BIGINT NOT NULL);
+                 CREATE TRIGGER products_inserted AFTER INSERT ON products FOR EACH ROW INSERT INTO audit VALUES (NEW.id);
+                 CREATE TRIGGER products_updated AFTER UPDATE ON products FOR EACH ROW INSERT INTO audit VALUES (NEW.id);
+                 CREATE TRIGGER products_deleted AFTER DELETE ON products FOR EACH ROW INSERT INTO audit VALUES (OLD.id);
+                 CREATE TRIGGER price_records_inserted AFTER INSERT ON price_records FOR EACH ROW INSERT INTO audit VALUES (NEW.object_id);
+                 CREATE TRIGGER price_records_updated AFTER UPDATE ON price_records FOR EACH ROW INSERT INTO audit VALUES (NEW.object_id);
+                 CREATE TRIGGER price_records_deleted AFTER DELETE ON price_records FOR EACH ROW INSERT INTO audit VALUES (OLD.object_id);"
             }
         }
     }
