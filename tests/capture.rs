@@ -8,7 +8,7 @@ use common::*;
 
 /// The suite, for one backend: `$conn` is the diesel-async connection.
 macro_rules! capture_suite {
-    ($suite:ident, $backend:expr, $conn:ty) => {
+    ($suite:ident, $backend:expr, $conn:ty, $conflict:expr) => {
         mod $suite {
             use super::*;
 
@@ -146,6 +146,41 @@ macro_rules! capture_suite {
             }
 
             #[tokio::test]
+            async fn plain_diesel_upserts_register_the_rows_they_insert_or_update() {
+                let mut f = fixture("plain_upsert").await;
+                f.conn
+                    .transaction(async |conn| {
+                        // Product 5 exists: updated. Product 1002 does not: inserted.
+                        for id in [5, 1002] {
+                            diesel::insert_into(products::table)
+                                .values(&Product { id, store_id: 1, name: "up".into(), price_cents: 9 })
+                                .on_conflict($conflict)
+                                .do_update()
+                                .set(products::price_cents.eq(777))
+                                .execute(conn)
+                                .await?;
+                        }
+                        // Product 6 exists: nothing is written, nothing registered.
+                        diesel::insert_into(products::table)
+                            .values(&Product { id: 6, store_id: 1, name: "skip".into(), price_cents: 1 })
+                            .on_conflict_do_nothing()
+                            .execute(conn)
+                            .await?;
+                        Ok::<_, Error>(())
+                    })
+                    .await
+                    .unwrap();
+                f.registry.settled().await;
+                let expected = audited(&mut f.conn).await;
+                assert_eq!(f.capture.ids(), expected);
+                // Diesel writes `on_conflict_do_nothing` on MySQL as `ON DUPLICATE KEY UPDATE
+                // id = id`: the row counts as updated there, its triggers fire, it is sent.
+                let skipped_row_written = BACKEND == Backend::Mysql;
+                let written: &[i64] = if skipped_row_written { &[5, 6, 1002] } else { &[5, 1002] };
+                assert_eq!(expected, written);
+            }
+
+            #[tokio::test]
             async fn a_rolled_back_plain_write_delivers_nothing() {
                 let mut f = fixture("plain_rollback").await;
                 let result = f
@@ -261,6 +296,108 @@ macro_rules! capture_suite {
     };
 }
 
+/// Multi-row inserts, on the backends whose diesel-async connection runs them (not SQLite).
+#[cfg_attr(
+    not(any(diesel_sync_postgres, diesel_sync_mysql)),
+    allow(unused_macros)
+)]
+macro_rules! multi_row_suite {
+    ($suite:ident, $base:ident) => {
+        mod $suite {
+            use diesel_async::{AsyncConnection, RunQueryDsl};
+
+            use super::$base::{audited, fixture};
+            use super::*;
+
+            #[tokio::test]
+            async fn a_plain_multi_row_insert_registers_every_row() {
+                let mut f = fixture("multi_row").await;
+                let records: Vec<PriceRecord> = [31, 32, 31, 33]
+                    .into_iter()
+                    .map(|object_id| PriceRecord {
+                        object_id,
+                        amount_cents: 5,
+                    })
+                    .collect();
+                let new: Vec<Product> = (2001..=2003)
+                    .map(|id| Product {
+                        id,
+                        store_id: 2,
+                        name: format!("new-{id}"),
+                        price_cents: 1,
+                    })
+                    .collect();
+                f.conn
+                    .transaction(async |conn| {
+                        diesel::insert_into(price_records::table)
+                            .values(&records)
+                            .execute(conn)
+                            .await?;
+                        diesel::insert_into(products::table)
+                            .values(&new)
+                            .execute(conn)
+                            .await
+                    })
+                    .await
+                    .unwrap();
+                f.registry.settled().await;
+                assert_eq!(audited(&mut f.conn).await, [31, 32, 33, 2001, 2002, 2003]);
+                // Price records sync products 31–33 (existing) and the new products are sent.
+                assert_eq!(f.capture.ids(), [31, 32, 33, 2001, 2002, 2003]);
+            }
+        }
+    };
+}
+
+/// `insert_or_ignore_into` and `replace_into`, on the backends that have them.
+macro_rules! replace_suite {
+    ($suite:ident, $base:ident) => {
+        mod $suite {
+            use diesel::result::Error;
+            use diesel_async::{AsyncConnection, RunQueryDsl};
+
+            use super::$base::{audited, fixture};
+            use super::*;
+
+            #[tokio::test]
+            async fn replace_into_and_insert_or_ignore_register_the_rows_they_write() {
+                let mut f = fixture("replace").await;
+                f.conn
+                    .transaction(async |conn| {
+                        diesel::replace_into(products::table)
+                            .values(&Product {
+                                id: 8,
+                                store_id: 1,
+                                name: "r".into(),
+                                price_cents: 2,
+                            })
+                            .execute(conn)
+                            .await?;
+                        // Product 9 exists: ignored, nothing registered. 3001 is inserted.
+                        for id in [9, 3001] {
+                            diesel::insert_or_ignore_into(products::table)
+                                .values(&Product {
+                                    id,
+                                    store_id: 1,
+                                    name: "i".into(),
+                                    price_cents: 3,
+                                })
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok::<_, Error>(())
+                    })
+                    .await
+                    .unwrap();
+                f.registry.settled().await;
+                assert_eq!(f.capture.ids(), [8, 3001]);
+                // The audit also holds 8 for the row REPLACE deleted before inserting it anew.
+                assert_eq!(audited(&mut f.conn).await, [8, 3001]);
+            }
+        }
+    };
+}
+
 /// Writes that return rows, on the backends whose Diesel has `RETURNING`.
 macro_rules! returning_suite {
     ($suite:ident, $base:ident) => {
@@ -288,17 +425,35 @@ macro_rules! returning_suite {
 capture_suite!(
     sqlite,
     Backend::Sqlite,
-    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
+    products::id
 );
+replace_suite!(sqlite_replace, sqlite);
 returning_suite!(sqlite_returning, sqlite);
 #[cfg(diesel_sync_postgres)]
 returning_suite!(postgres_returning, postgres);
 
 #[cfg(diesel_sync_postgres)]
-capture_suite!(postgres, Backend::Postgres, diesel_async::AsyncPgConnection);
+capture_suite!(
+    postgres,
+    Backend::Postgres,
+    diesel_async::AsyncPgConnection,
+    products::id
+);
+#[cfg(diesel_sync_postgres)]
+multi_row_suite!(postgres_multi_row, postgres);
 
 #[cfg(diesel_sync_mysql)]
-capture_suite!(mysql, Backend::Mysql, diesel_async::AsyncMysqlConnection);
+capture_suite!(
+    mysql,
+    Backend::Mysql,
+    diesel_async::AsyncMysqlConnection,
+    diesel::dsl::DuplicatedKeys
+);
+#[cfg(diesel_sync_mysql)]
+multi_row_suite!(mysql_multi_row, mysql);
+#[cfg(diesel_sync_mysql)]
+replace_suite!(mysql_replace, mysql);
 
 /// The models the derive registered and the handlers of a registry are compared at `build()`.
 #[test]
