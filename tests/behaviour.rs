@@ -525,7 +525,16 @@ macro_rules! behaviour_suite {
                         let result = conn
                             .transaction(async |conn| {
                                 for &id in &ids {
-                                    price(id, id * 3).execute(conn).await?;
+                                    // Half typed, half plain Diesel: both route through the pool's
+                                    // synced connections.
+                                    if id % 2 == 0 {
+                                        price(id, id * 3).execute(conn).await?;
+                                    } else {
+                                        diesel::update(products::table.find(id))
+                                            .set(products::price_cents.eq(id * 3))
+                                            .execute(conn)
+                                            .await?;
+                                    }
                                 }
                                 if rolls_back { Err(Error::RollbackTransaction) } else { Ok(()) }
                             })
@@ -567,13 +576,19 @@ macro_rules! behaviour_suite {
                         conn.transaction(async |conn| price(store * 100, 1).execute(conn).await)
                             .await
                             .unwrap();
+                        // Plain Diesel, outside a transaction, on the pooled connection.
+                        diesel::update(products::table.find(store * 100 - 1))
+                            .set(products::price_cents.eq(2))
+                            .execute(&mut conn)
+                            .await
+                            .unwrap();
                     })
                 });
                 for task in tasks {
                     task.await.unwrap();
                 }
                 f.registry.settled().await;
-                assert_eq!(f.capture.ids(), vec![100, 200, 300]);
+                assert_eq!(f.capture.ids(), vec![99, 100, 199, 200, 299, 300]);
             }
         }
     };
