@@ -139,10 +139,61 @@ impl From<Error> for Stop {
 trait Bulk {
     async fn seed_products(&mut self, rows: Vec<Product>) -> QueryResult<()>;
     async fn seed_price_records(&mut self, rows: Vec<PriceRecord>) -> QueryResult<()>;
-    /// Inserts `rows` with bare Diesel the way the synced insert does on this connection,
-    /// returning their `object_id`s when `returning` (where the backend has `RETURNING`).
+}
+
+/// W1's statements, plain Diesel, run alike on the bare and the synced connection: one row per
+/// statement on SQLite (diesel-async has no multi-row insert there), all rows at once
+/// elsewhere. With `returning`, each statement also returns the rows' `object_id`s.
+trait InsertRows {
     async fn insert_rows(&mut self, rows: &[PriceRecord], returning: bool) -> QueryResult<()>;
 }
+
+/// Implements [`InsertRows`] with one body for a bare connection and its synced wrapper.
+macro_rules! insert_rows {
+    ($($conn:ty),* => |$this:ident, $rows:ident, $returning:ident| $body:block) => {$(
+        impl InsertRows for $conn {
+            async fn insert_rows(&mut self, $rows: &[PriceRecord], $returning: bool) -> QueryResult<()> {
+                let $this = self;
+                $body
+            }
+        }
+    )*};
+}
+
+insert_rows!(
+    SyncConnectionWrapper<diesel::SqliteConnection>,
+    SyncedConnection<SyncConnectionWrapper<diesel::SqliteConnection>> => |conn, rows, returning| {
+        for row in rows {
+            let insert = diesel::insert_into(price_records::table).values(row);
+            if returning {
+                let keys: Vec<i64> = insert.returning(price_records::object_id).load(conn).await?;
+                std::hint::black_box(keys);
+            } else {
+                insert.execute(conn).await?;
+            }
+        }
+        Ok(())
+    }
+);
+
+insert_rows!(
+    AsyncPgConnection, SyncedConnection<AsyncPgConnection> => |conn, rows, returning| {
+        let insert = diesel::insert_into(price_records::table).values(rows);
+        if returning {
+            let keys: Vec<i64> = insert.returning(price_records::object_id).load(conn).await?;
+            std::hint::black_box(keys);
+        } else {
+            insert.execute(conn).await?;
+        }
+        Ok(())
+    }
+);
+
+insert_rows!(
+    AsyncMysqlConnection, SyncedConnection<AsyncMysqlConnection> => |conn, rows, _returning| {
+        diesel::insert_into(price_records::table).values(rows).execute(conn).await.map(drop)
+    }
+);
 
 /// SQLite over diesel-async has no multi-row insert: seed through the synchronous connection,
 /// and insert one row per statement as the synced insert does.
@@ -176,26 +227,10 @@ impl Bulk for SyncConnectionWrapper<diesel::SqliteConnection> {
         })
         .await
     }
-
-    async fn insert_rows(&mut self, rows: &[PriceRecord], returning: bool) -> QueryResult<()> {
-        for row in rows {
-            let insert = diesel::insert_into(price_records::table).values(row);
-            if returning {
-                let keys: Vec<i64> = insert
-                    .returning(price_records::object_id)
-                    .load(self)
-                    .await?;
-                std::hint::black_box(keys);
-            } else {
-                insert.execute(self).await?;
-            }
-        }
-        Ok(())
-    }
 }
 
 macro_rules! bulk_multi_row {
-    ($($conn:ty: $insert_rows:item)*) => {$(
+    ($($conn:ty),*) => {$(
         impl Bulk for $conn {
             async fn seed_products(&mut self, rows: Vec<Product>) -> QueryResult<()> {
                 self.transaction(async |conn| {
@@ -217,31 +252,16 @@ macro_rules! bulk_multi_row {
                 .await
             }
 
-            $insert_rows
         }
     )*};
 }
 
-bulk_multi_row! {
-    AsyncPgConnection: async fn insert_rows(&mut self, rows: &[PriceRecord], returning: bool) -> QueryResult<()> {
-        let insert = diesel::insert_into(price_records::table).values(rows);
-        if returning {
-            let keys: Vec<i64> = insert.returning(price_records::object_id).load(self).await?;
-            std::hint::black_box(keys);
-        } else {
-            insert.execute(self).await?;
-        }
-        Ok(())
-    }
-    AsyncMysqlConnection: async fn insert_rows(&mut self, rows: &[PriceRecord], _returning: bool) -> QueryResult<()> {
-        diesel::insert_into(price_records::table).values(rows).execute(self).await.map(drop)
-    }
-}
+bulk_multi_row!(AsyncPgConnection, AsyncMysqlConnection);
 
-/// W2–W5's transactions, written once for both sides: `$krate` is `diesel_sync` for the synced
-/// side and `diesel` for the bare one, whose statements read the same.
+/// W2–W5's transactions, written once for both sides: the same plain Diesel statements, run on
+/// the synced connection (which captures them) and on the bare one.
 macro_rules! twin_transactions {
-    ($krate:ident, $conn:ty, $saves:ident, $savepoint:ident, $bulk_update:ident) => {
+    ($conn:ty, $saves:ident, $savepoint:ident, $bulk_update:ident) => {
         async fn $saves(
             conn: &mut $conn,
             rows: &[PriceRecord],
@@ -249,7 +269,7 @@ macro_rules! twin_transactions {
         ) -> QueryResult<Instant> {
             conn.transaction(async |conn| {
                 for row in rows {
-                    $krate::insert_into(price_records::table)
+                    diesel::insert_into(price_records::table)
                         .values(row)
                         .execute(conn)
                         .await?;
@@ -269,7 +289,7 @@ macro_rules! twin_transactions {
         ) -> QueryResult<()> {
             conn.transaction(async |conn| {
                 for row in outer {
-                    $krate::insert_into(price_records::table)
+                    diesel::insert_into(price_records::table)
                         .values(row)
                         .execute(conn)
                         .await?;
@@ -277,7 +297,7 @@ macro_rules! twin_transactions {
                 let nested = conn
                     .transaction(async |conn| {
                         for row in inner {
-                            $krate::insert_into(price_records::table)
+                            diesel::insert_into(price_records::table)
                                 .values(row)
                                 .execute(conn)
                                 .await?;
@@ -296,7 +316,7 @@ macro_rules! twin_transactions {
 
         async fn $bulk_update(conn: &mut $conn, ids: &[i64]) -> QueryResult<usize> {
             conn.transaction(async |conn| {
-                $krate::update(price_records::table.filter(price_records::id.eq_any(ids)))
+                diesel::update(price_records::table.filter(price_records::id.eq_any(ids)))
                     .set(price_records::amount_cents.eq(1234_i64))
                     .execute(conn)
                     .await
@@ -368,11 +388,15 @@ macro_rules! db {
             ) -> QueryResult<Instant> {
                 conn.transaction(async |conn| {
                     for part in rows.chunks(chunk) {
-                        let insert = diesel_sync::insert_into(price_records::table).values(part);
                         if keys_from_rows {
-                            insert.keys_from_rows().execute(conn).await?;
+                            diesel_sync::insert_into(price_records::table)
+                                .values(part)
+                                .keys_from_rows()
+                                .execute(conn)
+                                .await?;
                         } else {
-                            insert.execute(conn).await?;
+                            // The bare side's statements, captured by the connection.
+                            conn.insert_rows(part, false).await?;
                         }
                     }
                     Ok(Instant::now())
@@ -396,13 +420,12 @@ macro_rules! db {
             }
 
             twin_transactions!(
-                diesel_sync,
                 SyncedConnection<$conn>,
                 saves_synced,
                 savepoint_synced,
                 bulk_update_synced
             );
-            twin_transactions!(diesel, $conn, saves_bare, savepoint_bare, bulk_update_bare);
+            twin_transactions!($conn, saves_bare, savepoint_bare, bulk_update_bare);
 
             async fn collector_footprint(
                 conn: &mut SyncedConnection<$conn>,
