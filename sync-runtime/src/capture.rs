@@ -339,11 +339,14 @@ impl<Q, ST> Query for ReturningKey<Q, ST> {
     type SqlType = ST;
 }
 
-// Its own id: reusing the inner statement's would let a prepared-statement cache run the bare
-// statement instead.
-impl<Q, ST> QueryId for ReturningKey<Q, ST> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
+// An id of its own, derived from the statement's: reusing the statement's id would let a
+// prepared-statement cache run the bare statement instead, and no id at all would make the
+// cache render the SQL of every execution to look it up. A statement type always writes the
+// same table, so its key column and `RETURNING` shape are part of its type too.
+impl<Q: QueryId, ST> QueryId for ReturningKey<Q, ST> {
+    // The rows' declared type changes no SQL: one prepared statement serves every `ST`.
+    type QueryId = ReturningKey<Q::QueryId, ()>;
+    const HAS_STATIC_QUERY_ID: bool = Q::HAS_STATIC_QUERY_ID;
 }
 
 impl<Q: QueryFragment<DB>, DB: Backend, ST> QueryFragment<DB> for ReturningKey<Q, ST> {

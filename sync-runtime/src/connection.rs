@@ -350,7 +350,7 @@ where
         let kind = capture.codec.kind;
         let rows = self
             .inner
-            .load(ReturningKey::new(statement, capture))
+            .load(ReturningKey::new(Rows(statement), capture))
             .await?;
         let keys: Vec<DynKey> = rows
             .map(|row| read_key::<C::Backend, _>(&row?, kind, Column::Last))

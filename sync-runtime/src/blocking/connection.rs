@@ -271,7 +271,7 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     /// in the open transaction, or handed on now when none is open. Returns the rows written.
     fn run_captured<Q>(&mut self, statement: Q, capture: &Capture) -> QueryResult<usize>
     where
-        Q: QueryFragment<C::Backend>,
+        Q: QueryFragment<C::Backend> + QueryId,
     {
         let query = ReturningKey::new(statement, capture);
         let kind = capture.codec.kind;
@@ -303,7 +303,7 @@ impl<C: CaptureConnection> SyncedConnection<C> {
         kind: KeyKind,
     ) -> QueryResult<Vec<DynKey>>
     where
-        Q: QueryFragment<C::Backend>,
+        Q: QueryFragment<C::Backend> + QueryId,
         ST: 'static,
         C::Backend: QueryMetadata<ST>,
     {
