@@ -437,60 +437,58 @@ macro_rules! read_key {
     }};
 }
 
-#[cfg(feature = "sqlite")]
-mod sqlite {
-    use diesel::query_builder::QueryFragment;
-    use diesel::sqlite::Sqlite;
-    use diesel::QueryResult;
-
-    use super::{collect, CaptureBackend, DynKey, KeyKind, OwnedBinds, OwnedStatement};
-    use crate::classify::Dialect;
-
-    impl OwnedBinds for Sqlite {
-        type Data = super::BindData<Sqlite>;
-    }
-
-    impl CaptureBackend for Sqlite {
-        const DIALECT: Dialect = Dialect::Sqlite;
-
-        fn query_builder() -> Self::QueryBuilder {
-            Self::QueryBuilder::default()
+/// Implements [`CaptureBackend`] for a backend: its dialect, and the type lookup its bind values
+/// are collected with (`()` where the backend has none).
+macro_rules! capture_backend {
+    ($backend:ty, $dialect:expr, $lookup:expr) => {
+        impl OwnedBinds for $backend {
+            type Data = BindData<$backend>;
         }
 
-        fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
-            collect(query, None, &mut ())
-        }
+        impl CaptureBackend for $backend {
+            const DIALECT: Dialect = $dialect;
 
-        fn own_as<T: QueryFragment<Self>>(
-            query: &T,
-            sql: String,
-        ) -> QueryResult<OwnedStatement<Self>> {
-            collect(query, Some(sql), &mut ())
-        }
+            fn query_builder() -> Self::QueryBuilder {
+                Self::QueryBuilder::default()
+            }
 
-        fn read_key(
-            kind: KeyKind,
-            value: Option<Self::RawValue<'_>>,
-        ) -> diesel::deserialize::Result<DynKey> {
-            read_key!(Sqlite, kind, value)
+            fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
+                collect(query, None, &mut $lookup)
+            }
+
+            fn own_as<T: QueryFragment<Self>>(
+                query: &T,
+                sql: String,
+            ) -> QueryResult<OwnedStatement<Self>> {
+                collect(query, Some(sql), &mut $lookup)
+            }
+
+            fn read_key(
+                kind: KeyKind,
+                value: Option<Self::RawValue<'_>>,
+            ) -> diesel::deserialize::Result<DynKey> {
+                read_key!($backend, kind, value)
+            }
         }
-    }
+    };
 }
+
+#[cfg(feature = "sqlite")]
+capture_backend!(diesel::sqlite::Sqlite, Dialect::Sqlite, ());
+#[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
+capture_backend!(diesel::pg::Pg, Dialect::Postgres, postgres::BuiltInTypes);
+#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
+capture_backend!(diesel::mysql::Mysql, Dialect::Mysql, ());
 
 #[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
 mod postgres {
     use diesel::pg::{
-        FailedToLookupTypeError, Pg, PgMetadataCacheKey, PgMetadataLookup, PgTypeMetadata,
+        FailedToLookupTypeError, PgMetadataCacheKey, PgMetadataLookup, PgTypeMetadata,
     };
-    use diesel::query_builder::QueryFragment;
-    use diesel::QueryResult;
-
-    use super::{collect, CaptureBackend, DynKey, KeyKind, OwnedBinds, OwnedStatement};
-    use crate::classify::Dialect;
 
     /// Capture owns a statement without a connection at hand, so it knows only the built-in
     /// types; a bind of a custom type makes the statement fail with diesel's lookup error.
-    struct BuiltInTypes;
+    pub(super) struct BuiltInTypes;
 
     impl PgMetadataLookup for BuiltInTypes {
         fn lookup_type(&mut self, type_name: &str, schema: Option<&str>) -> PgTypeMetadata {
@@ -499,76 +497,6 @@ mod postgres {
                 type_name.to_owned().into(),
             );
             PgTypeMetadata::from_result(Err(FailedToLookupTypeError::new(key)))
-        }
-    }
-
-    impl OwnedBinds for Pg {
-        type Data = super::BindData<Pg>;
-    }
-
-    impl CaptureBackend for Pg {
-        const DIALECT: Dialect = Dialect::Postgres;
-
-        fn query_builder() -> Self::QueryBuilder {
-            Self::QueryBuilder::default()
-        }
-
-        fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
-            collect(query, None, &mut BuiltInTypes)
-        }
-
-        fn own_as<T: QueryFragment<Self>>(
-            query: &T,
-            sql: String,
-        ) -> QueryResult<OwnedStatement<Self>> {
-            collect(query, Some(sql), &mut BuiltInTypes)
-        }
-
-        fn read_key(
-            kind: KeyKind,
-            value: Option<Self::RawValue<'_>>,
-        ) -> diesel::deserialize::Result<DynKey> {
-            read_key!(Pg, kind, value)
-        }
-    }
-}
-
-#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
-mod mysql {
-    use diesel::mysql::Mysql;
-    use diesel::query_builder::QueryFragment;
-    use diesel::QueryResult;
-
-    use super::{collect, CaptureBackend, DynKey, KeyKind, OwnedBinds, OwnedStatement};
-    use crate::classify::Dialect;
-
-    impl OwnedBinds for Mysql {
-        type Data = super::BindData<Mysql>;
-    }
-
-    impl CaptureBackend for Mysql {
-        const DIALECT: Dialect = Dialect::Mysql;
-
-        fn query_builder() -> Self::QueryBuilder {
-            Self::QueryBuilder::default()
-        }
-
-        fn own<T: QueryFragment<Self>>(query: &T) -> QueryResult<OwnedStatement<Self>> {
-            collect(query, None, &mut ())
-        }
-
-        fn own_as<T: QueryFragment<Self>>(
-            query: &T,
-            sql: String,
-        ) -> QueryResult<OwnedStatement<Self>> {
-            collect(query, Some(sql), &mut ())
-        }
-
-        fn read_key(
-            kind: KeyKind,
-            value: Option<Self::RawValue<'_>>,
-        ) -> diesel::deserialize::Result<DynKey> {
-            read_key!(Mysql, kind, value)
         }
     }
 }
