@@ -81,10 +81,12 @@ const _: () = {
         }
     }
     __diesel_sync::inventory::submit! {
-        __diesel_sync::SyncedModel::new(|| { use __diesel_sync:: { OpaqueKey as _,
-        ReadableKey as _, Registered as _, Unregistered as _ }; let key = (&&
-        __diesel_sync::KeyProbe:: < Product > ::new()).codec(); (&&
-        __diesel_sync::ModelProbe:: < Product > ::new()).facts("products", key) })
+        __diesel_sync::SyncedModel::new(|| { use __diesel_sync:: { NamedTable as _,
+        OpaqueKey as _, ReadableKey as _, Registered as _, UnnamedTable as _,
+        Unregistered as _, }; let key = (&& __diesel_sync::KeyProbe:: < Product >
+        ::new()).codec(); let table = (&& __diesel_sync::TableProbe:: <
+        schema::products::table > ::new()).sql_name(); (&& __diesel_sync::ModelProbe:: <
+        Product > ::new()).facts(table.unwrap_or("products"), key) })
     }
     __diesel_sync::assert_target_model::<Product>();
     __diesel_sync::assert_id::<String>();

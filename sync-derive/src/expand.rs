@@ -387,9 +387,13 @@ fn registration(cx: &Cx<'_>) -> TokenStream {
     quote! {
         #rt::inventory::submit! {
             #rt::SyncedModel::new(|| {
-                use #rt::{OpaqueKey as _, ReadableKey as _, Registered as _, Unregistered as _};
+                use #rt::{
+                    NamedTable as _, OpaqueKey as _, ReadableKey as _, Registered as _,
+                    UnnamedTable as _, Unregistered as _,
+                };
                 let key = (&&#rt::KeyProbe::<#ty>::new()).codec();
-                (&&#rt::ModelProbe::<#ty>::new()).facts(#name, key)
+                let table = (&&#rt::TableProbe::<#table::table>::new()).sql_name();
+                (&&#rt::ModelProbe::<#ty>::new()).facts(table.unwrap_or(#name), key)
             })
         }
     }

@@ -7,6 +7,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
+use diesel::internal::table_macro::{Identifier, StaticQueryFragment};
 use diesel::Column;
 
 use crate::collector::Frame;
@@ -126,6 +127,60 @@ pub trait Unregistered {
 
 impl<M> Unregistered for ModelProbe<M> {
     fn facts(&self, _: &'static str, _: Option<KeyCodec>) -> Option<ModelFacts> {
+        None
+    }
+}
+
+/// Asks, in the derive's code, for the SQL name `table!` gave a table (`#[sql_name = "…"]`
+/// included): [`NamedTable`] applies to a table of one plain name, [`UnnamedTable`] to the rest
+/// (a schema-qualified table), whose derive-side name is used instead. Not public API.
+#[doc(hidden)]
+pub struct TableProbe<T>(PhantomData<fn() -> T>);
+
+impl<T> TableProbe<T> {
+    /// The probe of table `T`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T> Default for TableProbe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> fmt::Debug for TableProbe<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TableProbe")
+    }
+}
+
+/// See [`TableProbe`]. Not public API.
+#[doc(hidden)]
+pub trait NamedTable {
+    /// The table's SQL name.
+    fn sql_name(&self) -> Option<&'static str>;
+}
+
+impl<T> NamedTable for &TableProbe<T>
+where
+    T: StaticQueryFragment<Component = Identifier<'static>>,
+{
+    fn sql_name(&self) -> Option<&'static str> {
+        Some(T::STATIC_COMPONENT.0)
+    }
+}
+
+/// See [`TableProbe`]. Not public API.
+#[doc(hidden)]
+pub trait UnnamedTable {
+    /// None: the name is not a plain identifier.
+    fn sql_name(&self) -> Option<&'static str>;
+}
+
+impl<T> UnnamedTable for TableProbe<T> {
+    fn sql_name(&self) -> Option<&'static str> {
         None
     }
 }

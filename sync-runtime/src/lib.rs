@@ -69,8 +69,8 @@ pub use write::{
 pub mod __private {
     pub use crate::capture::{OwnedBinds, OwnedStatement};
     pub use crate::catalog::{
-        DynKey, KeyCodec, KeyKind, KeyProbe, ModelFacts, ModelProbe, OpaqueKey, ReadableKey,
-        Registered, SyncedModel, Unregistered,
+        DynKey, KeyCodec, KeyKind, KeyProbe, ModelFacts, ModelProbe, NamedTable, OpaqueKey,
+        ReadableKey, Registered, SyncedModel, TableProbe, UnnamedTable, Unregistered,
     };
     pub use crate::classify::Dialect;
     pub use crate::synced::{
