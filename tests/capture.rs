@@ -465,7 +465,7 @@ fn the_registry_reports_a_synced_model_whose_target_has_no_handler() {
     let builder = Registry::<Conn>::builder()
         .handler(async |_: Batch<Product>| -> Result<(), HandlerError> { Ok(()) });
     let found = builder.mismatches();
-    let tables: Vec<&str> = found
+    let mut tables: Vec<&str> = found
         .iter()
         .map(|m| match m {
             Mismatch::NoHandler { table, .. } => *table,
@@ -474,26 +474,28 @@ fn the_registry_reports_a_synced_model_whose_target_has_no_handler() {
         .collect();
     // Products and price records sync `Product`, which has a handler; listings and the
     // renamed items below have none.
+    tables.sort_unstable();
     assert_eq!(tables, ["catalogue_items", "listings"], "{found:?}");
     assert!(found[0].to_string().contains(".handler::<"), "{}", found[0]);
 }
 
-diesel::table! {
-    /// A table whose SQL name differs from its Rust name.
-    #[sql_name = "catalogue_items"]
-    items (id) {
-        id -> BigInt,
-        store_id -> BigInt,
+/// A table whose SQL name differs from its Rust name, and its target model.
+mod renamed {
+    diesel::table! {
+        #[sql_name = "catalogue_items"]
+        items (id) {
+            id -> BigInt,
+            store_id -> BigInt,
+        }
     }
-}
 
-/// A target model of the renamed table.
-#[derive(Debug, Clone, diesel::Queryable, diesel::Selectable, diesel_sync::Synced)]
-#[diesel(table_name = items)]
-#[synced(store = store_id)]
-pub struct Item {
-    pub id: i64,
-    pub store_id: i64,
+    #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable, diesel_sync::Synced)]
+    #[diesel(table_name = items)]
+    #[synced(store = store_id)]
+    pub(crate) struct Item {
+        pub(crate) id: i64,
+        pub(crate) store_id: i64,
+    }
 }
 
 /// The catalog knows a table by the name `table!` gives it in SQL, so a write to a renamed
@@ -506,6 +508,7 @@ async fn a_table_renamed_with_sql_name_is_captured_by_its_sql_name() {
     use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
     use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
     use diesel_sync::{Batch, HandlerError, Registry, SyncedConnection};
+    use renamed::{items, Item};
 
     let delivered: Arc<Mutex<Vec<i64>>> = Arc::default();
     let seen = Arc::clone(&delivered);
