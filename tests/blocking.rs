@@ -869,7 +869,7 @@ blocking_suite!(
 /// connection cannot read rows a write returns, so there every write to a synced table is
 /// refused before it runs.
 macro_rules! blocking_capture_suite {
-    ($suite:ident, $backend:expr, $conn:ty) => {
+    ($suite:ident, $backend:expr, $conn:ty, $conflict:expr) => {
         mod $suite {
             use super::*;
 
@@ -1000,6 +1000,32 @@ macro_rules! blocking_capture_suite {
             }
 
             #[test]
+            fn plain_diesel_upserts_register_the_rows_they_insert_or_update() {
+                let mut f = fixture("plain_upsert");
+                let result = f.conn.transaction(|conn| {
+                    // Product 5 exists: updated. Product 1002 does not: inserted.
+                    for id in [5, 1002] {
+                        diesel::insert_into(products::table)
+                            .values(&Product { id, store_id: 1, name: "up".into(), price_cents: 9 })
+                            .on_conflict($conflict)
+                            .do_update()
+                            .set(products::price_cents.eq(777))
+                            .execute(conn)?;
+                    }
+                    Ok::<_, Error>(())
+                });
+                f.registry.settled_blocking();
+                if CAPTURES {
+                    result.unwrap();
+                    assert_eq!(audited(&mut f.conn), [5, 1002]);
+                    assert_eq!(f.capture.ids(), [5, 1002]);
+                } else {
+                    assert_eq!(refusal(&result.unwrap_err()).table(), "products");
+                    assert!(audited(&mut f.conn).is_empty(), "nothing ran");
+                }
+            }
+
+            #[test]
             fn a_rolled_back_plain_write_delivers_nothing() {
                 let mut f = fixture("plain_rollback");
                 let result = f.conn.transaction(|conn| {
@@ -1116,11 +1142,67 @@ macro_rules! blocking_returning_suite {
     };
 }
 
-blocking_capture_suite!(sqlite_capture, Backend::Sqlite, diesel::SqliteConnection);
+blocking_capture_suite!(
+    sqlite_capture,
+    Backend::Sqlite,
+    diesel::SqliteConnection,
+    products::id
+);
+
+/// `replace_into` and `insert_or_ignore_into` on synchronous SQLite.
+mod sqlite_replace {
+    use diesel::result::Error;
+    use diesel::{Connection, RunQueryDsl};
+
+    use super::sqlite_capture::{audited, fixture};
+    use super::*;
+
+    #[test]
+    fn replace_into_and_insert_or_ignore_register_the_rows_they_write() {
+        let mut f = fixture("replace");
+        f.conn
+            .transaction(|conn| {
+                diesel::replace_into(products::table)
+                    .values(&Product {
+                        id: 8,
+                        store_id: 1,
+                        name: "r".into(),
+                        price_cents: 2,
+                    })
+                    .execute(conn)?;
+                // Product 9 exists: ignored, nothing registered. 3001 is inserted.
+                for id in [9, 3001] {
+                    diesel::insert_or_ignore_into(products::table)
+                        .values(&Product {
+                            id,
+                            store_id: 1,
+                            name: "i".into(),
+                            price_cents: 3,
+                        })
+                        .execute(conn)?;
+                }
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        f.registry.settled_blocking();
+        assert_eq!(f.capture.ids(), [8, 3001]);
+        assert_eq!(audited(&mut f.conn), [8, 3001]);
+    }
+}
 blocking_returning_suite!(sqlite_returning, sqlite_capture);
 #[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
 blocking_returning_suite!(postgres_returning, postgres_capture);
 #[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
-blocking_capture_suite!(postgres_capture, Backend::Postgres, diesel::PgConnection);
+blocking_capture_suite!(
+    postgres_capture,
+    Backend::Postgres,
+    diesel::PgConnection,
+    products::id
+);
 #[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
-blocking_capture_suite!(mysql_capture, Backend::Mysql, diesel::MysqlConnection);
+blocking_capture_suite!(
+    mysql_capture,
+    Backend::Mysql,
+    diesel::MysqlConnection,
+    diesel::dsl::DuplicatedKeys
+);
