@@ -25,25 +25,36 @@
 //! The same pipeline runs over synchronous Diesel connections and r2d2 pools: see [`blocking`].
 #![forbid(unsafe_code)]
 
-mod backend;
-pub mod blocking;
-mod capture;
+// In pipeline order: the models, statement → capture → collector → commit (the connections)
+// → resolve → dispatch → handler, then what the typed writes and errors share.
+mod synced;
+
 mod catalog;
 mod classify;
+
+mod capture;
+
 mod collector;
+
 mod connection;
-mod dead_letter;
-mod dispatch;
-mod dispatcher;
-mod error;
-mod handler;
-mod metrics;
 #[cfg(any(feature = "deadpool", feature = "bb8"))]
 mod pool;
+
+pub mod blocking;
+
 mod registry;
 mod resolve;
+
+mod dispatch;
+mod dispatcher;
 mod retry;
-mod synced;
+
+mod dead_letter;
+mod handler;
+mod metrics;
+
+mod backend;
+mod error;
 mod write;
 
 pub use backend::{KeyQuery, SyncBackend, WriteIds};
