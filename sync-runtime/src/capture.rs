@@ -410,6 +410,31 @@ pub(crate) fn in_batch(statements: &[(String, Plan)]) -> CaptureRefused {
     CaptureRefused::in_batch(&model)
 }
 
+/// Which column of a returned row holds the key: the last of a captured write's `RETURNING`
+/// list, the first of the `SELECT` that reads an UPDATE's keys.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeyColumn {
+    First,
+    Last,
+}
+
+/// The key in `column` of a row a captured write (or its key `SELECT`) returned.
+pub(crate) fn read_key<'a, DB: CaptureBackend, R: diesel::row::Row<'a, DB>>(
+    row: &R,
+    kind: KeyKind,
+    column: KeyColumn,
+) -> QueryResult<DynKey> {
+    use diesel::row::Field;
+    let index = match column {
+        KeyColumn::First => 0,
+        KeyColumn::Last => row.field_count() - 1,
+    };
+    let field = row.get(index).ok_or_else(|| {
+        Error::DeserializationError("a captured write returned no key column".into())
+    })?;
+    DB::read_key(kind, field.value()).map_err(Error::DeserializationError)
+}
+
 /// A refusal as the error a statement returns.
 pub(crate) fn refused(refusal: CaptureRefused) -> Error {
     tracing::error!(%refusal, "write to a synced table refused");

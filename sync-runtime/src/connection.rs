@@ -8,8 +8,6 @@ use std::ops::DerefMut;
 use diesel::associations::HasTable;
 use diesel::connection::{CacheSize, Instrumentation, TransactionManagerStatus};
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
-use diesel::result::Error;
-use diesel::row::Field;
 use diesel::{ConnectionResult, Identifiable, QueryResult};
 use diesel_async::{
     AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection, TransactionManager,
@@ -20,8 +18,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use crate::capture::{
-    in_batch, refused, Capture, CaptureBackend, OwnedStatement, Plan, Plans, Reads, Refused,
-    ReturningKey, Rows,
+    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, OwnedStatement, Plan, Plans,
+    Reads, Refused, ReturningKey, Rows,
 };
 use crate::catalog::{insert_captured, DynKey};
 use crate::collector::{Collector, Frame};
@@ -353,7 +351,7 @@ where
             .load(ReturningKey::new(Rows(statement), capture))
             .await?;
         let keys: Vec<DynKey> = rows
-            .map(|row| read_key::<C::Backend, _>(&row?, kind, Column::Last))
+            .map(|row| read_key::<C::Backend, _>(&row?, kind, KeyColumn::Last))
             .try_collect()
             .await?;
         Ok((keys.len(), keys))
@@ -375,7 +373,7 @@ where
         let result = async {
             let rows = self.inner.load(Rows(select)).await?;
             let keys: Vec<DynKey> = rows
-                .map(|row| read_key::<C::Backend, _>(&row?, kind, Column::First))
+                .map(|row| read_key::<C::Backend, _>(&row?, kind, KeyColumn::First))
                 .try_collect()
                 .await?;
             let written = self.inner.execute_returning_count(Rows(statement)).await?;
@@ -390,29 +388,6 @@ where
         }
         result
     }
-}
-
-/// Which column of a returned row holds the key.
-#[derive(Debug, Clone, Copy)]
-enum Column {
-    First,
-    Last,
-}
-
-/// The key in `column` of a row a captured write (or its key `SELECT`) returned.
-fn read_key<'a, DB: CaptureBackend, R: diesel::row::Row<'a, DB>>(
-    row: &R,
-    kind: crate::catalog::KeyKind,
-    column: Column,
-) -> QueryResult<DynKey> {
-    let index = match column {
-        Column::First => 0,
-        Column::Last => row.field_count() - 1,
-    };
-    let field = row.get(index).ok_or_else(|| {
-        Error::DeserializationError("a captured write returned no key column".into())
-    })?;
-    DB::read_key(kind, field.value()).map_err(Error::DeserializationError)
 }
 
 impl<C> AsyncConnection for SyncedConnection<C>

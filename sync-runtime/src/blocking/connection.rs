@@ -14,15 +14,14 @@ use diesel::expression::QueryMetadata;
 use diesel::migration::MigrationConnection;
 use diesel::query_builder::{Query, QueryFragment, QueryId};
 use diesel::query_dsl::UpdateAndFetchResults;
-use diesel::result::Error;
-use diesel::row::{Field, Row};
-use diesel::sql_types::{BigInt, Integer, SmallInt, Text, TypeMetadata};
+use diesel::sql_types::TypeMetadata;
 use diesel::{ConnectionResult, QueryResult};
 
 use crate::capture::{
-    in_batch, refused, Capture, CaptureBackend, Plan, Plans, Reads, ReturningKey,
+    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, Plan, Plans, Reads,
+    ReturningKey,
 };
-use crate::catalog::{insert_captured, DynKey, KeyKind};
+use crate::catalog::insert_captured;
 use crate::classify::Dialect;
 use crate::collector::{Collector, Frame};
 use crate::error::CaptureRefused;
@@ -273,14 +272,14 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     where
         Q: QueryFragment<C::Backend> + QueryId,
     {
-        let query = ReturningKey::new(statement, capture);
-        let kind = capture.codec.kind;
-        let keys = match kind {
-            KeyKind::SmallInt => self.load_keys(query.typed::<SmallInt>(), kind),
-            KeyKind::Integer => self.load_keys(query.typed::<Integer>(), kind),
-            KeyKind::BigInt => self.load_keys(query.typed::<BigInt>(), kind),
-            KeyKind::Text => self.load_keys(query.typed::<Text>(), kind),
-        }?;
+        let mut keys = Vec::new();
+        for row in self.inner.load(ReturningKey::new(statement, capture))? {
+            keys.push(read_key::<C::Backend, _>(
+                &row?,
+                capture.codec.kind,
+                KeyColumn::Last,
+            )?);
+        }
         let written = keys.len();
         tracing::trace!(
             table = capture.model.table,
@@ -294,24 +293,6 @@ impl<C: CaptureConnection> SyncedConnection<C> {
             self.flush(frame);
         }
         Ok(written)
-    }
-
-    /// Runs a captured write and reads the key in the last column of each returned row.
-    fn load_keys<Q, ST>(
-        &mut self,
-        query: ReturningKey<Q, ST>,
-        kind: KeyKind,
-    ) -> QueryResult<Vec<DynKey>>
-    where
-        Q: QueryFragment<C::Backend> + QueryId,
-        ST: 'static,
-        C::Backend: QueryMetadata<ST>,
-    {
-        let mut keys = Vec::new();
-        for row in self.inner.load(query)? {
-            keys.push(read_last_key::<C::Backend, _>(&row?, kind)?);
-        }
-        Ok(keys)
     }
 }
 
@@ -409,7 +390,7 @@ where
         let mut keys = Vec::new();
         for row in <C as LoadConnection<B>>::load(inner, query)? {
             let row = row?;
-            keys.push(read_last_key::<C::Backend, _>(&row, kind)?);
+            keys.push(read_key::<C::Backend, _>(&row, kind, KeyColumn::Last)?);
             rows.push(Ok(row));
         }
         collector.add(|frame| insert_captured(frame, &capture, keys));
@@ -447,17 +428,6 @@ impl<C: LoadConnection<B> + 'static, B> fmt::Debug for SyncedCursor<'_, '_, C, B
             SyncedCursor::Rows(rows) => write!(f, "SyncedCursor::Rows({})", rows.len()),
         }
     }
-}
-
-/// The key in the last column of a row a captured write returned.
-fn read_last_key<'a, DB: CaptureBackend, R: Row<'a, DB>>(
-    row: &R,
-    kind: KeyKind,
-) -> QueryResult<DynKey> {
-    let field = row.get(row.field_count() - 1).ok_or_else(|| {
-        Error::DeserializationError("a captured write returned no key column".into())
-    })?;
-    DB::read_key(kind, field.value()).map_err(Error::DeserializationError)
 }
 
 impl<C: WithMetadataLookup + CaptureConnection> WithMetadataLookup for SyncedConnection<C> {
