@@ -6,6 +6,13 @@ mod common;
 
 use common::*;
 
+/// A key a raw write returned.
+#[derive(diesel::QueryableByName, Debug)]
+struct Returned {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
 /// The suite, for one backend: `$conn` is the diesel-async connection.
 macro_rules! capture_suite {
     ($suite:ident, $backend:expr, $conn:ty, $conflict:expr) => {
@@ -53,7 +60,7 @@ macro_rules! capture_suite {
             }
 
             /// The ids of a store's products, as the database has them.
-            async fn ids_in_store(conn: &mut Conn, store: i64) -> Vec<i64> {
+            pub(crate) async fn ids_in_store(conn: &mut Conn, store: i64) -> Vec<i64> {
                 let mut ids: Vec<i64> = products::table
                     .filter(products::store_id.eq(store))
                     .select(products::id)
@@ -284,6 +291,33 @@ macro_rules! capture_suite {
             }
 
             #[tokio::test]
+            async fn raw_sql_that_returns_rows_in_a_transaction_registers_every_row() {
+                let mut f = fixture("raw_returning").await;
+                let returned = f
+                    .conn
+                    .transaction(async |conn| {
+                        let inserted = diesel::sql_query(
+                            "INSERT INTO price_records (object_id, amount_cents) VALUES (41, 1), (42, 1) RETURNING id",
+                        )
+                        .load::<Returned>(conn)
+                        .await?;
+                        let deleted = diesel::sql_query("DELETE FROM products WHERE id = 7 RETURNING id")
+                            .load::<Returned>(conn)
+                            .await?;
+                        Ok::<_, Error>((inserted, deleted))
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(returned.0.len(), 2);
+                assert_eq!(returned.1.iter().map(|row| row.id).collect::<Vec<_>>(), [7]);
+                f.registry.settled().await;
+                assert_eq!(audited(&mut f.conn).await, [7, 41, 42]);
+                // The deleted product is gone, so only the recorded products are sent.
+                assert_eq!(f.capture.ids(), [41, 42]);
+                assert_eq!(f.registry.metrics().ids_stale, 1);
+            }
+
+            #[tokio::test]
             async fn schema_changes_run_through_a_synced_connection() {
                 let mut f = fixture("ddl").await;
                 f.conn
@@ -402,21 +436,60 @@ macro_rules! replace_suite {
 macro_rules! returning_suite {
     ($suite:ident, $base:ident) => {
         mod $suite {
+            use diesel::result::Error;
             use diesel::{ExpressionMethods, QueryDsl};
-            use diesel_async::RunQueryDsl;
+            use diesel_async::{AsyncConnection, RunQueryDsl};
 
+            use super::$base::{audited, fixture, ids_in_store, price_of, refusal};
             use super::*;
 
             #[tokio::test]
-            async fn a_write_that_returns_rows_is_refused_and_changes_nothing() {
-                let mut f = super::$base::fixture("returns_rows").await;
+            async fn a_write_that_returns_rows_in_a_transaction_registers_every_row() {
+                let mut f = fixture("returning").await;
+                let expected = ids_in_store(&mut f.conn, 2).await;
+                let (first, record) = f
+                    .conn
+                    .transaction(async |conn| {
+                        // `get_result` reads one row: every row's key is registered anyway.
+                        let first: (i64, i64, String, i64) =
+                            diesel::update(products::table.filter(products::store_id.eq(2)))
+                                .set(products::price_cents.eq(products::price_cents + 1))
+                                .get_result(conn)
+                                .await?;
+                        let record: i64 = diesel::insert_into(price_records::table)
+                            .values(&PriceRecord {
+                                object_id: 250,
+                                amount_cents: 1,
+                            })
+                            .returning(price_records::id)
+                            .get_result(conn)
+                            .await?;
+                        Ok::<_, Error>((first, record))
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(first.1, 2, "the caller's row is the statement's own");
+                assert!(record > 0);
+                f.registry.settled().await;
+                let mut delivered = expected;
+                delivered.push(250);
+                assert_eq!(audited(&mut f.conn).await, delivered);
+                assert_eq!(f.capture.ids(), delivered);
+            }
+
+            #[tokio::test]
+            async fn a_write_that_returns_rows_outside_a_transaction_is_refused_and_changes_nothing(
+            ) {
+                let mut f = fixture("returning_outside").await;
                 let error = diesel::update(products::table.find(1))
                     .set(products::price_cents.eq(1))
                     .get_result::<(i64, i64, String, i64)>(&mut f.conn)
                     .await
                     .unwrap_err();
-                assert_eq!(super::$base::refusal(&error).table(), "products");
-                assert_ne!(super::$base::price_of(&mut f.conn, 1).await, 1);
+                assert_eq!(refusal(&error).table(), "products");
+                assert!(error.to_string().contains("conn.transaction"), "{error}");
+                assert_ne!(price_of(&mut f.conn, 1).await, 1);
+                assert!(audited(&mut f.conn).await.is_empty());
             }
         }
     };
@@ -454,6 +527,35 @@ capture_suite!(
 multi_row_suite!(mysql_multi_row, mysql);
 #[cfg(diesel_sync_mysql)]
 replace_suite!(mysql_replace, mysql);
+
+/// MySQL has no `UPDATE … RETURNING`: an UPDATE loaded for rows cannot have its keys read.
+#[cfg(diesel_sync_mysql)]
+mod mysql_update_for_rows {
+    use diesel::result::Error;
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+
+    use super::mysql::{audited, fixture, price_of, refusal};
+    use super::*;
+
+    #[tokio::test]
+    async fn an_update_loaded_for_rows_is_refused_and_changes_nothing() {
+        let mut f = fixture("update_for_rows").await;
+        let error = f
+            .conn
+            .transaction(async |conn| {
+                diesel::sql_query("UPDATE products SET price_cents = 1 WHERE id = 1")
+                    .load::<Returned>(conn)
+                    .await?;
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refusal(&error).table(), "products");
+        assert!(error.to_string().contains(".execute(conn)"), "{error}");
+        assert_ne!(price_of(&mut f.conn, 1).await, 1);
+        assert!(audited(&mut f.conn).await.is_empty());
+    }
+}
 
 /// The models the derive registered and the handlers of a registry are compared at `build()`.
 #[test]

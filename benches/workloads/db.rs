@@ -12,7 +12,7 @@ use diesel_async::{
     AsyncConnection, AsyncConnectionCore, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl,
     SimpleAsyncConnection,
 };
-use diesel_sync::{CaptureBackend, Registry, SyncBackend, SyncedConnection};
+use diesel_sync::{CaptureConnection, Registry, SyncBackend, SyncedConnection};
 
 use crate::recorder::Recorder;
 use crate::schema::{price_records, products, Backend, PriceRecord, Product};
@@ -35,7 +35,7 @@ pub(crate) struct Footprint {
 /// A connection kind, and the workloads' transactions on it.
 pub(crate) trait Db: 'static {
     /// The diesel-async connection.
-    type Conn: AsyncConnection<Backend: CaptureBackend> + 'static;
+    type Conn: CaptureConnection;
     const BACKEND: Backend;
     /// The connection kind, as result lines name it.
     const CONNECTION: &'static str;
@@ -114,7 +114,7 @@ pub(crate) trait Db: 'static {
 /// waits, so it completes on the first poll, on this thread, where the allocations are counted.
 fn register<C>(conn: &mut SyncedConnection<C>, writes: &[Vec<i64>])
 where
-    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    C: CaptureConnection,
 {
     for ids in writes {
         conn.mark_changed::<Product>(ids.iter().copied())

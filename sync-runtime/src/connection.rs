@@ -2,8 +2,12 @@
 //! with, and a transaction manager that tells the collector about BEGIN, RELEASE, ROLLBACK and
 //! COMMIT.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::ops::DerefMut;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use diesel::associations::HasTable;
 use diesel::connection::{CacheSize, Instrumentation, TransactionManagerStatus};
@@ -13,8 +17,9 @@ use diesel_async::{
     AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection, TransactionManager,
     UpdateAndFetchResults,
 };
-use futures_util::future::{ready, BoxFuture, Either};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::future::{BoxFuture, Either};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use pin_project_lite::pin_project;
 use tracing::Instrument;
 
 use crate::capture::{
@@ -55,18 +60,69 @@ pub struct SyncedConnection<C> {
     registry: Registry<Self>,
 }
 
+/// A diesel-async connection capture runs on: a backend it knows, and rows it can hold across
+/// an await (those of every diesel-async connection), as a captured write's rows are all read
+/// before the caller sees the first.
+pub trait CaptureConnection: AsyncConnection<Backend: CaptureBackend> + 'static {
+    /// A captured write's rows, read to the end.
+    type HeldRows<'conn, 'query>: Stream<Item = QueryResult<Self::Row<'conn, 'query>>>
+        + Extend<QueryResult<Self::Row<'conn, 'query>>>
+        + Default
+        + Send
+        + Unpin;
+}
+
+impl<C> CaptureConnection for C
+where
+    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    for<'conn, 'query> C::Row<'conn, 'query>: Send,
+{
+    type HeldRows<'conn, 'query> = HeldRows<C::Row<'conn, 'query>>;
+}
+
+/// Rows read ahead, handed out in order.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct HeldRows<R>(VecDeque<QueryResult<R>>);
+
+impl<R> Default for HeldRows<R> {
+    fn default() -> Self {
+        Self(VecDeque::new())
+    }
+}
+
+impl<R> Extend<QueryResult<R>> for HeldRows<R> {
+    fn extend<I: IntoIterator<Item = QueryResult<R>>>(&mut self, rows: I) {
+        self.0.extend(rows);
+    }
+}
+
+impl<R> Unpin for HeldRows<R> {}
+
+impl<R> Stream for HeldRows<R> {
+    type Item = QueryResult<R>;
+
+    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(self.get_mut().0.pop_front())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.0.len(), Some(self.0.len()))
+    }
+}
+
 /// A connection that routes through a [`SyncedConnection`]: the connection itself, or a pooled
 /// connection that dereferences to one.
 pub trait AsSynced: Send {
     /// The wrapped diesel-async connection.
-    type Inner: AsyncConnection<Backend: CaptureBackend> + 'static;
+    type Inner: CaptureConnection;
     /// The synced connection.
     fn as_synced(&mut self) -> &mut SyncedConnection<Self::Inner>;
 }
 
 impl<C> AsSynced for SyncedConnection<C>
 where
-    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    C: CaptureConnection,
 {
     type Inner = C;
     fn as_synced(&mut self) -> &mut SyncedConnection<C> {
@@ -87,7 +143,7 @@ where
 
 impl<C> SyncedConnection<C>
 where
-    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    C: CaptureConnection,
 {
     /// Wraps `inner`; its synced writes go to `registry`'s handlers.
     pub fn new(inner: C, registry: Registry<Self>) -> Self {
@@ -183,7 +239,7 @@ pub struct SyncedTransactionManager<C>(std::marker::PhantomData<C>);
 
 impl<C> TransactionManager<SyncedConnection<C>> for SyncedTransactionManager<C>
 where
-    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    C: CaptureConnection,
 {
     type TransactionStateData =
         <C::TransactionManager as TransactionManager<C>>::TransactionStateData;
@@ -227,7 +283,7 @@ where
 /// is refused before any of it runs.
 impl<C> SimpleAsyncConnection for SyncedConnection<C>
 where
-    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    C: CaptureConnection,
 {
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
         let statements = match self.plans.text(query) {
@@ -255,12 +311,12 @@ where
 
 impl<C> AsyncConnectionCore for SyncedConnection<C>
 where
-    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    C: CaptureConnection,
 {
     type ExecuteFuture<'conn, 'query> =
         Either<C::ExecuteFuture<'conn, 'query>, BoxFuture<'conn, QueryResult<usize>>>;
-    type LoadFuture<'conn, 'query> = C::LoadFuture<'conn, 'query>;
-    type Stream<'conn, 'query> = C::Stream<'conn, 'query>;
+    type LoadFuture<'conn, 'query> = SyncedLoad<'conn, 'query, C>;
+    type Stream<'conn, 'query> = Either<C::Stream<'conn, 'query>, CapturedRows<'conn, 'query, C>>;
     type Row<'conn, 'query> = C::Row<'conn, 'query>;
     type Backend = C::Backend;
 
@@ -270,13 +326,36 @@ where
         T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
     {
         let query = source.as_query();
-        match self.plans.get(&query) {
-            Plan::Pass => self.inner.load(query),
-            Plan::Refuse(refusal) => self.inner.load(Refused(refusal)),
-            Plan::Capture(capture) => self
-                .inner
-                .load(Refused(CaptureRefused::returns_rows(&capture.model))),
-            Plan::Batch(statements) => self.inner.load(Refused(in_batch(&statements))),
+        let capture = match self.plans.get(&query) {
+            Plan::Pass => return pass(self.inner.load(query)),
+            Plan::Refuse(refusal) => return pass(self.inner.load(Refused(refusal))),
+            Plan::Batch(statements) => {
+                return pass(self.inner.load(Refused(in_batch(&statements))));
+            }
+            Plan::Capture(capture) => capture,
+        };
+        // Outside a transaction the keys could only be resolved once the caller is done with
+        // the rows, which borrow the connection.
+        if !self.collector.in_transaction() {
+            let refusal = CaptureRefused::returns_rows_outside_a_transaction(&capture.model);
+            return pass(self.inner.load(Refused(refusal)));
+        }
+        if capture.keys_first.is_some() {
+            let refusal = CaptureRefused::update_run_for_rows(&capture.model);
+            return pass(self.inner.load(Refused(refusal)));
+        }
+        let Self {
+            inner, collector, ..
+        } = self;
+        let load = inner.load(ReturningKey::new(query, &capture));
+        SyncedLoad::Captured {
+            load: CapturedLoad {
+                state: LoadState::Running(Box::pin(load)),
+                collector,
+                capture,
+                keys: Vec::new(),
+                rows: Default::default(),
+            },
         }
     }
 
@@ -289,10 +368,12 @@ where
     {
         match self.plans.get(&source) {
             Plan::Pass => Either::Left(self.inner.execute_returning_count(source)),
-            Plan::Refuse(refusal) => Either::Right(Box::pin(ready(Err(refused(refusal))))),
-            Plan::Batch(statements) => {
-                Either::Right(Box::pin(ready(Err(refused(in_batch(&statements))))))
+            Plan::Refuse(refusal) => {
+                Either::Right(Box::pin(std::future::ready(Err(refused(refusal)))))
             }
+            Plan::Batch(statements) => Either::Right(Box::pin(std::future::ready(Err(refused(
+                in_batch(&statements),
+            ))))),
             Plan::Capture(capture) => {
                 // Owned, so the future can keep the connection after the statement: outside a
                 // transaction the keys are resolved right after it.
@@ -309,9 +390,129 @@ where
     }
 }
 
+/// The rows of a captured write, read to the end before the caller sees the first.
+pub(crate) type CapturedRows<'conn, 'query, C> = <C as CaptureConnection>::HeldRows<'conn, 'query>;
+
+fn pass<'conn, 'query, C: CaptureConnection>(
+    load: C::LoadFuture<'conn, 'query>,
+) -> SyncedLoad<'conn, 'query, C> {
+    SyncedLoad::Passed { load }
+}
+
+pin_project! {
+    /// The load of a statement through a [`SyncedConnection`]: the inner connection's, or a
+    /// captured write's.
+    #[doc(hidden)]
+    #[project = SyncedLoadProjection]
+    pub enum SyncedLoad<'conn, 'query, C: CaptureConnection> {
+        /// A statement that writes no synced table, or a refused one.
+        Passed { #[pin] load: C::LoadFuture<'conn, 'query> },
+        /// A captured write.
+        Captured { load: CapturedLoad<'conn, 'query, C> },
+    }
+}
+
+impl<'conn, 'query, C: CaptureConnection> Future for SyncedLoad<'conn, 'query, C> {
+    type Output = QueryResult<Either<C::Stream<'conn, 'query>, CapturedRows<'conn, 'query, C>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SyncedLoadProjection::Passed { load } => load.poll(cx).map_ok(Either::Left),
+            SyncedLoadProjection::Captured { load } => Pin::new(load).poll(cx),
+        }
+    }
+}
+
+impl<C: CaptureConnection> fmt::Debug for SyncedLoad<'_, '_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncedLoad::Passed { .. } => f.write_str("SyncedLoad::Passed"),
+            SyncedLoad::Captured { load } => load.fmt(f),
+        }
+    }
+}
+
+/// The load of a write to a synced table, inside a transaction: the write runs with its key
+/// column returned, and every row is read, and every key registered, before the caller sees
+/// the first (`get_result` stops at the first).
+#[doc(hidden)]
+pub struct CapturedLoad<'conn, 'query, C: CaptureConnection> {
+    state: LoadState<'conn, 'query, C>,
+    collector: &'conn mut Collector,
+    capture: Capture,
+    keys: Vec<DynKey>,
+    rows: C::HeldRows<'conn, 'query>,
+}
+
+enum LoadState<'conn, 'query, C: CaptureConnection> {
+    Running(Pin<Box<C::LoadFuture<'conn, 'query>>>),
+    Reading(Pin<Box<C::Stream<'conn, 'query>>>),
+    Done,
+}
+
+// The inner futures are boxed, and nothing else is pinned.
+impl<C: CaptureConnection> Unpin for CapturedLoad<'_, '_, C> {}
+
+impl<'conn, 'query, C: CaptureConnection> Future for CapturedLoad<'conn, 'query, C> {
+    type Output = QueryResult<Either<C::Stream<'conn, 'query>, CapturedRows<'conn, 'query, C>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                LoadState::Running(load) => match ready!(load.as_mut().poll(cx)) {
+                    Ok(rows) => this.state = LoadState::Reading(Box::pin(rows)),
+                    Err(error) => {
+                        this.state = LoadState::Done;
+                        return Poll::Ready(Err(error));
+                    }
+                },
+                LoadState::Reading(rows) => match ready!(rows.as_mut().poll_next(cx)) {
+                    Some(Ok(row)) => {
+                        let kind = this.capture.codec.kind;
+                        match read_key::<C::Backend, _>(&row, kind, KeyColumn::Last) {
+                            Ok(key) => {
+                                this.keys.push(key);
+                                this.rows.extend([Ok(row)]);
+                            }
+                            Err(error) => {
+                                this.state = LoadState::Done;
+                                return Poll::Ready(Err(error));
+                            }
+                        }
+                    }
+                    Some(Err(error)) => {
+                        this.state = LoadState::Done;
+                        return Poll::Ready(Err(error));
+                    }
+                    None => {
+                        this.state = LoadState::Done;
+                        let keys = std::mem::take(&mut this.keys);
+                        let capture = &this.capture;
+                        this.collector
+                            .add(|frame| insert_captured(frame, capture, keys));
+                        let rows = std::mem::take(&mut this.rows);
+                        return Poll::Ready(Ok(Either::Right(rows)));
+                    }
+                },
+                LoadState::Done => panic!("`CapturedLoad` polled after it completed"),
+            }
+        }
+    }
+}
+
+impl<C: CaptureConnection> fmt::Debug for CapturedLoad<'_, '_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CapturedLoad")
+            .field("model", &self.capture.model.model)
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<C> SyncedConnection<C>
 where
-    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    C: CaptureConnection,
 {
     /// Runs a write to a synced table and registers the keys of the rows it wrote: in the open
     /// transaction, or handed on now when none is open. Returns the rows written.
@@ -392,7 +593,7 @@ where
 
 impl<C> AsyncConnection for SyncedConnection<C>
 where
-    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    C: CaptureConnection,
 {
     type TransactionManager = SyncedTransactionManager<C>;
 
@@ -447,7 +648,7 @@ where
 /// `save_changes`: the row Diesel reads back is registered.
 impl<C, Changes, Output> UpdateAndFetchResults<Changes, Output> for SyncedConnection<C>
 where
-    C: AsyncConnection<Backend: CaptureBackend> + UpdateAndFetchResults<Changes, Output> + 'static,
+    C: CaptureConnection + UpdateAndFetchResults<Changes, Output>,
     Changes: Identifiable + HasTable + Send,
     Output: Synced + Send,
 {
@@ -470,7 +671,7 @@ where
 
 #[cfg(any(feature = "deadpool", feature = "bb8"))]
 impl<C> diesel_async::pooled_connection::PoolableConnection for SyncedConnection<C> where
-    C: diesel_async::pooled_connection::PoolableConnection<Backend: CaptureBackend> + 'static
+    C: diesel_async::pooled_connection::PoolableConnection + CaptureConnection
 {
 }
 

@@ -214,16 +214,16 @@ impl CaptureRefused {
     pub(crate) fn returns_rows_outside_a_transaction(model: &ModelFacts) -> Self {
         Self::new(
             model,
-            "a write that returns rows (`get_result`, `get_results`, `returning`) is captured only inside a transaction on the synchronous connection",
+            "a write that returns rows (`get_result`, `get_results`, `returning`) is captured only inside a transaction",
             "run it in `conn.transaction(…)`, or with `.execute(conn)`",
         )
     }
 
-    pub(crate) fn returns_rows(model: &ModelFacts) -> Self {
+    pub(crate) fn update_run_for_rows(model: &ModelFacts) -> Self {
         Self::new(
             model,
-            "a write that returns rows (`get_result`, `get_results`, `returning`) is not captured on the diesel-async connection",
-            "run it with `.execute(conn)` and load the row afterwards, or write it with `diesel_sync::insert_into`, `update` or `delete`",
+            "on MySQL an UPDATE returns no rows, and its keys are read by a `SELECT … FOR UPDATE` before it only when it runs with `execute`",
+            "run it with `.execute(conn)`",
         )
     }
 }

@@ -60,7 +60,10 @@ mod write;
 pub use backend::{KeyQuery, SyncBackend, WriteIds};
 pub use capture::CaptureBackend;
 pub use catalog::CaptureKey;
-pub use connection::{AsSynced, SyncedConnection, SyncedTransactionManager};
+pub use connection::{
+    AsSynced, CaptureConnection, CapturedLoad, HeldRows, SyncedConnection, SyncedLoad,
+    SyncedTransactionManager,
+};
 pub use dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
 pub use dispatcher::ShutdownReport;
 pub use error::{CaptureRefused, HandlerError};

@@ -1,15 +1,13 @@
 //! diesel-async pools (deadpool, bb8) whose connections route through the same collector.
 
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
-use diesel_async::AsyncConnection;
 
-use crate::capture::CaptureBackend;
-use crate::connection::SyncedConnection;
+use crate::connection::{CaptureConnection, SyncedConnection};
 use crate::registry::Registry;
 
 impl<C> SyncedConnection<C>
 where
-    C: AsyncConnection<Backend: CaptureBackend> + 'static,
+    C: CaptureConnection,
 {
     /// A pool manager whose connections are [`SyncedConnection`]s sharing `registry`.
     ///
