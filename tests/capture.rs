@@ -233,6 +233,34 @@ macro_rules! capture_suite {
             }
 
             #[tokio::test]
+            async fn a_raw_update_with_bind_values_registers_the_rows_it_matches() {
+                use diesel::sql_types::BigInt;
+                let mut f = fixture("raw_binds").await;
+                let expected = ids_in_store(&mut f.conn, 2).await;
+                // MySQL reads the keys first: its `SELECT` binds the same values in order.
+                let sql = match BACKEND {
+                    Backend::Postgres => "UPDATE products SET price_cents = $1 WHERE store_id = $2",
+                    _ => "UPDATE products SET price_cents = ? WHERE store_id = ?",
+                };
+                let written = f
+                    .conn
+                    .transaction(async |conn| {
+                        diesel::sql_query(sql)
+                            .bind::<BigInt, _>(77_i64)
+                            .bind::<BigInt, _>(2_i64)
+                            .execute(conn)
+                            .await
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(written, expected.len());
+                f.registry.settled().await;
+                assert_eq!(audited(&mut f.conn).await, expected);
+                assert_eq!(f.capture.ids(), expected);
+                assert_eq!(price_of(&mut f.conn, expected[0]).await, 77);
+            }
+
+            #[tokio::test]
             async fn a_batch_runs_one_statement_at_a_time_and_captures_each_synced_write() {
                 let mut f = fixture("raw_batch").await;
                 f.conn
@@ -475,6 +503,23 @@ macro_rules! returning_suite {
                 delivered.push(250);
                 assert_eq!(audited(&mut f.conn).await, delivered);
                 assert_eq!(f.capture.ids(), delivered);
+            }
+
+            #[tokio::test]
+            async fn a_write_with_its_own_returning_run_with_execute_registers_every_row() {
+                let mut f = fixture("returning_execute").await;
+                let expected = ids_in_store(&mut f.conn, 3).await;
+                let written = diesel::delete(products::table.filter(products::store_id.eq(3)))
+                    .returning(products::name)
+                    .execute(&mut f.conn)
+                    .await
+                    .unwrap();
+                assert_eq!(written, expected.len());
+                f.registry.settled().await;
+                assert_eq!(audited(&mut f.conn).await, expected);
+                // Deleted rows cannot be loaded: every id is registered, and skipped as stale.
+                assert_eq!(f.registry.metrics().ids_stale, expected.len() as u64);
+                assert!(f.capture.ids().is_empty());
             }
 
             #[tokio::test]
