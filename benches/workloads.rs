@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench workloads -- --backend sqlite|postgres|mysql|all
-//!     [--runs N] [--scale] [--smoke] [--only W1,W2,W3,W4,W5,scale,latency,collector]
+//!     [--runs N] [--scale] [--smoke] [--memory] [--only W1,W2,W3,W4,W5,scale,latency,collector]
 //! ```
 //!
 //! PostgreSQL: `DIESEL_SYNC_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
@@ -38,7 +38,7 @@ use crate::schema::Backend;
 // the timed runs pay little for the collector measurements.
 use allocation_counter as _;
 
-const USAGE: &str = "usage: workloads [--backend sqlite|postgres|mysql|all] [--runs N] [--scale] [--smoke] [--only W1,W2,W3,W4,W5,scale,latency,collector]";
+const USAGE: &str = "usage: workloads [--backend sqlite|postgres|mysql|all] [--runs N] [--scale] [--smoke] [--memory] [--only W1,W2,W3,W4,W5,scale,latency,collector]";
 
 /// The command line.
 #[derive(Debug)]
@@ -47,6 +47,7 @@ struct Args {
     runs: usize,
     scale: bool,
     smoke: bool,
+    memory: bool,
     only: Option<Vec<String>>,
 }
 
@@ -57,6 +58,7 @@ impl Args {
             runs: 5,
             scale: false,
             smoke: false,
+            memory: false,
             only: None,
         };
         let mut runs = None;
@@ -80,6 +82,7 @@ impl Args {
                 }
                 "--scale" => args.scale = true,
                 "--smoke" => args.smoke = true,
+                "--memory" => args.memory = true,
                 "--only" => {
                     let list = words.next().ok_or("--only takes a list")?;
                     args.only = Some(list.split(',').map(str::to_lowercase).collect());
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         size: if args.smoke { Size::SMOKE } else { Size::FULL },
         runs: args.runs,
         tag: format!("diesel_sync_bench_{}", std::process::id()),
+        memory: args.memory,
     };
     let mut failed = false;
     for &backend in &args.backends {
@@ -154,7 +158,7 @@ fn run_blocking_sqlite(args: &Args, bench: &Bench) -> bool {
             result,
             workload,
             Backend::Sqlite.name(),
-            blocking::CONNECTION,
+            blocking::connection(bench),
         );
     };
     if args.wants("W1") || args.wants("W1base") {

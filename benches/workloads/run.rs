@@ -65,6 +65,9 @@ pub(crate) struct Bench {
     pub(crate) runs: usize,
     /// Prefix of every database this process creates.
     pub(crate) tag: String,
+    /// `--memory`: synchronous SQLite on in-memory databases, so no fsync at COMMIT hides the
+    /// library's own cost.
+    pub(crate) memory: bool,
 }
 
 /// The per-id time of W1 on this backend, for the scale run's comparison.

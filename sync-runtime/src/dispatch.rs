@@ -12,6 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use futures_util::future::join_all;
 use futures_util::FutureExt;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
@@ -103,13 +104,16 @@ impl<T: SyncTarget> AnyModelQueue for ModelQueue<T> {
     }
 }
 
-/// Queues one flush's batches of model `T`, starting a worker for each idle store.
+/// Queues one flush's batches of model `T`, starting a worker for each idle store. The
+/// workers a flush starts run in one task: a commit wakes the runtime once, however many
+/// stores it touched.
 pub(crate) fn dispatch<T: SyncTarget>(
     shared: &Arc<Shared>,
     queue: &Arc<ModelQueue<T>>,
     batches: Vec<(T::StoreKey, Vec<T>)>,
 ) {
     let mut stores = queue.stores();
+    let (mut started, mut workers) = (Vec::new(), Vec::new());
     for (store, rows) in batches {
         Counters::add(&shared.counters.batches, 1);
         match stores.entry(store) {
@@ -126,14 +130,27 @@ pub(crate) fn dispatch<T: SyncTarget>(
             Entry::Vacant(idle) => {
                 shared.start_one();
                 let batch = Batch::new(idle.key().clone(), rows);
-                let worker = run_store(Arc::clone(shared), Arc::clone(queue), batch.clone());
-                let task = shared.spawn(worker);
+                started.push(idle.key().clone());
+                workers.push(run_store(
+                    Arc::clone(shared),
+                    Arc::clone(queue),
+                    batch.clone(),
+                ));
                 idle.insert(StoreState {
                     in_flight: Some(batch),
                     waiting: None,
-                    task: Some(task),
+                    task: None,
                 });
             }
+        }
+    }
+    if workers.is_empty() {
+        return;
+    }
+    let task = shared.spawn(join_all(workers).map(drop));
+    for store in started {
+        if let Some(state) = stores.get_mut(&store) {
+            state.task = Some(task.clone());
         }
     }
 }
