@@ -307,6 +307,7 @@ pub(crate) fn w2_w3(bench: &Bench, rollback: bool) -> Result<Vec<Line>, String> 
         .str("baseline", &format!("{workload}base"))
         .num("baseline_s", bare)
         .num("ratio", synced / bare);
+    #[allow(clippy::cast_precision_loss)] // a thousand transactions
     let per_transaction = |seconds: f64| seconds / transactions.len() as f64 * 1e6;
     let line = crate::run::with_outcomes(line, &outcomes)
         .int("transactions", transactions.len() as u64)
