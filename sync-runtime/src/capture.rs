@@ -181,18 +181,25 @@ fn plan_statement(
             let Some(codec) = model.key else {
                 return Plan::Refuse(CaptureRefused::unreadable_key(model));
             };
-            if !reads.returning {
-                return Plan::Refuse(CaptureRefused::no_returning(model));
-            }
-            // MySQL has no `UPDATE … RETURNING`: the keys are selected first.
-            let keys_first = match (reads.dialect, write.kind) {
-                (Dialect::Mysql, WriteKind::Update) => {
-                    match classify::keys_before_update(text, reads.dialect, model.key_column) {
-                        Some(select) => Some(Arc::from(select)),
-                        None => return Plan::Refuse(CaptureRefused::mysql_update(model)),
-                    }
+            // MySQL has no `UPDATE … RETURNING`, and Diesel's synchronous MySQL connection reads
+            // no rows a write returns: there the keys are selected first.
+            let select_first = match write.kind {
+                WriteKind::Update => reads.dialect == Dialect::Mysql,
+                WriteKind::Delete => !reads.returning,
+                WriteKind::Insert => false,
+            };
+            let keys_first = if select_first {
+                if write.returning && !reads.returning {
+                    return Plan::Refuse(CaptureRefused::no_returning(model));
                 }
-                _ => None,
+                match classify::keys_before_write(text, reads.dialect, model.key_column) {
+                    Some(select) => Some(Arc::from(select)),
+                    None => return Plan::Refuse(CaptureRefused::keys_not_selectable(model)),
+                }
+            } else if reads.returning {
+                None
+            } else {
+                return Plan::Refuse(CaptureRefused::no_returning(model));
             };
             Plan::Capture(Capture {
                 model: *model,
@@ -661,6 +668,48 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_connection_that_reads_no_returned_rows_selects_update_and_delete_keys_first() {
+        let blocking_mysql = Reads {
+            dialect: Dialect::Mysql,
+            returning: false,
+        };
+        let keys_first = |sql: &str| keys_first_with(blocking_mysql, sql);
+        assert_eq!(
+            keys_first("DELETE FROM `products` WHERE `products`.`id` = ?").as_deref(),
+            Some("SELECT `id` FROM `products` WHERE `products`.`id` = ? FOR UPDATE")
+        );
+        assert_eq!(
+            keys_first("UPDATE products SET price_cents = 1").as_deref(),
+            Some("SELECT `id`, 1 FROM products FOR UPDATE")
+        );
+        // With `RETURNING` read, a MariaDB DELETE returns its keys instead.
+        assert_eq!(
+            keys_first_with(reads(Dialect::Mysql), "DELETE FROM products WHERE id = 1"),
+            None
+        );
+        for unreadable in [
+            "INSERT INTO products (id) VALUES (1)",
+            "REPLACE INTO products (id) VALUES (1)",
+            "DELETE FROM products WHERE id = 1 RETURNING id",
+        ] {
+            assert!(
+                matches!(
+                    plan(unreadable, blocking_mysql, &[], &catalog()),
+                    Plan::Refuse(_)
+                ),
+                "{unreadable}"
+            );
+        }
+    }
+
+    fn keys_first_with(reads: Reads, sql: &str) -> Option<String> {
+        match plan(sql, reads, &[], &catalog()) {
+            Plan::Capture(capture) => capture.keys_first.as_deref().map(str::to_owned),
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

@@ -137,36 +137,69 @@ pub(crate) fn split(sql: &str, dialect: Dialect) -> Result<Vec<(&str, Statement)
     Ok(statements)
 }
 
-/// For an `UPDATE` of one table, a `SELECT … FOR UPDATE` of the key of every row it matches,
-/// for a backend whose UPDATE returns nothing. The SET values are selected too, and ignored, so
-/// that the `SELECT` takes the UPDATE's bind values in the same order. `None` for any other
-/// statement.
-pub(crate) fn keys_before_update(sql: &str, dialect: Dialect, key_column: &str) -> Option<String> {
+/// For an `UPDATE` or `DELETE` of one table, a `SELECT … FOR UPDATE` of the key of every row it
+/// matches, for a connection that cannot read what the write returns. An UPDATE's SET values
+/// are selected too, and ignored, so that the `SELECT` takes the write's bind values in the
+/// same order. `None` for any other statement.
+pub(crate) fn keys_before_write(sql: &str, dialect: Dialect, key_column: &str) -> Option<String> {
     use std::fmt::Write as _;
     let statements = Parser::parse_sql(dialect.parser_dialect(), sql).ok()?;
-    let [ast::Statement::Update(update)] = statements.as_slice() else {
-        return None;
+    let (values, table, selection, order_by, limit) = match statements.as_slice() {
+        [ast::Statement::Update(update)] => {
+            if !update.table.joins.is_empty() || update.from.is_some() {
+                return None;
+            }
+            let values: Vec<String> = update
+                .assignments
+                .iter()
+                .map(|assignment| assignment.value.to_string())
+                .collect();
+            let table = update.table.relation.to_string();
+            (
+                values,
+                table,
+                &update.selection,
+                &update.order_by,
+                &update.limit,
+            )
+        }
+        [ast::Statement::Delete(delete)] => {
+            let (ast::FromTable::WithFromKeyword(from) | ast::FromTable::WithoutKeyword(from)) =
+                &delete.from;
+            let [only] = from.as_slice() else {
+                return None;
+            };
+            if !delete.tables.is_empty() || delete.using.is_some() || !only.joins.is_empty() {
+                return None;
+            }
+            let table = only.relation.to_string();
+            (
+                Vec::new(),
+                table,
+                &delete.selection,
+                &delete.order_by,
+                &delete.limit,
+            )
+        }
+        _ => return None,
     };
-    if !update.table.joins.is_empty() || update.from.is_some() {
-        return None;
-    }
     let key = match dialect {
         Dialect::Mysql | Dialect::Sqlite => format!("`{}`", key_column.replace('`', "``")),
         Dialect::Postgres => format!("\"{}\"", key_column.replace('"', "\"\"")),
     };
     let mut select = format!("SELECT {key}");
-    for assignment in &update.assignments {
-        let _ = write!(select, ", {}", assignment.value);
+    for value in values {
+        let _ = write!(select, ", {value}");
     }
-    let _ = write!(select, " FROM {}", update.table.relation);
-    if let Some(selection) = &update.selection {
+    let _ = write!(select, " FROM {table}");
+    if let Some(selection) = selection {
         let _ = write!(select, " WHERE {selection}");
     }
-    if !update.order_by.is_empty() {
-        let order: Vec<String> = update.order_by.iter().map(ToString::to_string).collect();
+    if !order_by.is_empty() {
+        let order: Vec<String> = order_by.iter().map(ToString::to_string).collect();
         let _ = write!(select, " ORDER BY {}", order.join(", "));
     }
-    if let Some(limit) = &update.limit {
+    if let Some(limit) = limit {
         let _ = write!(select, " LIMIT {limit}");
     }
     select.push_str(" FOR UPDATE");
@@ -759,23 +792,40 @@ mod tests {
     }
 
     #[test]
-    fn an_update_becomes_a_locking_select_of_its_keys_with_its_binds_in_order() {
+    fn an_update_or_delete_becomes_a_locking_select_of_its_keys_with_its_binds_in_order() {
         let sql = "UPDATE `products` SET `price_cents` = ?, `name` = ? WHERE (`products`.`store_id` = ?) ORDER BY `id` LIMIT 5";
         assert_eq!(
-            keys_before_update(sql, Mysql, "id").as_deref(),
+            keys_before_write(sql, Mysql, "id").as_deref(),
             Some("SELECT `id`, ?, ? FROM `products` WHERE (`products`.`store_id` = ?) ORDER BY `id` LIMIT 5 FOR UPDATE")
         );
         let raw = "UPDATE products SET price_cents = price_cents * 2";
         assert_eq!(
-            keys_before_update(raw, Mysql, "id").as_deref(),
+            keys_before_write(raw, Mysql, "id").as_deref(),
             Some("SELECT `id`, price_cents * 2 FROM products FOR UPDATE")
         );
         assert_eq!(
-            keys_before_update("DELETE FROM products", Mysql, "id"),
+            keys_before_write(
+                "DELETE FROM `products` WHERE `products`.`store_id` = ? LIMIT 2",
+                Mysql,
+                "id"
+            )
+            .as_deref(),
+            Some("SELECT `id` FROM `products` WHERE `products`.`store_id` = ? LIMIT 2 FOR UPDATE")
+        );
+        assert_eq!(
+            keys_before_write(
+                "DELETE p FROM products p JOIN stores s ON s.id = p.store_id",
+                Mysql,
+                "id"
+            ),
             None
         );
         assert_eq!(
-            keys_before_update("UPDATE a JOIN b ON a.id = b.id SET a.x = 1", Mysql, "id"),
+            keys_before_write("INSERT INTO products (id) VALUES (1)", Mysql, "id"),
+            None
+        );
+        assert_eq!(
+            keys_before_write("UPDATE a JOIN b ON a.id = b.id SET a.x = 1", Mysql, "id"),
             None
         );
     }

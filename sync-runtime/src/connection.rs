@@ -341,7 +341,7 @@ where
             return pass(self.inner.load(Refused(refusal)));
         }
         if capture.keys_first.is_some() {
-            let refusal = CaptureRefused::update_run_for_rows(&capture.model);
+            let refusal = CaptureRefused::selected_keys_run_for_rows(&capture.model);
             return pass(self.inner.load(Refused(refusal)));
         }
         let Self {

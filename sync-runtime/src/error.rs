@@ -179,19 +179,19 @@ impl CaptureRefused {
         )
     }
 
-    pub(crate) fn mysql_update(model: &ModelFacts) -> Self {
+    pub(crate) fn keys_not_selectable(model: &ModelFacts) -> Self {
         Self::new(
             model,
-            "MySQL cannot return the rows an UPDATE changes, and the keys of this one cannot be selected first",
-            "update it with `diesel_sync::update(…)`, which reads the keys first in the same transaction",
+            "MySQL cannot return the rows this write changes, and its keys cannot be selected first (a multi-table write)",
+            "write one table per statement, or with `diesel_sync::update(…)` or `delete(…)`",
         )
     }
 
     pub(crate) fn no_returning(model: &ModelFacts) -> Self {
         Self::new(
             model,
-            "Diesel's synchronous MySQL connection cannot read the rows a write returns",
-            "write it with `diesel_sync::insert_into`, `update` or `delete`, which read the keys from the rows or select them first",
+            "Diesel's synchronous MySQL connection reads no rows a write returns, so the keys of an INSERT (or of a write with its own RETURNING) cannot be read",
+            "write it with `diesel_sync::insert_into(…)`, which reads the keys from the rows",
         )
     }
 
@@ -219,10 +219,10 @@ impl CaptureRefused {
         )
     }
 
-    pub(crate) fn update_run_for_rows(model: &ModelFacts) -> Self {
+    pub(crate) fn selected_keys_run_for_rows(model: &ModelFacts) -> Self {
         Self::new(
             model,
-            "on MySQL an UPDATE returns no rows, and its keys are read by a `SELECT … FOR UPDATE` before it only when it runs with `execute`",
+            "on MySQL this write returns no rows here, and its keys are read by a `SELECT … FOR UPDATE` before it only when it runs with `execute`",
             "run it with `.execute(conn)`",
         )
     }

@@ -19,9 +19,9 @@ use diesel::{ConnectionResult, QueryResult};
 
 use crate::capture::{
     in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, Plan, Plans, Reads,
-    ReturningKey,
+    ReturningKey, Rows,
 };
-use crate::catalog::insert_captured;
+use crate::catalog::{insert_captured, DynKey};
 use crate::classify::Dialect;
 use crate::collector::{Collector, Frame};
 use crate::error::CaptureRefused;
@@ -266,9 +266,36 @@ impl<C> CaptureConnection for C where
 }
 
 impl<C: CaptureConnection> SyncedConnection<C> {
-    /// Runs a write to a synced table with its key column returned, and registers the keys:
-    /// in the open transaction, or handed on now when none is open. Returns the rows written.
+    /// Runs a write to a synced table and registers the keys of the rows it wrote: in the open
+    /// transaction, or handed on now when none is open. Returns the rows written.
     fn run_captured<Q>(&mut self, statement: Q, capture: &Capture) -> QueryResult<usize>
+    where
+        Q: QueryFragment<C::Backend> + QueryId,
+    {
+        let (written, keys) = match capture.keys_first.as_deref() {
+            None => self.write_returning_keys(statement, capture)?,
+            Some(select) => self.write_after_keys(&statement, select, capture)?,
+        };
+        tracing::trace!(
+            table = capture.model.table,
+            keys = keys.len(),
+            "write captured"
+        );
+        if let Some(frame) = self
+            .collector
+            .add(|frame| insert_captured(frame, capture, keys))
+        {
+            self.flush(frame);
+        }
+        Ok(written)
+    }
+
+    /// The write with its key column returned (`RETURNING`): the rows written are the keys read.
+    fn write_returning_keys<Q>(
+        &mut self,
+        statement: Q,
+        capture: &Capture,
+    ) -> QueryResult<(usize, Vec<DynKey>)>
     where
         Q: QueryFragment<C::Backend> + QueryId,
     {
@@ -280,19 +307,46 @@ impl<C: CaptureConnection> SyncedConnection<C> {
                 KeyColumn::Last,
             )?);
         }
-        let written = keys.len();
-        tracing::trace!(
-            table = capture.model.table,
-            keys = written,
-            "write captured"
-        );
-        if let Some(frame) = self
-            .collector
-            .add(|frame| insert_captured(frame, capture, keys))
-        {
-            self.flush(frame);
+        Ok((keys.len(), keys))
+    }
+
+    /// The write after a `SELECT … FOR UPDATE` of the keys it will touch, with the same bind
+    /// values, both in one transaction (opened here when none is), so the rows locked are the
+    /// rows written.
+    fn write_after_keys<Q>(
+        &mut self,
+        statement: &Q,
+        select: &str,
+        capture: &Capture,
+    ) -> QueryResult<(usize, Vec<DynKey>)>
+    where
+        Q: QueryFragment<C::Backend> + QueryId,
+    {
+        let select = <C::Backend as CaptureBackend>::own_as(statement, select.to_owned())?;
+        let opened = !self.collector.in_transaction();
+        if opened {
+            SyncedTransactionManager::<C>::begin_transaction(self)?;
         }
-        Ok(written)
+        let written = || {
+            let mut keys = Vec::new();
+            for row in self.inner.load(Rows(select))? {
+                keys.push(read_key::<C::Backend, _>(
+                    &row?,
+                    capture.codec.kind,
+                    KeyColumn::First,
+                )?);
+            }
+            let written = self.inner.execute_returning_count(statement)?;
+            Ok((written, keys))
+        };
+        let result = written();
+        if opened {
+            match &result {
+                Ok(_) => SyncedTransactionManager::<C>::commit_transaction(self)?,
+                Err(_) => SyncedTransactionManager::<C>::rollback_transaction(self)?,
+            }
+        }
+        result
     }
 }
 
@@ -376,6 +430,11 @@ where
         // the rows, which borrow the connection.
         if !self.collector.in_transaction() {
             return Err(refused(CaptureRefused::returns_rows_outside_a_transaction(
+                &capture.model,
+            )));
+        }
+        if capture.keys_first.is_some() {
+            return Err(refused(CaptureRefused::selected_keys_run_for_rows(
                 &capture.model,
             )));
         }
