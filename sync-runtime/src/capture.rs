@@ -19,7 +19,7 @@ use diesel::sql_types::Untyped;
 use diesel::QueryResult;
 
 use crate::catalog::{Catalog, DynKey, KeyCodec, KeyKind, ModelFacts};
-use crate::classify::{self, Dialect, Statement, WriteKind};
+use crate::classify::{self, Dialect, InsertedKey, Statement, WriteKind};
 use crate::error::CaptureRefused;
 
 /// What the connection does with one statement.
@@ -43,9 +43,22 @@ pub(crate) struct Capture {
     pub(crate) codec: KeyCodec,
     /// Whether the statement has its own `RETURNING` list, which the key column extends.
     pub(crate) returning: bool,
-    /// For an UPDATE on a backend without `UPDATE … RETURNING`: the `SELECT … FOR UPDATE` that
-    /// reads the keys first, in the same transaction, with the same bind values.
-    pub(crate) keys_first: Option<Arc<str>>,
+    /// Where the keys of the rows it writes are read.
+    pub(crate) keys: KeysFrom,
+}
+
+/// Where a captured write's keys are read.
+#[derive(Debug, Clone)]
+pub(crate) enum KeysFrom {
+    /// The rows it returns, its key column added (`RETURNING`).
+    Returning,
+    /// A `SELECT … FOR UPDATE` run before it, in the same transaction, with the same bind
+    /// values: an UPDATE on MySQL, which has no `UPDATE … RETURNING`, or a DELETE on a
+    /// connection that reads no returned rows.
+    SelectedFirst(Arc<str>),
+    /// Its own bind values and literals: a plain INSERT on a connection that reads no returned
+    /// rows.
+    Inserted(Arc<[InsertedKey]>),
 }
 
 /// What a connection can read back from a write.
@@ -181,34 +194,41 @@ fn plan_statement(
             let Some(codec) = model.key else {
                 return Plan::Refuse(CaptureRefused::unreadable_key(model));
             };
-            // MySQL has no `UPDATE … RETURNING`, and Diesel's synchronous MySQL connection reads
-            // no rows a write returns: there the keys are selected first.
-            let select_first = match write.kind {
-                WriteKind::Update => reads.dialect == Dialect::Mysql,
-                WriteKind::Delete => !reads.returning,
-                WriteKind::Insert => false,
-            };
-            let keys_first = if select_first {
-                if write.returning && !reads.returning {
-                    return Plan::Refuse(CaptureRefused::no_returning(model));
-                }
-                match classify::keys_before_write(text, reads.dialect, model.key_column) {
-                    Some(select) => Some(Arc::from(select)),
-                    None => return Plan::Refuse(CaptureRefused::keys_not_selectable(model)),
-                }
-            } else if reads.returning {
-                None
-            } else {
+            if write.returning && !reads.returning {
                 return Plan::Refuse(CaptureRefused::no_returning(model));
+            }
+            let keys = match write.kind {
+                WriteKind::Update if reads.dialect == Dialect::Mysql || !reads.returning => {
+                    select_first(text, reads, model)
+                }
+                WriteKind::Delete if !reads.returning => select_first(text, reads, model),
+                WriteKind::Insert if !reads.returning => {
+                    match classify::keys_in_insert(text, reads.dialect, model.key_column) {
+                        Some(keys) => Ok(KeysFrom::Inserted(keys.into())),
+                        None => Err(CaptureRefused::no_returning(model)),
+                    }
+                }
+                _ => Ok(KeysFrom::Returning),
+            };
+            let keys = match keys {
+                Ok(keys) => keys,
+                Err(refusal) => return Plan::Refuse(refusal),
             };
             Plan::Capture(Capture {
                 model: *model,
                 codec,
                 returning: write.returning,
-                keys_first,
+                keys,
             })
         }
     }
+}
+
+/// The `SELECT … FOR UPDATE` that reads an UPDATE's or DELETE's keys before it runs.
+fn select_first(text: &str, reads: Reads, model: &ModelFacts) -> Result<KeysFrom, CaptureRefused> {
+    classify::keys_before_write(text, reads.dialect, model.key_column)
+        .map(|select| KeysFrom::SelectedFirst(select.into()))
+        .ok_or_else(|| CaptureRefused::keys_not_selectable(model))
 }
 
 /// A text the parser rejected: schema changes and session settings run; anything else that
@@ -260,6 +280,14 @@ pub trait CaptureBackend: Backend + DieselReserveSpecialization + Default + Owne
     /// An empty query builder.
     #[doc(hidden)]
     fn query_builder() -> Self::QueryBuilder;
+
+    /// The keys a plain INSERT takes from its bind values and literals, read before it runs.
+    #[doc(hidden)]
+    fn inserted_keys<T: QueryFragment<Self>>(
+        query: &T,
+        keys: &[InsertedKey],
+        kind: KeyKind,
+    ) -> QueryResult<Vec<DynKey>>;
 
     /// A key of kind `kind` from a returned column.
     #[doc(hidden)]
@@ -442,6 +470,28 @@ pub(crate) fn read_key<'a, DB: CaptureBackend, R: diesel::row::Row<'a, DB>>(
     DB::read_key(kind, field.value()).map_err(Error::DeserializationError)
 }
 
+/// How a connection reads a captured write's keys, made ready from the statement itself: the
+/// key `SELECT` with the statement's bind values, or the keys an INSERT binds.
+pub(crate) enum ReadKeys<DB: Backend> {
+    Returning,
+    SelectedFirst(OwnedStatement<DB>),
+    Known(Vec<DynKey>),
+}
+
+impl<DB: CaptureBackend> ReadKeys<DB> {
+    pub(crate) fn of<T: QueryFragment<DB>>(statement: &T, capture: &Capture) -> QueryResult<Self> {
+        Ok(match &capture.keys {
+            KeysFrom::Returning => Self::Returning,
+            KeysFrom::SelectedFirst(select) => {
+                Self::SelectedFirst(DB::own_as(statement, select.to_string())?)
+            }
+            KeysFrom::Inserted(keys) => {
+                Self::Known(DB::inserted_keys(statement, keys, capture.codec.kind)?)
+            }
+        })
+    }
+}
+
 /// A refusal as the error a statement returns.
 pub(crate) fn refused(refusal: CaptureRefused) -> Error {
     tracing::error!(%refusal, "write to a synced table refused");
@@ -472,7 +522,7 @@ macro_rules! read_key {
 /// Implements [`CaptureBackend`] for a backend: its dialect, and the type lookup its bind values
 /// are collected with (`()` where the backend has none).
 macro_rules! capture_backend {
-    ($backend:ty, $dialect:expr, $lookup:expr) => {
+    ($backend:ty, $dialect:expr, $lookup:expr, $inserted_keys:path) => {
         impl OwnedBinds for $backend {
             type Data = BindData<$backend>;
         }
@@ -495,6 +545,14 @@ macro_rules! capture_backend {
                 collect(query, Some(sql), &mut $lookup)
             }
 
+            fn inserted_keys<T: QueryFragment<Self>>(
+                query: &T,
+                keys: &[InsertedKey],
+                kind: KeyKind,
+            ) -> QueryResult<Vec<DynKey>> {
+                $inserted_keys(query, keys, kind)
+            }
+
             fn read_key(
                 kind: KeyKind,
                 value: Option<Self::RawValue<'_>>,
@@ -505,12 +563,96 @@ macro_rules! capture_backend {
     };
 }
 
+/// A literal key of an INSERT, as a key of `kind`.
+fn literal_key(key: &InsertedKey, kind: KeyKind) -> Option<DynKey> {
+    match (key, kind) {
+        (InsertedKey::Int(n), KeyKind::Text) => Some(DynKey::Text(n.to_string())),
+        (InsertedKey::Int(n), _) => Some(DynKey::Int(*n)),
+        (InsertedKey::Text(text), KeyKind::Text) => Some(DynKey::Text(text.clone())),
+        (InsertedKey::Text(text), _) => text.parse().ok().map(DynKey::Int),
+        (InsertedKey::Bind(_), _) => None,
+    }
+}
+
+/// Backends whose connections read the rows a write returns never plan keys from an INSERT's
+/// binds.
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "blocking-postgres"
+))]
+fn keys_returned_instead<T>(_: &T, _: &[InsertedKey], _: KeyKind) -> QueryResult<Vec<DynKey>> {
+    Err(Error::QueryBuilderError(
+        "this backend reads the keys an INSERT returns, not its bind values".into(),
+    ))
+}
+
 #[cfg(feature = "sqlite")]
-capture_backend!(diesel::sqlite::Sqlite, Dialect::Sqlite, ());
+capture_backend!(
+    diesel::sqlite::Sqlite,
+    Dialect::Sqlite,
+    (),
+    keys_returned_instead
+);
 #[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
-capture_backend!(diesel::pg::Pg, Dialect::Postgres, postgres::BuiltInTypes);
+capture_backend!(
+    diesel::pg::Pg,
+    Dialect::Postgres,
+    postgres::BuiltInTypes,
+    keys_returned_instead
+);
 #[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
-capture_backend!(diesel::mysql::Mysql, Dialect::Mysql, ());
+capture_backend!(
+    diesel::mysql::Mysql,
+    Dialect::Mysql,
+    (),
+    mysql::inserted_keys
+);
+
+#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
+mod mysql {
+    use diesel::mysql::{Mysql, MysqlValue};
+    use diesel::query_builder::bind_collector::RawBytesBindCollector;
+    use diesel::query_builder::QueryFragment;
+    use diesel::result::Error;
+    use diesel::QueryResult;
+
+    use super::{literal_key, DynKey, InsertedKey, KeyKind};
+
+    /// Reads an INSERT's keys from its bind values as Diesel collected them, each decoded with
+    /// its own type, and from its literals.
+    pub(super) fn inserted_keys<T: QueryFragment<Mysql>>(
+        query: &T,
+        keys: &[InsertedKey],
+        kind: KeyKind,
+    ) -> QueryResult<Vec<DynKey>> {
+        let mut binds = RawBytesBindCollector::<Mysql>::new();
+        query.collect_binds(&mut binds, &mut (), &Mysql)?;
+        keys.iter()
+            .map(|key| {
+                let unreadable = || {
+                    Error::QueryBuilderError(
+                        format!("the key {key:?} of a captured INSERT cannot be read as {kind:?}")
+                            .into(),
+                    )
+                };
+                let InsertedKey::Bind(at) = key else {
+                    return literal_key(key, kind).ok_or_else(unreadable);
+                };
+                let value = binds
+                    .binds
+                    .get(*at)
+                    .zip(binds.metadata.get(*at))
+                    .ok_or_else(unreadable)?;
+                let raw = value
+                    .0
+                    .as_deref()
+                    .map(|bytes| MysqlValue::new(bytes, *value.1));
+                read_key!(Mysql, kind, raw).map_err(|_| unreadable())
+            })
+            .collect()
+    }
+}
 
 #[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
 mod postgres {
@@ -636,7 +778,7 @@ mod tests {
             dialect: Dialect::Mysql,
             returning: false,
         };
-        let insert = refused("INSERT INTO products (id) VALUES (1)", blocking_mysql);
+        let insert = refused("INSERT INTO products (name) VALUES (?)", blocking_mysql);
         assert!(insert.to_string().contains("synchronous MySQL"));
         let unparsed = refused(
             "DELETE FROM products WHERE id = 1 FROBNICATE",
@@ -649,9 +791,12 @@ mod tests {
     fn a_mysql_update_is_captured_by_selecting_its_keys_first() {
         let update = "UPDATE `products` SET `price_cents` = ? WHERE (`products`.`store_id` = ?)";
         match plan(update, reads(Dialect::Mysql), &[], &catalog()) {
-            Plan::Capture(capture) => assert_eq!(
-                capture.keys_first.as_deref(),
-                Some("SELECT `id`, ? FROM `products` WHERE (`products`.`store_id` = ?) FOR UPDATE")
+            Plan::Capture(Capture {
+                keys: KeysFrom::SelectedFirst(select),
+                ..
+            }) => assert_eq!(
+                &*select,
+                "SELECT `id`, ? FROM `products` WHERE (`products`.`store_id` = ?) FOR UPDATE"
             ),
             other => panic!("{other}"),
         }
@@ -664,34 +809,48 @@ mod tests {
         assert!(matches!(
             insert,
             Plan::Capture(Capture {
-                keys_first: None,
+                keys: KeysFrom::Returning,
                 ..
             })
         ));
     }
 
     #[test]
-    fn a_connection_that_reads_no_returned_rows_selects_update_and_delete_keys_first() {
+    fn a_connection_that_reads_no_returned_rows_selects_or_binds_its_keys() {
         let blocking_mysql = Reads {
             dialect: Dialect::Mysql,
             returning: false,
         };
-        let keys_first = |sql: &str| keys_first_with(blocking_mysql, sql);
-        assert_eq!(
-            keys_first("DELETE FROM `products` WHERE `products`.`id` = ?").as_deref(),
-            Some("SELECT `id` FROM `products` WHERE `products`.`id` = ? FOR UPDATE")
-        );
-        assert_eq!(
-            keys_first("UPDATE products SET price_cents = 1").as_deref(),
-            Some("SELECT `id`, 1 FROM products FOR UPDATE")
-        );
-        // With `RETURNING` read, a MariaDB DELETE returns its keys instead.
-        assert_eq!(
-            keys_first_with(reads(Dialect::Mysql), "DELETE FROM products WHERE id = 1"),
-            None
-        );
+        let keys = |sql: &str| match plan(sql, blocking_mysql, &[], &catalog()) {
+            Plan::Capture(capture) => capture.keys,
+            other => panic!("{other}"),
+        };
+        assert!(matches!(
+            keys("DELETE FROM `products` WHERE `products`.`id` = ?"),
+            KeysFrom::SelectedFirst(select)
+                if &*select == "SELECT `id` FROM `products` WHERE `products`.`id` = ? FOR UPDATE"
+        ));
+        assert!(matches!(
+            keys("UPDATE products SET price_cents = 1"),
+            KeysFrom::SelectedFirst(select) if &*select == "SELECT `id`, 1 FROM products FOR UPDATE"
+        ));
+        assert!(matches!(
+            keys("INSERT INTO `products` (`id`, `name`) VALUES (?, ?), (?, ?)"),
+            KeysFrom::Inserted(keys) if *keys == [InsertedKey::Bind(0), InsertedKey::Bind(2)]
+        ));
+        // Reading `RETURNING`, a MariaDB DELETE returns its keys instead.
+        match plan(
+            "DELETE FROM products WHERE id = 1",
+            reads(Dialect::Mysql),
+            &[],
+            &catalog(),
+        ) {
+            Plan::Capture(capture) => assert!(matches!(capture.keys, KeysFrom::Returning)),
+            other => panic!("{other}"),
+        }
         for unreadable in [
-            "INSERT INTO products (id) VALUES (1)",
+            "INSERT INTO products (name) VALUES ('generated key')",
+            "INSERT IGNORE INTO products (id) VALUES (1)",
             "REPLACE INTO products (id) VALUES (1)",
             "DELETE FROM products WHERE id = 1 RETURNING id",
         ] {
@@ -702,13 +861,6 @@ mod tests {
                 ),
                 "{unreadable}"
             );
-        }
-    }
-
-    fn keys_first_with(reads: Reads, sql: &str) -> Option<String> {
-        match plan(sql, reads, &[], &catalog()) {
-            Plan::Capture(capture) => capture.keys_first.as_deref().map(str::to_owned),
-            other => panic!("{other}"),
         }
     }
 

@@ -206,6 +206,87 @@ pub(crate) fn keys_before_write(sql: &str, dialect: Dialect, key_column: &str) -
     Some(select)
 }
 
+/// Where a plain INSERT takes each row's key: a bind value (its position among the statement's
+/// placeholders) or a literal. Not public API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[doc(hidden)]
+pub enum InsertedKey {
+    /// The bind value at this position.
+    Bind(usize),
+    /// An integer literal.
+    Int(i64),
+    /// A string literal.
+    Text(String),
+}
+
+/// For a plain `INSERT … VALUES` that names the key column and gives it a placeholder or a
+/// literal in every row, where each row's key comes from, for a connection that cannot read
+/// what the write returns. Such an INSERT writes every row or none, so these are exactly its
+/// keys. `None` for anything else: an INSERT that may skip or update rows (`IGNORE`,
+/// `ON DUPLICATE KEY UPDATE`, `REPLACE`), takes its rows from a query, or leaves the key to the
+/// database.
+pub(crate) fn keys_in_insert(
+    sql: &str,
+    dialect: Dialect,
+    key_column: &str,
+) -> Option<Vec<InsertedKey>> {
+    use sqlparser::ast::{Expr, Spanned, Value};
+    let statements = Parser::parse_sql(dialect.parser_dialect(), sql).ok()?;
+    let [ast::Statement::Insert(insert)] = statements.as_slice() else {
+        return None;
+    };
+    let plain = !insert.ignore
+        && !insert.replace_into
+        && insert.or.is_none()
+        && insert.on.is_none()
+        && insert.returning.is_none()
+        && insert.assignments.is_empty();
+    if !plain {
+        return None;
+    }
+    let column = insert.columns.iter().position(|name| {
+        name.0
+            .last()
+            .and_then(|part| part.as_ident())
+            .is_some_and(|ident| ident.value.eq_ignore_ascii_case(key_column))
+    })?;
+    let SetExpr::Values(values) = insert.source.as_deref()?.body.as_ref() else {
+        return None;
+    };
+    // Bind values follow the placeholders in the order of the text.
+    let mut buffer = Vec::new();
+    Tokenizer::new(dialect.parser_dialect(), sql)
+        .tokenize_with_location_into_buf(&mut buffer)
+        .ok()?;
+    let placeholders: Vec<Location> = buffer
+        .iter()
+        .filter(|token| matches!(token.token, Token::Placeholder(_)))
+        .map(|token| token.span.start)
+        .collect();
+    values
+        .rows
+        .iter()
+        .map(|row| {
+            let expr = row.get(column)?;
+            let Expr::Value(value) = expr else {
+                return None;
+            };
+            match &value.value {
+                Value::Placeholder(_) => {
+                    let at = expr.span().start;
+                    placeholders
+                        .iter()
+                        .position(|&start| start == at)
+                        .map(InsertedKey::Bind)
+                }
+                Value::Number(number, _) => number.parse().ok().map(InsertedKey::Int),
+                Value::SingleQuotedString(text) => Some(InsertedKey::Text(text.clone())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Where each line of a text starts, to turn the tokenizer's line and column into a byte offset.
 struct LineOffsets(Vec<usize>);
 
@@ -828,6 +909,38 @@ mod tests {
             keys_before_write("UPDATE a JOIN b ON a.id = b.id SET a.x = 1", Mysql, "id"),
             None
         );
+    }
+
+    #[test]
+    fn a_plain_insert_names_where_each_rows_key_comes_from() {
+        use InsertedKey::{Bind, Int, Text};
+        let diesel = "INSERT INTO `price_records` (`id`, `object_id`, `amount_cents`) VALUES (DEFAULT, ?, ?), (DEFAULT, ?, ?)";
+        assert_eq!(
+            keys_in_insert(diesel, Mysql, "object_id"),
+            Some(vec![Bind(0), Bind(2)])
+        );
+        let raw = "INSERT INTO products (name, id) VALUES (CONCAT(?, ?), 7), (?, ?), ('x', 'k')";
+        assert_eq!(
+            keys_in_insert(raw, Mysql, "id"),
+            Some(vec![Int(7), Bind(3), Text("k".to_owned())])
+        );
+        for unreadable in [
+            "INSERT INTO products (id) VALUES (DEFAULT)",
+            "INSERT INTO products (name) VALUES (?)",
+            "INSERT INTO products VALUES (?, ?)",
+            "INSERT IGNORE INTO products (id) VALUES (?)",
+            "INSERT INTO products (id) VALUES (?) ON DUPLICATE KEY UPDATE id = id",
+            "REPLACE INTO products (id) VALUES (?)",
+            "INSERT INTO products (id) SELECT id FROM other",
+            "INSERT INTO products (id) VALUES (? + 1)",
+            "UPDATE products SET id = ?",
+        ] {
+            assert_eq!(
+                keys_in_insert(unreadable, Mysql, "id"),
+                None,
+                "{unreadable}"
+            );
+        }
     }
 
     #[test]

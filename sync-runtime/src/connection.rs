@@ -23,8 +23,8 @@ use pin_project_lite::pin_project;
 use tracing::Instrument;
 
 use crate::capture::{
-    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, OwnedStatement, Plan, Plans,
-    Reads, Refused, ReturningKey, Rows,
+    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, KeysFrom, OwnedStatement,
+    Plan, Plans, ReadKeys, Reads, Refused, ReturningKey, Rows,
 };
 use crate::catalog::{insert_captured, DynKey};
 use crate::collector::{Collector, Frame};
@@ -295,12 +295,10 @@ where
         for (statement, plan) in statements {
             match plan {
                 Plan::Capture(capture) => {
-                    let keys_first = capture
-                        .keys_first
-                        .as_deref()
-                        .map(|select| Box::new(diesel::sql_query(select)) as OwnedStatement<_>);
-                    let statement = Box::new(diesel::sql_query(statement));
-                    self.run_captured(statement, capture, keys_first).await?;
+                    let statement = diesel::sql_query(statement);
+                    let read = ReadKeys::of(&statement, &capture)?;
+                    self.run_captured(Box::new(statement), capture, read)
+                        .await?;
                 }
                 _ => self.inner.batch_execute(&statement).await?,
             }
@@ -340,7 +338,7 @@ where
             let refusal = CaptureRefused::returns_rows_outside_a_transaction(&capture.model);
             return pass(self.inner.load(Refused(refusal)));
         }
-        if capture.keys_first.is_some() {
+        if !matches!(capture.keys, KeysFrom::Returning) {
             let refusal = CaptureRefused::selected_keys_run_for_rows(&capture.model);
             return pass(self.inner.load(Refused(refusal)));
         }
@@ -378,12 +376,9 @@ where
                 // Owned, so the future can keep the connection after the statement: outside a
                 // transaction the keys are resolved right after it.
                 let statement = <C::Backend as CaptureBackend>::own(&source);
-                let keys_first = capture.keys_first.as_deref().map(|select| {
-                    <C::Backend as CaptureBackend>::own_as(&source, select.to_owned())
-                });
+                let read = ReadKeys::of(&source, &capture);
                 Either::Right(Box::pin(async move {
-                    let keys_first = keys_first.transpose()?;
-                    self.run_captured(statement?, capture, keys_first).await
+                    self.run_captured(statement?, capture, read?).await
                 }))
             }
         }
@@ -520,11 +515,18 @@ where
         &mut self,
         statement: OwnedStatement<C::Backend>,
         capture: Capture,
-        keys_first: Option<OwnedStatement<C::Backend>>,
+        read: ReadKeys<C::Backend>,
     ) -> QueryResult<usize> {
-        let (written, keys) = match keys_first {
-            None => self.write_returning_keys(statement, &capture).await?,
-            Some(select) => self.write_after_keys(statement, select, &capture).await?,
+        let (written, keys) = match read {
+            ReadKeys::Returning => self.write_returning_keys(statement, &capture).await?,
+            ReadKeys::SelectedFirst(select) => {
+                self.write_after_keys(statement, select, &capture).await?
+            }
+            // A plain INSERT writes every row it binds, or fails.
+            ReadKeys::Known(keys) => {
+                let written = self.inner.execute_returning_count(Rows(statement)).await?;
+                (written, keys)
+            }
         };
         tracing::trace!(
             table = capture.model.table,

@@ -86,7 +86,7 @@ pub mod __private {
         DynKey, KeyCodec, KeyKind, KeyProbe, ModelFacts, ModelProbe, NamedTable, OpaqueKey,
         ReadableKey, Registered, SyncedModel, TableProbe, UnnamedTable, Unregistered,
     };
-    pub use crate::classify::Dialect;
+    pub use crate::classify::{Dialect, InsertedKey};
     pub use crate::synced::{
         assert_id, assert_model, assert_store_key, assert_target, assert_target_model, KeyBounds,
         KeyInRow, SyncTarget, Synced, SyncedTable, TargetId,

@@ -18,7 +18,7 @@ use diesel::sql_types::TypeMetadata;
 use diesel::{ConnectionResult, QueryResult};
 
 use crate::capture::{
-    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, Plan, Plans, Reads,
+    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, KeysFrom, Plan, Plans, Reads,
     ReturningKey, Rows,
 };
 use crate::catalog::{insert_captured, DynKey};
@@ -272,9 +272,17 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     where
         Q: QueryFragment<C::Backend> + QueryId,
     {
-        let (written, keys) = match capture.keys_first.as_deref() {
-            None => self.write_returning_keys(statement, capture)?,
-            Some(select) => self.write_after_keys(&statement, select, capture)?,
+        let (written, keys) = match &capture.keys {
+            KeysFrom::Returning => self.write_returning_keys(statement, capture)?,
+            KeysFrom::SelectedFirst(select) => {
+                self.write_after_keys(&statement, select, capture)?
+            }
+            // A plain INSERT writes every row it binds, or fails.
+            KeysFrom::Inserted(keys) => {
+                let kind = capture.codec.kind;
+                let keys = <C::Backend as CaptureBackend>::inserted_keys(&statement, keys, kind)?;
+                (self.inner.execute_returning_count(&statement)?, keys)
+            }
         };
         tracing::trace!(
             table = capture.model.table,
@@ -433,7 +441,7 @@ where
                 &capture.model,
             )));
         }
-        if capture.keys_first.is_some() {
+        if !matches!(capture.keys, KeysFrom::Returning) {
             return Err(refused(CaptureRefused::selected_keys_run_for_rows(
                 &capture.model,
             )));
