@@ -2,10 +2,11 @@
 //! connections ([`diesel::SqliteConnection`], `PgConnection`, `MysqlConnection`) and r2d2 pools.
 //!
 //! Wrap a connection in [`SyncedConnection`] and write through it as on the async side: plain
-//! Diesel statements and raw SQL are captured on SQLite and PostgreSQL. Diesel's synchronous
-//! `MysqlConnection` cannot read the rows a write returns, so there a write to a synced table is
-//! refused before it runs; the statement-level writes (`diesel_sync::update(…)` and the others)
-//! run with `execute_blocking` instead of `.execute(conn).await` on every backend:
+//! Diesel statements and raw SQL are captured. Diesel's synchronous `MysqlConnection` cannot
+//! read the rows a write returns, so there an UPDATE or DELETE has its keys selected first, a
+//! plain INSERT takes them from its bind values, and an INSERT whose keys the database
+//! generates is refused before it runs. The statement-level writes (`diesel_sync::update(…)` and
+//! the others) run with `execute_blocking` instead of `.execute(conn).await`:
 //!
 //! ```
 //! # use diesel_sync_runtime as diesel_sync;
