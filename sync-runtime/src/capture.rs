@@ -121,14 +121,26 @@ impl Plans {
             };
         }
         let (reads, handled) = (self.reads, &self.handled);
-        self.by_type
+        let planned = self
+            .by_type
             .entry(typeid::of::<T>())
             .or_insert_with(|| match render(query) {
                 Ok(sql) => plan(&sql, reads, handled, Catalog::get()),
                 // A statement Diesel cannot render fails the same way when it runs.
                 Err(_) => Plan::Pass,
-            })
-            .clone()
+            });
+        match planned {
+            // Where an INSERT's keys sit among its binds depends on its rows (how many, which
+            // columns default), which one statement type does not fix: planned per text.
+            Plan::Capture(Capture {
+                keys: KeysFrom::Inserted(_),
+                ..
+            }) => match render(query) {
+                Ok(sql) => self.text(&sql),
+                Err(_) => Plan::Pass,
+            },
+            planned => planned.clone(),
+        }
     }
 }
 
