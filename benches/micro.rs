@@ -314,6 +314,7 @@ fn main() {
     write_hook(&mut criterion);
     blocking::write_hook(&mut criterion);
     blocking::capture(&mut criterion);
+    blocking::commit(&mut criterion);
     after_commit(&mut criterion);
     criterion.final_summary();
 }

@@ -11,9 +11,10 @@ use diesel::result::Error;
 use diesel_sync::blocking::SyncedConnection;
 use diesel_sync::{Batch, HandlerError, Registry};
 
-use crate::schema::{price_records, products, Product};
+use crate::schema::{price_records, product, products, stores_sql, Backend, Product};
 use crate::{
     no_op_registry, product_id, record, runtime, setup, sqlite_path, store_id, timed, Stop, Write,
+    PER_STORE, PRODUCTS,
 };
 
 /// The bare statement of `write` for iteration `i`.
@@ -247,4 +248,67 @@ pub(crate) fn capture(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// An in-memory database with the workloads' schema, 100 stores and 10,000 products: no fsync at
+/// COMMIT hides what the library adds to one.
+fn in_memory() -> SqliteConnection {
+    use diesel::connection::SimpleConnection;
+    let mut conn = SqliteConnection::establish(":memory:").expect("open SQLite");
+    conn.batch_execute(Backend::Sqlite.schema())
+        .expect("schema");
+    conn.batch_execute(&stores_sql()).expect("stores");
+    let rows: Vec<Product> = (0..PRODUCTS).map(|i| product(i, PER_STORE)).collect();
+    for chunk in rows.chunks(8_000) {
+        diesel::insert_into(products::table)
+            .values(chunk)
+            .execute(&mut conn)
+            .expect("products");
+    }
+    conn
+}
+
+/// What one committed transaction costs: a transaction saving one price record with plain
+/// Diesel, bare and synced. The synced one adds the capture's `RETURNING`, the resolve query
+/// after COMMIT and the hand-off to the dispatcher; each sample ends when its handlers are done.
+pub(crate) fn commit(c: &mut Criterion) {
+    let registry = Registry::builder()
+        .handler(async |_batch: Batch<Product>| -> Result<(), HandlerError> { Ok(()) })
+        .build();
+    let mut bare = in_memory();
+    let mut synced = SyncedConnection::new(in_memory(), registry.clone());
+    let mut group = c.benchmark_group("commit_blocking");
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("save_one_in_memory/bare", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters {
+                bare.transaction(|conn| bare_write(conn, Write::InsertOne, i))
+                    .expect("commit");
+            }
+            start.elapsed()
+        });
+    });
+    group.bench_function("save_one_in_memory/synced", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters {
+                synced
+                    .transaction(|conn| {
+                        diesel::insert_into(price_records::table)
+                            .values(&record(i))
+                            .execute(conn)
+                    })
+                    .expect("commit");
+            }
+            registry.settled_blocking();
+            start.elapsed()
+        });
+    });
+    group.finish();
+    let metrics = registry.metrics();
+    assert_eq!(metrics.dead_letters, 0, "{metrics:?}");
+    assert!(metrics.delivered > 0, "{metrics:?}");
 }

@@ -121,14 +121,14 @@ impl Plans {
             };
         }
         let (reads, handled) = (self.reads, &self.handled);
-        let planned = self
-            .by_type
-            .entry(typeid::of::<T>())
-            .or_insert_with(|| match render(query) {
-                Ok(sql) => plan(&sql, reads, handled, Catalog::get()),
-                // A statement Diesel cannot render fails the same way when it runs.
-                Err(_) => Plan::Pass,
-            });
+        let planned =
+            self.by_type
+                .entry(typeid::of::<T>())
+                .or_insert_with(|| match render(query) {
+                    Ok(sql) => plan(&sql, reads, handled, Catalog::get()),
+                    // A statement Diesel cannot render fails the same way when it runs.
+                    Err(_) => Plan::Pass,
+                });
         match planned {
             // Where an INSERT's keys sit among its binds depends on its rows (how many, which
             // columns default), which one statement type does not fix: planned per text.
@@ -575,17 +575,6 @@ macro_rules! capture_backend {
     };
 }
 
-/// A literal key of an INSERT, as a key of `kind`.
-fn literal_key(key: &InsertedKey, kind: KeyKind) -> Option<DynKey> {
-    match (key, kind) {
-        (InsertedKey::Int(n), KeyKind::Text) => Some(DynKey::Text(n.to_string())),
-        (InsertedKey::Int(n), _) => Some(DynKey::Int(*n)),
-        (InsertedKey::Text(text), KeyKind::Text) => Some(DynKey::Text(text.clone())),
-        (InsertedKey::Text(text), _) => text.parse().ok().map(DynKey::Int),
-        (InsertedKey::Bind(_), _) => None,
-    }
-}
-
 /// Backends whose connections read the rows a write returns never plan keys from an INSERT's
 /// binds.
 #[cfg(any(
@@ -629,7 +618,7 @@ mod mysql {
     use diesel::result::Error;
     use diesel::QueryResult;
 
-    use super::{literal_key, DynKey, InsertedKey, KeyKind};
+    use super::{DynKey, InsertedKey, KeyKind};
 
     /// Reads an INSERT's keys from its bind values as Diesel collected them, each decoded with
     /// its own type, and from its literals.
@@ -663,6 +652,17 @@ mod mysql {
                 read_key!(Mysql, kind, raw).map_err(|_| unreadable())
             })
             .collect()
+    }
+
+    /// A literal key of an INSERT, as a key of `kind`.
+    fn literal_key(key: &InsertedKey, kind: KeyKind) -> Option<DynKey> {
+        match (key, kind) {
+            (InsertedKey::Int(n), KeyKind::Text) => Some(DynKey::Text(n.to_string())),
+            (InsertedKey::Int(n), _) => Some(DynKey::Int(*n)),
+            (InsertedKey::Text(text), KeyKind::Text) => Some(DynKey::Text(text.clone())),
+            (InsertedKey::Text(text), _) => text.parse().ok().map(DynKey::Int),
+            (InsertedKey::Bind(_), _) => None,
+        }
     }
 }
 

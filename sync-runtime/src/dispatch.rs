@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures_util::future::join_all;
@@ -50,7 +51,12 @@ struct StoreState<T: SyncTarget> {
     in_flight: Option<Batch<T>>,
     waiting: Option<Waiting<T>>,
     task: Option<AbortHandle>,
+    /// The dispatch that started its worker, which records the worker's task.
+    started_by: u64,
 }
+
+/// Numbers each dispatch that starts workers.
+static DISPATCHES: AtomicU64 = AtomicU64::new(0);
 
 struct Waiting<T: SyncTarget> {
     rows: Vec<T>,
@@ -113,6 +119,7 @@ pub(crate) fn dispatch<T: SyncTarget>(
     batches: Vec<(T::StoreKey, Vec<T>)>,
 ) {
     let mut stores = queue.stores();
+    let dispatch_id = DISPATCHES.fetch_add(1, Ordering::Relaxed);
     let (mut started, mut workers) = (Vec::new(), Vec::new());
     for (store, rows) in batches {
         Counters::add(&shared.counters.batches, 1);
@@ -140,6 +147,7 @@ pub(crate) fn dispatch<T: SyncTarget>(
                     in_flight: Some(batch),
                     waiting: None,
                     task: None,
+                    started_by: dispatch_id,
                 });
             }
         }
@@ -147,10 +155,17 @@ pub(crate) fn dispatch<T: SyncTarget>(
     if workers.is_empty() {
         return;
     }
+    // Spawned with the queue unlocked: waking the runtime takes a system call, and the
+    // workers lock the queue as soon as their call returns.
+    drop(stores);
     let task = shared.spawn(join_all(workers).map(drop));
+    let mut stores = queue.stores();
     for store in started {
-        if let Some(state) = stores.get_mut(&store) {
-            state.task = Some(task.clone());
+        // A worker done by now has removed its store, and another dispatch may have started
+        // a new one since.
+        match stores.get_mut(&store) {
+            Some(state) if state.started_by == dispatch_id => state.task = Some(task.clone()),
+            _ => {}
         }
     }
 }
