@@ -316,6 +316,28 @@ macro_rules! dispatch_suite {
                 assert_eq!(registry.metrics().pending, 0);
             }
 
+            /// A batch whose handler failed twice and is waiting to retry at the deadline keeps
+            /// its history in the dead letter.
+            #[tokio::test(start_paused = true)]
+            async fn a_dead_letter_made_at_the_shutdown_deadline_keeps_the_attempts_and_the_last_error() {
+                let (handler, registry) = Scripted::registry(
+                    RetryPolicy::default().max_attempts(5).initial_delay(Duration::from_secs(30)).jitter(false),
+                    |_, _| Outcome::Fail,
+                );
+                let mut conn = connect("shutdown_history", &registry).await;
+                set_prices(&mut conn, &[(14, 14)]).await;
+                // The first call fails at once and the second after 30 s; the third would come
+                // 60 s later, past the deadline.
+                let report = registry.shutdown(Duration::from_secs(45)).await;
+                assert_eq!((report.delivered, report.dead_lettered, report.abandoned), (0, 1, 1));
+                assert_eq!(handler.seen().len(), 2);
+                let letters = registry.dead_letters().drain();
+                assert_eq!(letters.len(), 1);
+                assert_eq!(letters[0].attempts(), 2, "{letters:?}");
+                assert!(letters[0].error().contains("shutdown deadline"), "{}", letters[0].error());
+                assert!(letters[0].error().contains("marketplace answered 503"), "{}", letters[0].error());
+            }
+
             /// 1,000 commits over 20 stores; a tenth of calls fail at random; every seventh
             /// transaction rolls back. Every committed id is delivered or dead-lettered, and
             /// nothing of a rolled-back transaction is.

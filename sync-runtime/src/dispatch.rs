@@ -49,6 +49,9 @@ pub(crate) struct ModelQueue<T: SyncTarget> {
 /// A store with work: the batch in flight and the merged batch waiting behind it.
 struct StoreState<T: SyncTarget> {
     in_flight: Option<Batch<T>>,
+    /// The calls that failed for the batch in flight, and the last error: what a dead letter
+    /// made at the shutdown deadline reports.
+    failed: Option<(u32, String)>,
     waiting: Option<Waiting<T>>,
     task: Option<AbortHandle>,
     /// The dispatch that started its worker, which records the worker's task.
@@ -95,13 +98,22 @@ impl<T: SyncTarget> AnyModelQueue for ModelQueue<T> {
             if let Some(task) = state.task {
                 task.abort();
             }
-            let batches = state.in_flight.into_iter().chain(
-                state
-                    .waiting
-                    .map(|waiting| Batch::new(store.clone(), waiting.rows)),
-            );
-            for batch in batches {
-                shared.dead_letter(DeadLetter::undelivered(batch, reason.to_owned(), 0));
+            let in_flight = state.in_flight.map(|batch| match state.failed {
+                Some((attempts, error)) => {
+                    let error = format!("{reason}; the last of {attempts} calls failed: {error}");
+                    (batch, error, attempts)
+                }
+                None => (batch, reason.to_owned(), 0),
+            });
+            let waiting = state.waiting.map(|waiting| {
+                (
+                    Batch::new(store.clone(), waiting.rows),
+                    reason.to_owned(),
+                    0,
+                )
+            });
+            for (batch, error, attempts) in in_flight.into_iter().chain(waiting) {
+                shared.dead_letter(DeadLetter::undelivered(batch, error, attempts));
                 shared.settle_one();
                 abandoned += 1;
             }
@@ -145,6 +157,7 @@ pub(crate) fn dispatch<T: SyncTarget>(
                 ));
                 idle.insert(StoreState {
                     in_flight: Some(batch),
+                    failed: None,
                     waiting: None,
                     task: None,
                     started_by: dispatch_id,
@@ -189,6 +202,7 @@ async fn run_store<T: SyncTarget>(
             Some(waiting) => {
                 batch = Batch::new(store, waiting.rows);
                 state.in_flight = Some(batch.clone());
+                state.failed = None;
             }
             None => {
                 stores.remove(&store);
@@ -234,6 +248,9 @@ async fn deliver<T: SyncTarget>(shared: &Shared, queue: &ModelQueue<T>, batch: B
             }
         };
         Counters::add(&shared.counters.failures, 1);
+        if let Some(state) = queue.stores().get_mut(batch.store()) {
+            state.failed = Some((attempt, error.to_string()));
+        }
         let delay = match error.retry() {
             Retry::Never => None,
             Retry::Backoff => delays.next(),
