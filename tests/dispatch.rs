@@ -417,3 +417,61 @@ dispatch_suite!(
 
 #[cfg(diesel_sync_postgres)]
 dispatch_suite!(postgres, Backend::Postgres, diesel_async::AsyncPgConnection);
+
+/// A key column the database does not keep unique: resolve loads several rows for one id.
+mod key_not_unique {
+    use std::sync::{Arc, Mutex};
+
+    use diesel::prelude::*;
+    use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use diesel_sync::{Batch, HandlerError, Registry, Synced, SyncedConnection};
+
+    diesel::table! {
+        twins (id) {
+            id -> BigInt,
+            store_id -> BigInt,
+        }
+    }
+
+    #[derive(Debug, Clone, Queryable, Selectable, Synced)]
+    #[diesel(table_name = twins)]
+    #[synced(store = store_id)]
+    struct Twin {
+        id: i64,
+        store_id: i64,
+    }
+
+    type Conn = SyncedConnection<SyncConnectionWrapper<diesel::SqliteConnection>>;
+
+    #[tokio::test]
+    async fn rows_that_share_a_key_are_sent_once_and_counted_neither_stale_nor_lost() {
+        let sent: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let record = Arc::clone(&sent);
+        let registry: Registry<Conn> = Registry::builder()
+            .handler(move |batch: Batch<Twin>| {
+                record.lock().unwrap().extend(batch.ids());
+                async { Ok::<_, HandlerError>(()) }
+            })
+            .build();
+        let inner = SyncConnectionWrapper::establish(":memory:").await.unwrap();
+        let mut conn = SyncedConnection::new(inner, registry.clone());
+        conn.batch_execute("CREATE TABLE twins (id BIGINT NOT NULL, store_id BIGINT NOT NULL)")
+            .await
+            .unwrap();
+        // Captured outside a transaction: resolved at once, and id 1 loads two rows.
+        conn.batch_execute("INSERT INTO twins VALUES (1, 1), (1, 1), (2, 1)")
+            .await
+            .unwrap();
+        registry.settled().await;
+        let mut sent = sent.lock().unwrap().clone();
+        sent.sort_unstable();
+        assert_eq!(sent, [1, 2]);
+        let metrics = registry.metrics();
+        assert_eq!(
+            (metrics.ids_stale, metrics.dead_letters),
+            (0, 0),
+            "{metrics:?}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::any::type_name;
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use scoped_futures::ScopedBoxFuture;
@@ -142,9 +142,23 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
         }
     }
 
-    /// Counts the ids whose rows no longer exist.
-    pub(crate) fn count_stale(&self) {
-        let stale = self.committed - self.unresolved - self.rows.len();
+    /// Keeps one row per key, and counts the ids whose rows no longer exist.
+    pub(crate) fn count_stale(&mut self) {
+        // A key column that is not unique in the database loads several rows for one id.
+        let loaded = self.rows.len();
+        let mut seen = HashSet::with_capacity(loaded);
+        self.rows.retain(|row| seen.insert(row.sync_key()));
+        let repeated = loaded - self.rows.len();
+        if repeated > 0 {
+            tracing::warn!(
+                model = self.model,
+                repeated,
+                "rows share a key, which is not unique in the database; the first of each is sent"
+            );
+        }
+        let stale = self
+            .committed
+            .saturating_sub(self.unresolved + self.rows.len());
         if stale > 0 {
             Counters::add(&self.dispatcher.counters().ids_stale, stale);
             tracing::debug!(
