@@ -171,8 +171,31 @@ pub(crate) fn dispatch<T: SyncTarget>(
     // Spawned with the queue unlocked: waking the runtime takes a system call, and the
     // workers lock the queue as soon as their call returns.
     drop(stores);
-    let task = shared.spawn(join_all(workers).map(drop));
+    let spawned = shared.spawn(join_all(workers).map(drop));
     let mut stores = queue.stores();
+    let task = match spawned {
+        Ok(task) => task,
+        Err(error) => {
+            // Never a panic after COMMIT: the batches the workers would have delivered are
+            // dead-lettered, with what went wrong.
+            tracing::error!(model = type_name::<T>(), %error, "batches dead-lettered");
+            for store in started {
+                let Some(state) = stores.remove(&store) else {
+                    continue;
+                };
+                let batches = state.in_flight.into_iter().chain(
+                    state
+                        .waiting
+                        .map(|waiting| Batch::new(store.clone(), waiting.rows)),
+                );
+                for batch in batches {
+                    shared.dead_letter(DeadLetter::undelivered(batch, error.clone(), 0));
+                    shared.settle_one();
+                }
+            }
+            return;
+        }
+    };
     for store in started {
         // A worker done by now has removed its store, and another dispatch may have started
         // a new one since.

@@ -134,7 +134,7 @@ impl Dispatcher {
     /// When called on a tokio runtime's worker thread (from async code); await
     /// `Registry::settled` there. A `spawn_blocking` thread may call it.
     pub(crate) fn settled_blocking(&self) {
-        self.shared.background().block_on(self.settled());
+        self.background_or_panic().block_on(self.settled());
     }
 
     /// `Registry::shutdown` for synchronous code: blocks the calling thread for at most
@@ -143,7 +143,14 @@ impl Dispatcher {
     /// # Panics
     /// When called on a tokio runtime's worker thread; await `Registry::shutdown` there.
     pub(crate) fn shutdown_blocking(&self, deadline: Duration) -> ShutdownReport {
-        self.shared.background().block_on(self.shutdown(deadline))
+        self.background_or_panic().block_on(self.shutdown(deadline))
+    }
+
+    /// The registry's own runtime, for the blocking waits (never on a commit's path).
+    fn background_or_panic(&self) -> &Runtime {
+        self.shared
+            .background()
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Hands one flush's batches of `T` to the dispatcher. Returns at once.
@@ -187,22 +194,36 @@ impl Shared {
     }
 
     /// Spawns on the caller's tokio runtime, or on the registry's own when there is none
-    /// (a synchronous caller).
-    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> AbortHandle {
-        let handle = Handle::try_current().unwrap_or_else(|_| self.background().handle().clone());
-        handle.spawn(task).abort_handle()
+    /// (a synchronous caller). Fails only when the registry's own runtime cannot start.
+    pub(crate) fn spawn(
+        &self,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<AbortHandle, String> {
+        let handle = match Handle::try_current() {
+            Ok(handle) => handle,
+            Err(_) => self.background()?.handle().clone(),
+        };
+        Ok(handle.spawn(task).abort_handle())
     }
 
     /// The registry's own runtime, started on first use.
-    fn background(&self) -> &Runtime {
-        self.background.get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("diesel-sync-dispatch")
-                .enable_time()
-                .build()
-                .expect("failed to start the diesel-sync dispatch runtime")
-        })
+    fn background(&self) -> Result<&Runtime, String> {
+        if let Some(runtime) = self.background.get() {
+            return Ok(runtime);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("diesel-sync-dispatch")
+            .enable_time()
+            .build()
+            .map_err(|error| {
+                format!("the diesel-sync dispatch runtime could not start: {error}")
+            })?;
+        // Another thread may have started one meanwhile: the first stays, this one stops.
+        if let Err(spare) = self.background.set(runtime) {
+            spare.shutdown_background();
+        }
+        Ok(self.background.get().expect("set above"))
     }
 }
 
