@@ -475,3 +475,78 @@ mod key_not_unique {
         );
     }
 }
+
+/// The flush after COMMIT is cancelled when the future driving `transaction()` is dropped while
+/// it loads the committed rows: a timeout, a `select!` branch that lost, a client gone.
+#[cfg(diesel_sync_postgres)]
+mod cancelled_flush {
+    use std::time::Duration;
+
+    use diesel::result::Error;
+    use diesel::{ExpressionMethods, QueryDsl};
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+    use diesel_sync::SyncedConnection;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn ids_whose_flush_was_dropped_after_commit_are_dead_lettered_not_lost() {
+        let (handler, registry) = Scripted::registry(exact(1), |_, _| Outcome::Deliver);
+        let url = create_database(Backend::Postgres, "cancelled_flush").await;
+        let mut inner = AsyncPgConnection::establish(&url).await.unwrap();
+        inner
+            .batch_execute(Backend::Postgres.schema())
+            .await
+            .unwrap();
+        inner
+            .seed_products(common::products(100, 10), Backend::Postgres)
+            .await;
+        let mut conn = SyncedConnection::new(inner, registry.clone());
+        // Another session locks the products: the price records commit, then the load of the
+        // products they sync waits.
+        let mut locker = AsyncPgConnection::establish(&url).await.unwrap();
+        locker
+            .batch_execute("BEGIN; LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let records = [
+            PriceRecord {
+                object_id: 5,
+                amount_cents: 1,
+            },
+            PriceRecord {
+                object_id: 6,
+                amount_cents: 1,
+            },
+        ];
+        let committing = conn.transaction(async |conn| {
+            diesel::insert_into(price_records::table)
+                .values(&records)
+                .execute(conn)
+                .await?;
+            Ok::<_, Error>(())
+        });
+        let outcome = tokio::time::timeout(Duration::from_millis(500), committing).await;
+        assert!(outcome.is_err(), "the flush was still waiting on the lock");
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        let committed: Vec<i64> = price_records::table
+            .select(price_records::object_id)
+            .order(price_records::object_id)
+            .load(&mut locker)
+            .await
+            .unwrap();
+        assert_eq!(committed, [5, 6], "the transaction committed");
+        registry.settled().await;
+        assert!(handler.seen().is_empty());
+        let letters = registry.dead_letters().drain();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        let mut ids = letters[0].unresolved_ids::<Product>().unwrap().to_vec();
+        ids.sort_unstable();
+        assert_eq!(ids, committed);
+        assert!(
+            letters[0].error().contains("flush after COMMIT"),
+            "{}",
+            letters[0].error()
+        );
+    }
+}

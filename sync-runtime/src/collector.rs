@@ -9,6 +9,7 @@
 use std::any::{type_name, Any, TypeId};
 use std::collections::HashSet;
 
+use crate::dead_letter::DeadLetter;
 use crate::synced::SyncTarget;
 
 /// The frames of one connection, innermost last. `frames.len()` follows the transaction depth.
@@ -32,8 +33,11 @@ pub(crate) trait PendingSet: Send + std::fmt::Debug {
     fn target(&self) -> TypeId;
     fn target_name(&self) -> &'static str;
     fn len(&self) -> usize;
+    fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    /// The ids as a dead letter, for a flush that could not finish.
+    fn unresolved(&self, error: String) -> DeadLetter;
     /// Adds another set of the same target model, given as [`PendingSet::into_any`] returned it.
     fn absorb(&mut self, other: Box<dyn Any>);
 }
@@ -46,12 +50,13 @@ pub(crate) struct PendingIds<T: SyncTarget> {
 
 impl<T: SyncTarget> PendingIds<T> {
     /// The ids of a set the frame keyed by `T`'s `TypeId`.
-    pub(crate) fn take(set: Box<dyn PendingSet>) -> Vec<T::Id> {
-        set.into_any()
-            .downcast::<Self>()
+    pub(crate) fn ids(set: &dyn PendingSet) -> Vec<T::Id> {
+        set.as_any()
+            .downcast_ref::<Self>()
             .expect("a frame keys each target model by its TypeId")
             .ids
-            .into_iter()
+            .iter()
+            .cloned()
             .collect()
     }
 }
@@ -213,8 +218,16 @@ impl<T: SyncTarget> PendingSet for PendingIds<T> {
         self.ids.len()
     }
 
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
+    }
+
+    fn unresolved(&self, error: String) -> DeadLetter {
+        DeadLetter::unresolved::<T>(self.ids.iter().cloned().collect(), error)
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {

@@ -30,7 +30,7 @@ use crate::catalog::{insert_captured, DynKey};
 use crate::collector::{Collector, Frame};
 use crate::error::CaptureRefused;
 use crate::registry::{Loader, Registry, Resolves};
-use crate::resolve::{async_loader, unhandled, AsyncLoader, Resolve};
+use crate::resolve::{async_loader, unhandled, AsyncLoader, Resolve, Unflushed};
 use crate::synced::{SyncTarget, Synced};
 
 /// A diesel-async connection whose synced writes are collected per transaction and handed on
@@ -209,11 +209,13 @@ where
         let span = tracing::info_span!("flush", ids = frame.len());
         async {
             let dispatcher = self.registry.dispatcher();
-            for pending in frame.into_targets() {
+            let mut unflushed = Unflushed::new(dispatcher, frame);
+            while let Some(pending) = unflushed.next() {
                 match self.registry.loader::<AsyncLoader<C>>(pending.target()) {
                     Some(load) => load(&mut self.inner, dispatcher, pending).await,
-                    None => unhandled(dispatcher, &*pending),
+                    None => unhandled(dispatcher, pending),
                 }
+                unflushed.handed_on();
             }
         }
         .instrument(span)

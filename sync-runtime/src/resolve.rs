@@ -3,7 +3,7 @@
 
 use std::any::type_name;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 
 use scoped_futures::ScopedBoxFuture;
@@ -17,7 +17,7 @@ use diesel_async::{AsyncConnectionCore, RunQueryDsl};
 use tracing::Instrument;
 
 use crate::backend::SyncBackend;
-use crate::collector::{PendingIds, PendingSet};
+use crate::collector::{Frame, PendingIds, PendingSet};
 use crate::dead_letter::DeadLetter;
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Counters;
@@ -64,18 +64,18 @@ where
 /// How a diesel-async connection `C` loads one target model's committed ids, as a
 /// [`Registry`](crate::Registry) stores it for each model with a handler.
 pub(crate) type AsyncLoader<C> =
-    for<'a> fn(&'a mut C, &'a Dispatcher, Box<dyn PendingSet>) -> ScopedBoxFuture<'a, 'a, ()>;
+    for<'a> fn(&'a mut C, &'a Dispatcher, &'a dyn PendingSet) -> ScopedBoxFuture<'a, 'a, ()>;
 
 /// The [`AsyncLoader`] of target model `T`.
 pub(crate) fn async_loader<'a, T: Resolve<C>, C: Send>(
     conn: &'a mut C,
     dispatcher: &'a Dispatcher,
-    set: Box<dyn PendingSet>,
+    set: &'a dyn PendingSet,
 ) -> ScopedBoxFuture<'a, 'a, ()> {
     Box::pin(resolve_and_dispatch::<T, C>(
         conn,
         dispatcher,
-        PendingIds::<T>::take(set),
+        PendingIds::<T>::ids(set),
     ))
 }
 
@@ -199,6 +199,48 @@ fn group_by_store<T: SyncTarget>(rows: Vec<T>) -> Vec<(T::StoreKey, Vec<T>)> {
         groups[at].1.push(row);
     }
     groups
+}
+
+/// A committed frame's ids on their way to dispatch, one target model at a time. A model's ids
+/// leave once its resolve has handed their rows on; whatever is left when this is dropped (the
+/// future driving the flush dropped part-way, or a panic) is dead-lettered, never lost.
+pub(crate) struct Unflushed<'d> {
+    dispatcher: &'d Dispatcher,
+    sets: VecDeque<Box<dyn PendingSet>>,
+}
+
+impl<'d> Unflushed<'d> {
+    pub(crate) fn new(dispatcher: &'d Dispatcher, frame: Frame) -> Self {
+        Self {
+            dispatcher,
+            sets: frame.into_targets().into(),
+        }
+    }
+
+    /// The next model's ids to resolve.
+    pub(crate) fn next(&self) -> Option<&dyn PendingSet> {
+        self.sets.front().map(|set| &**set)
+    }
+
+    /// The ids [`Unflushed::next`] gave were handed on.
+    pub(crate) fn handed_on(&mut self) {
+        self.sets.pop_front();
+    }
+}
+
+impl Drop for Unflushed<'_> {
+    fn drop(&mut self) {
+        for set in self.sets.drain(..) {
+            tracing::error!(
+                model = set.target_name(),
+                ids = set.len(),
+                "the flush after COMMIT stopped before these ids were resolved; dead-lettered"
+            );
+            self.dispatcher.dead_letter(set.unresolved(
+                "committed, but the flush after COMMIT stopped (its future was dropped) before the rows were loaded".to_owned(),
+            ));
+        }
+    }
 }
 
 /// Committed ids of a target model with no handler: counted, then dropped with a warning.

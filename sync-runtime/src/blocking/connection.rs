@@ -26,7 +26,7 @@ use crate::classify::Dialect;
 use crate::collector::{Collector, Frame};
 use crate::error::CaptureRefused;
 use crate::registry::{Loader, Registry, Resolves};
-use crate::resolve::unhandled;
+use crate::resolve::{unhandled, Unflushed};
 use crate::synced::SyncTarget;
 use crate::synced::Synced;
 
@@ -149,11 +149,13 @@ impl<C: CaptureConnection> SyncedConnection<C> {
         }
         let _span = tracing::info_span!("flush", ids = frame.len()).entered();
         let dispatcher = self.registry.dispatcher();
-        for pending in frame.into_targets() {
+        let mut unflushed = Unflushed::new(dispatcher, frame);
+        while let Some(pending) = unflushed.next() {
             match self.registry.loader::<BlockingLoader<C>>(pending.target()) {
                 Some(load) => load(&mut self.inner, dispatcher, pending),
-                None => unhandled(dispatcher, &*pending),
+                None => unhandled(dispatcher, pending),
             }
+            unflushed.handed_on();
         }
     }
 

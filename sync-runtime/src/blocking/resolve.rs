@@ -50,16 +50,16 @@ where
 
 /// How a synchronous connection `C` loads one target model's committed ids, as a
 /// [`Registry`](crate::Registry) stores it for each model with a handler.
-pub(crate) type BlockingLoader<C> = fn(&mut C, &Dispatcher, Box<dyn PendingSet>);
+pub(crate) type BlockingLoader<C> = fn(&mut C, &Dispatcher, &dyn PendingSet);
 
 /// The [`BlockingLoader`] of target model `T`: loads the ids on the committing thread, then
 /// groups and dispatches them as the async side does.
 pub(crate) fn blocking_loader<T: Resolve<C>, C>(
     conn: &mut C,
     dispatcher: &Dispatcher,
-    set: Box<dyn PendingSet>,
+    set: &dyn PendingSet,
 ) {
-    let ids = PendingIds::<T>::take(set);
+    let ids = PendingIds::<T>::ids(set);
     let mut resolution = Resolution::<T>::start(dispatcher, ids.len());
     {
         let _span = resolution.span().entered();
