@@ -281,8 +281,8 @@ mod tests {
     fn ids(frame: Frame) -> Vec<i64> {
         let mut ids: Vec<i64> = frame
             .into_targets()
-            .into_iter()
-            .flat_map(PendingIds::<Product>::take)
+            .iter()
+            .flat_map(|set| PendingIds::<Product>::ids(&**set))
             .collect();
         ids.sort_unstable();
         ids
