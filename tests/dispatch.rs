@@ -483,7 +483,7 @@ mod cancelled_flush {
     use std::time::Duration;
 
     use diesel::result::Error;
-    use diesel::{ExpressionMethods, QueryDsl};
+    use diesel::QueryDsl;
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
     use diesel_sync::SyncedConnection;
 

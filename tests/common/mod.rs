@@ -1,6 +1,9 @@
 //! The schema, models and fixtures the behaviour suite shares across backends.
 #![allow(dead_code, unreachable_pub, missing_debug_implementations)]
 
+pub mod kind;
+pub mod suite;
+
 use std::sync::{Arc, Mutex};
 
 use diesel::prelude::*;
@@ -203,6 +206,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend's name in database names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
+        }
+    }
+
     /// The schema, in this backend's dialect. `product_notes` has a deferred foreign key where
     /// the backend supports one.
     pub fn schema(self) -> &'static str {
