@@ -408,6 +408,79 @@ macro_rules! blocking_capture_suite {
             }
 
             #[test]
+            fn inserts_of_one_statement_type_with_different_row_counts_register_every_row() {
+                let mut f = fixture("row_counts");
+                let records = |objects: &[i64]| -> Vec<PriceRecord> {
+                    objects
+                        .iter()
+                        .map(|&object_id| PriceRecord { object_id, amount_cents: 1 })
+                        .collect()
+                };
+                let (two, four) = (records(&[11, 12]), records(&[21, 22, 23, 24]));
+                let result = f.conn.transaction(|conn| {
+                    let mut written = 0;
+                    for rows in [&two, &four, &two] {
+                        written += diesel::insert_into(price_records::table).values(rows).execute(conn)?;
+                    }
+                    Ok::<_, Error>(written)
+                });
+                f.registry.settled_blocking();
+                assert_eq!(result.unwrap(), 8);
+                assert_eq!(audited(&mut f.conn), [11, 12, 21, 22, 23, 24]);
+                assert_eq!(f.capture.ids(), [11, 12, 21, 22, 23, 24]);
+            }
+
+            #[test]
+            fn a_raw_sql_query_write_registers_the_rows_it_writes() {
+                use diesel::sql_types::BigInt;
+                let mut f = fixture("sql_query");
+                let delete = match BACKEND {
+                    Backend::Postgres => "DELETE FROM price_records WHERE object_id = $1",
+                    _ => "DELETE FROM price_records WHERE object_id = ?",
+                };
+                let result = f.conn.transaction(|conn| {
+                    diesel::sql_query(
+                        "INSERT INTO price_records (object_id, amount_cents) VALUES (31, 1), (32, 1)",
+                    )
+                    .execute(conn)?;
+                    diesel::sql_query(delete).bind::<BigInt, _>(32_i64).execute(conn)
+                });
+                f.registry.settled_blocking();
+                assert_eq!(result.unwrap(), 1);
+                assert_eq!(audited(&mut f.conn), [31, 32]);
+                assert_eq!(f.capture.ids(), [31, 32]);
+            }
+
+            #[test]
+            fn an_insert_that_skips_conflicting_rows_registers_only_the_rows_it_inserted() {
+                let mut f = fixture("do_nothing");
+                let rows: Vec<Product> = [(5, "taken"), (1005, "new")]
+                    .into_iter()
+                    .map(|(id, name)| Product { id, store_id: 1, name: name.into(), price_cents: 1 })
+                    .collect();
+                let result = f.conn.transaction(|conn| {
+                    let mut written = 0;
+                    for row in &rows {
+                        written += diesel::insert_into(products::table)
+                            .values(row)
+                            .on_conflict_do_nothing()
+                            .execute(conn)?;
+                    }
+                    Ok::<_, Error>(written)
+                });
+                f.registry.settled_blocking();
+                if CAPTURES_UPSERTS {
+                    assert_eq!(result.unwrap(), 1);
+                    assert_eq!(audited(&mut f.conn), [1005]);
+                    assert_eq!(f.capture.ids(), [1005]);
+                } else {
+                    // `INSERT IGNORE` on MySQL: which rows it skipped cannot be read.
+                    assert_eq!(refusal(&result.unwrap_err()).table(), "products");
+                    assert!(audited(&mut f.conn).is_empty(), "nothing ran");
+                }
+            }
+
+            #[test]
             fn a_plain_write_outside_a_transaction_is_handed_on_at_once() {
                 let mut f = fixture("plain_autocommit");
                 let result = diesel::insert_into(products::table)
