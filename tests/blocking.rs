@@ -611,6 +611,45 @@ macro_rules! blocking_returning_suite {
             }
 
             #[test]
+            fn a_write_with_its_own_returning_run_with_execute_registers_every_row() {
+                let mut f = fixture("returning_execute");
+                let expected = ids_in_store(&mut f.conn, 3);
+                let written = diesel::delete(products::table.filter(products::store_id.eq(3)))
+                    .returning(products::name)
+                    .execute(&mut f.conn)
+                    .unwrap();
+                assert_eq!(written, expected.len());
+                f.registry.settled_blocking();
+                assert_eq!(super::$base::audited(&mut f.conn), expected);
+                // Deleted rows cannot be loaded: every id is registered, and skipped as stale.
+                assert_eq!(f.registry.metrics().ids_stale, expected.len() as u64);
+            }
+
+            #[test]
+            fn raw_sql_that_returns_rows_in_a_transaction_registers_every_row() {
+                #[derive(diesel::QueryableByName)]
+                struct Returned {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    id: i64,
+                }
+                let mut f = fixture("raw_returning");
+                let returned = f
+                    .conn
+                    .transaction(|conn| {
+                        diesel::sql_query(
+                            "INSERT INTO price_records (object_id, amount_cents) VALUES (41, 1), (42, 1) RETURNING id",
+                        )
+                        .load::<Returned>(conn)
+                    })
+                    .unwrap();
+                assert_eq!(returned.len(), 2);
+                assert!(returned.iter().all(|row| row.id > 0));
+                f.registry.settled_blocking();
+                assert_eq!(super::$base::audited(&mut f.conn), [41, 42]);
+                assert_eq!(f.capture.ids(), [41, 42]);
+            }
+
+            #[test]
             fn a_write_that_returns_rows_outside_a_transaction_is_refused_and_changes_nothing() {
                 let mut f = fixture("returning_outside");
                 let error = diesel::update(products::table.find(1))
@@ -694,3 +733,47 @@ blocking_capture_suite!(
     diesel::MysqlConnection,
     diesel::dsl::DuplicatedKeys
 );
+
+/// What Diesel's synchronous MySQL connection cannot capture: it reads no rows a write returns,
+/// so an INSERT whose keys the database generates, or a write with its own `RETURNING`, is
+/// refused before it runs.
+#[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
+mod mysql_refusals {
+    use diesel::{Connection, QueryDsl, RunQueryDsl};
+
+    use super::mysql_capture::{audited, fixture, refusal};
+    use super::*;
+
+    #[test]
+    fn writes_whose_keys_only_returning_could_tell_are_refused_and_change_nothing() {
+        #[derive(diesel::QueryableByName)]
+        struct Returned {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            _id: i64,
+        }
+        let mut f = fixture("refusals");
+        let generated = f.conn.transaction(|conn| {
+            diesel::sql_query("INSERT INTO listings (store_id, title) VALUES (1, 'new')")
+                .execute(conn)
+        });
+        let error = generated.unwrap_err();
+        assert_eq!(refusal(&error).table(), "listings");
+        assert!(error.to_string().contains("synchronous MySQL"), "{error}");
+        let listings: i64 = listings::table
+            .count()
+            .get_result(f.conn.inner_mut())
+            .unwrap();
+        assert_eq!(listings, 0, "the insert did not run");
+        let returning = f.conn.transaction(|conn| {
+            diesel::sql_query("DELETE FROM price_records WHERE object_id = 1 RETURNING id")
+                .load::<Returned>(conn)
+        });
+        assert_eq!(
+            refusal(&returning.err().expect("refused")).table(),
+            "price_records"
+        );
+        f.registry.settled_blocking();
+        assert!(audited(&mut f.conn).is_empty(), "nothing ran");
+        assert!(f.capture.ids().is_empty());
+    }
+}
