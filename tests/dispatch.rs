@@ -550,3 +550,72 @@ mod cancelled_flush {
         );
     }
 }
+
+/// A store's delivery running on a runtime that shuts down before the handler returns: a
+/// per-test runtime, or a command-line tool's `block_on`.
+mod runtime_dropped {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use diesel_sync::SyncedConnection;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    #[test]
+    fn a_store_whose_runtime_shut_down_mid_call_is_delivered_on_the_registrys_own() {
+        let gate = Arc::new(Semaphore::new(0));
+        let first_call = Arc::clone(&gate);
+        let (handler, registry) = Scripted::registry(exact(3), move |call, _| {
+            if call == 0 {
+                Outcome::Gated(Arc::clone(&first_call))
+            } else {
+                Outcome::Deliver
+            }
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let url = create_database(Backend::Sqlite, "runtime_dropped").await;
+            let mut inner = SyncConnectionWrapper::<diesel::SqliteConnection>::establish(&url)
+                .await
+                .unwrap();
+            inner.batch_execute(Backend::Sqlite.schema()).await.unwrap();
+            inner
+                .seed_products(common::products(100, 10), Backend::Sqlite)
+                .await;
+            let mut conn = SyncedConnection::new(inner, registry.clone());
+            conn.mark_changed::<Product>([11]).await;
+            // The handler's first call has started, and waits on the gate.
+            while handler.seen().is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        drop(runtime);
+        gate.add_permits(1);
+        let settled = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), registry.settled()).await
+            });
+        assert!(
+            settled.is_ok(),
+            "the store stayed in flight: {:?}",
+            registry.metrics()
+        );
+        let delivered: Vec<i64> = handler
+            .delivered()
+            .iter()
+            .flat_map(|s| s.rows.iter().map(|r| r.0))
+            .collect();
+        assert!(delivered.contains(&11), "{:?}", handler.seen());
+        assert_eq!(registry.metrics().dead_letters, 0);
+    }
+}

@@ -94,7 +94,9 @@ impl<T: SyncTarget> AnyModelQueue for ModelQueue<T> {
 
     fn abandon(&self, shared: &Shared, reason: &str) -> usize {
         let mut abandoned = 0;
-        for (store, state) in self.stores().drain() {
+        // Taken out first: an aborted worker may be dropped at once, and it locks the queue.
+        let stores: Vec<_> = self.stores().drain().collect();
+        for (store, state) in stores {
             if let Some(task) = state.task {
                 task.abort();
             }
@@ -150,11 +152,8 @@ pub(crate) fn dispatch<T: SyncTarget>(
                 shared.start_one();
                 let batch = Batch::new(idle.key().clone(), rows);
                 started.push(idle.key().clone());
-                workers.push(run_store(
-                    Arc::clone(shared),
-                    Arc::clone(queue),
-                    batch.clone(),
-                ));
+                let worker = StoreWorker::new(shared, queue, idle.key().clone(), dispatch_id);
+                workers.push(run_store(worker, batch.clone()));
                 idle.insert(StoreState {
                     in_flight: Some(batch),
                     failed: None,
@@ -207,17 +206,15 @@ pub(crate) fn dispatch<T: SyncTarget>(
 }
 
 /// Delivers a store's batches one at a time until none is waiting.
-async fn run_store<T: SyncTarget>(
-    shared: Arc<Shared>,
-    queue: Arc<ModelQueue<T>>,
-    mut batch: Batch<T>,
-) {
+async fn run_store<T: SyncTarget>(mut worker: StoreWorker<T>, mut batch: Batch<T>) {
+    let (shared, queue) = (Arc::clone(&worker.shared), Arc::clone(&worker.queue));
     loop {
         let store = batch.store().clone();
         deliver(&shared, &queue, batch).await;
         let mut stores = queue.stores();
         // Gone when shutdown abandoned this store meanwhile; it settled the batch then.
         let Some(state) = stores.get_mut(&store) else {
+            worker.finished = true;
             return;
         };
         shared.settle_one();
@@ -229,9 +226,81 @@ async fn run_store<T: SyncTarget>(
             }
             None => {
                 stores.remove(&store);
+                worker.finished = true;
                 return;
             }
         }
+    }
+}
+
+/// A store's worker, as its task holds it. Dropped before it finished, because the runtime
+/// running it shut down (a per-test runtime, a command-line tool's `block_on`), it restarts the
+/// store's delivery on the registry's own runtime: the store is never left in flight for good.
+struct StoreWorker<T: SyncTarget> {
+    shared: Arc<Shared>,
+    queue: Arc<ModelQueue<T>>,
+    store: T::StoreKey,
+    /// The `started_by` of the store state this worker serves.
+    id: u64,
+    finished: bool,
+}
+
+impl<T: SyncTarget> StoreWorker<T> {
+    fn new(shared: &Arc<Shared>, queue: &Arc<ModelQueue<T>>, store: T::StoreKey, id: u64) -> Self {
+        Self {
+            shared: Arc::clone(shared),
+            queue: Arc::clone(queue),
+            store,
+            id,
+            finished: false,
+        }
+    }
+}
+
+impl<T: SyncTarget> Drop for StoreWorker<T> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut stores = self.queue.stores();
+        // Shutdown abandoned the store (and aborted this task), or a later worker serves it.
+        let Some(state) = stores.get_mut(&self.store) else {
+            return;
+        };
+        if state.started_by != self.id {
+            return;
+        }
+        let Some(batch) = state.in_flight.clone() else {
+            return;
+        };
+        let model = type_name::<T>();
+        let runtime = match self.shared.background_handle() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(model, store = ?self.store, %error, "batches dead-lettered");
+                let Some(state) = stores.remove(&self.store) else {
+                    return;
+                };
+                let waiting = state
+                    .waiting
+                    .map(|waiting| Batch::new(self.store.clone(), waiting.rows));
+                for batch in state.in_flight.into_iter().chain(waiting) {
+                    self.shared
+                        .dead_letter(DeadLetter::undelivered(batch, error.clone(), 0));
+                    self.shared.settle_one();
+                }
+                return;
+            }
+        };
+        tracing::warn!(
+            model,
+            store = ?self.store,
+            "the runtime delivering this store's batch shut down; delivery continues on the registry's own runtime"
+        );
+        let id = DISPATCHES.fetch_add(1, Ordering::Relaxed);
+        state.started_by = id;
+        let worker = StoreWorker::new(&self.shared, &self.queue, self.store.clone(), id);
+        state.task = Some(runtime.spawn(run_store(worker, batch)).abort_handle());
     }
 }
 

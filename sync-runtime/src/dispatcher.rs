@@ -206,6 +206,11 @@ impl Shared {
         Ok(handle.spawn(task).abort_handle())
     }
 
+    /// A handle to the registry's own runtime, started on first use.
+    pub(crate) fn background_handle(&self) -> Result<Handle, String> {
+        self.background().map(|runtime| runtime.handle().clone())
+    }
+
     /// The registry's own runtime, started on first use.
     fn background(&self) -> Result<&Runtime, String> {
         if let Some(runtime) = self.background.get() {
