@@ -187,6 +187,36 @@ macro_rules! capture_suite {
                 assert_eq!(expected, written);
             }
 
+            /// SQLite over diesel-async inserts one row per statement: outside a transaction
+            /// the typed insert runs in one of its own, so a row that fails takes the rows
+            /// before it back too, and what was delivered matches what committed.
+            #[tokio::test]
+            async fn a_typed_insert_outside_a_transaction_that_fails_part_way_commits_nothing() {
+                let mut f = fixture("typed_insert_fails").await;
+                let rows: Vec<Product> = [(2001, "new"), (5, "taken")]
+                    .into_iter()
+                    .map(|(id, name)| Product { id, store_id: 1, name: name.into(), price_cents: 1 })
+                    .collect();
+                let result = diesel_sync::insert_into(products::table)
+                    .values(&rows)
+                    .execute(&mut f.conn)
+                    .await;
+                assert!(result.is_err(), "product 5 exists");
+                f.registry.settled().await;
+                assert_eq!(audited(&mut f.conn).await, Vec::<i64>::new(), "nothing committed");
+                assert!(f.capture.ids().is_empty());
+                assert_eq!(f.conn.pending_ids(), 0);
+                // The connection is left with no transaction open: the next write commits.
+                diesel::update(products::table.find(6))
+                    .set(products::price_cents.eq(6))
+                    .execute(&mut f.conn)
+                    .await
+                    .unwrap();
+                f.registry.settled().await;
+                assert_eq!(audited(&mut f.conn).await, [6]);
+                assert_eq!(f.capture.ids(), [6]);
+            }
+
             #[tokio::test]
             async fn a_rolled_back_plain_write_delivers_nothing() {
                 let mut f = fixture("plain_rollback").await;

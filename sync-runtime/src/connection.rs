@@ -571,10 +571,7 @@ where
         capture: &Capture,
     ) -> QueryResult<(usize, Vec<DynKey>)> {
         let kind = capture.codec.kind;
-        let opened = !self.collector.in_transaction();
-        if opened {
-            SyncedTransactionManager::<C>::begin_transaction(self).await?;
-        }
+        let opened = self.begin_unless_open().await?;
         let result = async {
             let rows = self.inner.load(Rows(select)).await?;
             let keys: Vec<DynKey> = rows
@@ -585,6 +582,26 @@ where
             Ok((written, keys))
         }
         .await;
+        self.end_opened(opened, result).await
+    }
+
+    /// Opens a transaction when none is open, for a write of several statements that must
+    /// commit or roll back together. Returns whether it opened one.
+    pub(crate) async fn begin_unless_open(&mut self) -> QueryResult<bool> {
+        if self.collector.in_transaction() {
+            return Ok(false);
+        }
+        SyncedTransactionManager::<C>::begin_transaction(self).await?;
+        Ok(true)
+    }
+
+    /// Ends the transaction [`Self::begin_unless_open`] opened, if it did: commits after
+    /// `result` succeeded, rolls back after it failed.
+    pub(crate) async fn end_opened<T>(
+        &mut self,
+        opened: bool,
+        result: QueryResult<T>,
+    ) -> QueryResult<T> {
         if opened {
             match &result {
                 Ok(_) => SyncedTransactionManager::<C>::commit_transaction(self).await?,

@@ -349,6 +349,10 @@ macro_rules! execute_synced {
         impl<$($param),*> $write<$($param),*> {
             /// Runs the statement and registers the ids it touched with the connection's
             /// collector. Returns the number of rows affected.
+            ///
+            /// Outside a transaction it runs in one of its own: on some backends the write is
+            /// several statements (a key `SELECT` first, one INSERT per row), which must
+            /// commit together with the ids they register.
             pub async fn execute<Conn>(self, conn: &mut Conn) -> QueryResult<usize>
             where
                 M: Synced,
@@ -356,9 +360,15 @@ macro_rules! execute_synced {
                 BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
             {
                 let conn = conn.as_synced();
-                let (affected, ids) = <BackendOf<Conn>>::write(conn.inner_mut(), self).await?;
-                conn.register::<<M as Synced>::Target>(ids).await;
-                Ok(affected)
+                let opened = conn.begin_unless_open().await?;
+                let written = match <BackendOf<Conn>>::write(conn.inner_mut(), self).await {
+                    Ok((affected, ids)) => {
+                        conn.register::<<M as Synced>::Target>(ids).await;
+                        Ok(affected)
+                    }
+                    Err(error) => Err(error),
+                };
+                conn.end_opened(opened, written).await
             }
         }
     )*};

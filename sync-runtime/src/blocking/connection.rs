@@ -333,10 +333,7 @@ impl<C: CaptureConnection> SyncedConnection<C> {
         Q: QueryFragment<C::Backend> + QueryId,
     {
         let select = <C::Backend as CaptureBackend>::own_as(statement, select.to_owned())?;
-        let opened = !self.collector.in_transaction();
-        if opened {
-            SyncedTransactionManager::<C>::begin_transaction(self)?;
-        }
+        let opened = self.begin_unless_open()?;
         let written = || {
             let mut keys = Vec::new();
             for row in self.inner.load(Rows(select))? {
@@ -350,6 +347,22 @@ impl<C: CaptureConnection> SyncedConnection<C> {
             Ok((written, keys))
         };
         let result = written();
+        self.end_opened(opened, result)
+    }
+
+    /// Opens a transaction when none is open, for a write of several statements that must
+    /// commit or roll back together. Returns whether it opened one.
+    pub(crate) fn begin_unless_open(&mut self) -> QueryResult<bool> {
+        if self.collector.in_transaction() {
+            return Ok(false);
+        }
+        SyncedTransactionManager::<C>::begin_transaction(self)?;
+        Ok(true)
+    }
+
+    /// Ends the transaction [`Self::begin_unless_open`] opened, if it did: commits after
+    /// `result` succeeded, rolls back after it failed.
+    pub(crate) fn end_opened<T>(&mut self, opened: bool, result: QueryResult<T>) -> QueryResult<T> {
         if opened {
             match &result {
                 Ok(_) => SyncedTransactionManager::<C>::commit_transaction(self)?,

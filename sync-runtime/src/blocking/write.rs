@@ -22,6 +22,10 @@ macro_rules! execute_blocking {
             /// [`blocking::SyncedConnection`](crate::blocking::SyncedConnection) or an r2d2
             /// connection of them) and registers the ids it touched with the connection's
             /// collector. Returns the number of rows affected.
+            ///
+            /// Outside a transaction it runs in one of its own: on MySQL the write is a key
+            /// `SELECT` and the statement, which must commit together with the ids they
+            /// register.
             pub fn execute_blocking<Conn>(self, conn: &mut Conn) -> QueryResult<usize>
             where
                 M: Synced,
@@ -29,9 +33,12 @@ macro_rules! execute_blocking {
                 BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
             {
                 let conn = conn.as_synced();
-                let (affected, ids) = <BackendOf<Conn>>::write(conn.inner_mut(), self)?;
-                conn.register::<<M as Synced>::Target>(ids);
-                Ok(affected)
+                let opened = conn.begin_unless_open()?;
+                let written = <BackendOf<Conn>>::write(conn.inner_mut(), self).map(|(affected, ids)| {
+                    conn.register::<<M as Synced>::Target>(ids);
+                    affected
+                });
+                conn.end_opened(opened, written)
             }
         }
     )*};
