@@ -325,6 +325,7 @@ macro_rules! blocking_capture_suite {
                 pub(crate) conn: Conn,
                 pub(crate) capture: Capture,
                 pub(crate) registry: Registry<Conn>,
+                pub(crate) url: String,
             }
 
             pub(crate) fn fixture(test: &str) -> Fixture {
@@ -342,7 +343,7 @@ macro_rules! blocking_capture_suite {
                 diesel::delete(audit::table)
                     .execute(conn.inner_mut())
                     .expect("clear the audit");
-                Fixture { conn, capture, registry }
+                Fixture { conn, capture, registry, url }
             }
 
             /// The target ids the committed transactions changed, as the audit triggers
@@ -478,6 +479,40 @@ macro_rules! blocking_capture_suite {
                     assert_eq!(refusal(&result.unwrap_err()).table(), "products");
                     assert!(audited(&mut f.conn).is_empty(), "nothing ran");
                 }
+            }
+
+            /// A `transaction()` whose closure panics, the panic caught, leaves the database
+            /// transaction open. The next `transaction()` rolls it back first: otherwise it
+            /// would run as a savepoint inside it and return `Ok` with nothing committed.
+            #[test]
+            fn a_transaction_whose_closure_panicked_is_rolled_back_before_the_next_one() {
+                let mut f = fixture("abandoned");
+                let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    f.conn.transaction(|conn| {
+                        diesel::update(products::table.find(1))
+                            .set(products::price_cents.eq(1))
+                            .execute(conn)?;
+                        if conn.pending_ids() > 0 {
+                            panic!("a bug in the closure");
+                        }
+                        Ok::<_, Error>(())
+                    })
+                }));
+                assert!(panicked.is_err());
+                f.conn
+                    .transaction(|conn| {
+                        diesel::update(products::table.find(3))
+                            .set(products::price_cents.eq(3))
+                            .execute(conn)
+                    })
+                    .unwrap();
+                f.registry.settled_blocking();
+                let mut other = SyncedConnection::new(
+                    <$conn>::establish(&f.url).unwrap(),
+                    Registry::empty(),
+                );
+                assert_eq!(audited(&mut other), [3]);
+                assert_eq!(f.capture.ids(), [3]);
             }
 
             #[test]

@@ -32,6 +32,7 @@ macro_rules! capture_suite {
                 pub(crate) conn: Conn,
                 pub(crate) capture: Capture,
                 pub(crate) registry: Registry<Conn>,
+                pub(crate) url: String,
             }
 
             /// A fresh database with 300 products in 3 stores (ids 1–100 in store 1, …).
@@ -44,7 +45,7 @@ macro_rules! capture_suite {
                 conn.batch_execute(BACKEND.schema()).await.expect("schema");
                 conn.inner_mut().seed_products(common::products(300, 100), BACKEND).await;
                 diesel::delete(audit::table).execute(conn.inner_mut()).await.expect("clear the audit");
-                Fixture { conn, capture, registry }
+                Fixture { conn, capture, registry, url }
             }
 
             /// The target ids the committed transactions changed, as the audit triggers
@@ -215,6 +216,58 @@ macro_rules! capture_suite {
                 f.registry.settled().await;
                 assert_eq!(audited(&mut f.conn).await, [6]);
                 assert_eq!(f.capture.ids(), [6]);
+            }
+
+            /// A `transaction()` that never finishes (its future dropped by a timeout, its
+            /// closure panicking) leaves the database transaction open on an unpooled
+            /// connection. The next `transaction()` rolls it back first: otherwise it would run
+            /// as a savepoint inside it and return `Ok` with nothing ever committed.
+            #[tokio::test]
+            async fn a_transaction_that_never_finished_is_rolled_back_before_the_next_one() {
+                use futures_util::FutureExt;
+                let mut f = fixture("abandoned").await;
+                let timed_out = tokio::time::timeout(
+                    std::time::Duration::from_millis(50),
+                    f.conn.transaction(async |conn| {
+                        diesel::update(products::table.find(1))
+                            .set(products::price_cents.eq(1))
+                            .execute(conn)
+                            .await?;
+                        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                        Ok::<_, Error>(())
+                    }),
+                )
+                .await;
+                assert!(timed_out.is_err());
+                let panicked = std::panic::AssertUnwindSafe(f.conn.transaction(async |conn| {
+                    diesel::update(products::table.find(2))
+                        .set(products::price_cents.eq(2))
+                        .execute(conn)
+                        .await?;
+                    if conn.pending_ids() > 0 {
+                        panic!("a bug in the closure");
+                    }
+                    Ok::<_, Error>(())
+                }))
+                .catch_unwind()
+                .await;
+                assert!(panicked.is_err());
+                f.conn
+                    .transaction(async |conn| {
+                        diesel::update(products::table.find(3))
+                            .set(products::price_cents.eq(3))
+                            .execute(conn)
+                            .await
+                    })
+                    .await
+                    .unwrap();
+                f.registry.settled().await;
+                // Read on a connection of its own: only what committed.
+                let mut other = SyncedConnection::new(<$conn>::establish(&f.url).await.unwrap(), Registry::empty());
+                assert_eq!(audited(&mut other).await, [3]);
+                assert_eq!(price_of(&mut other, 3).await, 3);
+                assert_ne!(price_of(&mut other, 1).await, 1);
+                assert_eq!(f.capture.ids(), [3]);
             }
 
             #[tokio::test]

@@ -8,6 +8,8 @@
 
 use std::any::{type_name, Any, TypeId};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::dead_letter::DeadLetter;
 use crate::synced::SyncTarget;
@@ -143,6 +145,11 @@ impl Collector {
     }
 
     /// Whether a transaction is open.
+    /// The database depth that counts as no transaction: 1 inside a test transaction.
+    pub(crate) fn base_depth(&self) -> usize {
+        self.flush_depth
+    }
+
     pub(crate) fn in_transaction(&self) -> bool {
         !self.frames.is_empty()
     }
@@ -244,6 +251,23 @@ impl<T: SyncTarget> PendingSet for PendingIds<T> {
         } else {
             self.ids.extend(other.ids);
         }
+    }
+}
+
+/// Counts the `transaction()` calls running on a connection, whatever ends them: a call that
+/// returned, a future dropped, a closure that panicked.
+pub(crate) struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    pub(crate) fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -7,11 +7,14 @@ use std::fmt;
 use std::future::Future;
 use std::ops::DerefMut;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use diesel::associations::HasTable;
 use diesel::connection::{CacheSize, Instrumentation, TransactionManagerStatus};
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
+use diesel::result::Error;
 use diesel::{ConnectionResult, Identifiable, QueryResult};
 use diesel_async::{
     AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection, TransactionManager,
@@ -27,7 +30,7 @@ use crate::capture::{
     Plan, Plans, ReadKeys, Reads, Refused, ReturningKey, Rows,
 };
 use crate::catalog::{insert_captured, DynKey};
-use crate::collector::{Collector, Frame};
+use crate::collector::{Collector, Frame, Running};
 use crate::error::CaptureRefused;
 use crate::registry::{Loader, Registry, Resolves};
 use crate::resolve::{async_loader, unhandled, AsyncLoader, Resolve, Unflushed};
@@ -58,6 +61,9 @@ pub struct SyncedConnection<C> {
     collector: Collector,
     plans: Plans,
     registry: Registry<Self>,
+    /// The `transaction()` calls running: with none running, an open transaction was left
+    /// behind by one that never finished.
+    running: Arc<AtomicUsize>,
 }
 
 /// A diesel-async connection capture runs on: a backend it knows, and rows it can hold across
@@ -158,6 +164,7 @@ where
                 registry.targets(),
             ),
             registry,
+            running: Arc::default(),
         }
     }
 
@@ -234,6 +241,24 @@ where
     }
 }
 
+/// A transaction closure whose future can be named, so its `Send` can be required: the shape
+/// of diesel-async's own bound on `transaction`. Implemented for every async closure.
+#[doc(hidden)]
+pub trait TransactionFn<T, R>:
+    AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as TransactionFn<T, R>>::Fut
+{
+    /// The closure's future.
+    type Fut: Future<Output = R>;
+}
+
+impl<F, T, Fut, R> TransactionFn<T, R> for F
+where
+    F: AsyncFnOnce(T) -> R + FnOnce(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Fut = Fut;
+}
+
 /// The transaction manager of [`SyncedConnection`]: delegates to `C`'s and keeps the collector's
 /// frames in step with the database's transaction depth.
 #[derive(Debug)]
@@ -245,6 +270,41 @@ where
 {
     type TransactionStateData =
         <C::TransactionManager as TransactionManager<C>>::TransactionStateData;
+
+    /// diesel-async's `transaction`, with one addition: a transaction left open by a
+    /// `transaction()` that never finished (its future dropped, its closure panicked) is rolled
+    /// back first. Without that, the next `transaction()` would run as a savepoint inside it and
+    /// return `Ok`, though nothing it did would ever commit.
+    fn transaction<'a, 'conn, F, R, E>(
+        conn: &'conn mut SyncedConnection<C>,
+        callback: F,
+    ) -> impl Future<Output = Result<R, E>> + Send + 'conn
+    where
+        for<'r> F: AsyncFnOnce(&'r mut SyncedConnection<C>) -> Result<R, E>
+            + TransactionFn<&'r mut SyncedConnection<C>, Result<R, E>, Fut: Send>
+            + Send
+            + 'a,
+        E: From<Error> + Send,
+        R: Send,
+        'a: 'conn,
+    {
+        async move {
+            let callback = callback;
+            conn.roll_back_abandoned().await?;
+            let _running = Running::enter(&conn.running);
+            Self::begin_transaction(conn).await?;
+            match callback(&mut *conn).await {
+                Ok(value) => {
+                    Self::commit_transaction(conn).await?;
+                    Ok(value)
+                }
+                Err(user_error) => match Self::rollback_transaction(conn).await {
+                    Ok(()) | Err(Error::BrokenTransactionManager) => Err(user_error),
+                    Err(rollback_error) => Err(rollback_error.into()),
+                },
+            }
+        }
+    }
 
     async fn begin_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
         let result = C::TransactionManager::begin_transaction(&mut conn.inner).await;
@@ -583,6 +643,27 @@ where
         }
         .await;
         self.end_opened(opened, result).await
+    }
+
+    /// Rolls back what a `transaction()` that never finished left open. With no call running,
+    /// every level above the test transaction's (if any) is such a leftover.
+    async fn roll_back_abandoned(&mut self) -> QueryResult<()> {
+        if self.running.load(Ordering::Acquire) > 0 {
+            return Ok(());
+        }
+        let base = self.collector.base_depth();
+        let left_open = self.database_depth().saturating_sub(base);
+        if left_open == 0 {
+            return Ok(());
+        }
+        tracing::warn!(
+            levels = left_open,
+            "a transaction() on this connection never finished (its future was dropped or its closure panicked) and left its transaction open; rolling it back"
+        );
+        while self.database_depth() > base {
+            SyncedTransactionManager::<C>::rollback_transaction(self).await?;
+        }
+        Ok(())
     }
 
     /// Opens a transaction when none is open, for a write of several statements that must

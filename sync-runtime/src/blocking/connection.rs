@@ -4,6 +4,8 @@
 
 use std::fmt;
 use std::ops::DerefMut;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use diesel::connection::DefaultLoadingMode;
 use diesel::connection::{
@@ -14,6 +16,7 @@ use diesel::expression::QueryMetadata;
 use diesel::migration::MigrationConnection;
 use diesel::query_builder::{Query, QueryFragment, QueryId};
 use diesel::query_dsl::UpdateAndFetchResults;
+use diesel::result::Error;
 use diesel::sql_types::TypeMetadata;
 use diesel::{ConnectionResult, QueryResult};
 
@@ -23,7 +26,7 @@ use crate::capture::{
 };
 use crate::catalog::{insert_captured, DynKey};
 use crate::classify::Dialect;
-use crate::collector::{Collector, Frame};
+use crate::collector::{Collector, Frame, Running};
 use crate::error::CaptureRefused;
 use crate::registry::{Loader, Registry, Resolves};
 use crate::resolve::{unhandled, Unflushed};
@@ -56,6 +59,9 @@ pub struct SyncedConnection<C> {
     collector: Collector,
     plans: Plans,
     registry: Registry<Self>,
+    /// The `transaction()` calls running: with none running, an open transaction was left
+    /// behind by one that never finished.
+    running: Arc<AtomicUsize>,
 }
 
 /// A connection that routes through a [`SyncedConnection`]: the connection itself, or a pooled
@@ -99,6 +105,7 @@ impl<C: CaptureConnection> SyncedConnection<C> {
                 registry.targets(),
             ),
             registry,
+            running: Arc::default(),
         }
     }
 
@@ -194,6 +201,30 @@ where
 {
     type TransactionStateData =
         <C::TransactionManager as TransactionManager<C>>::TransactionStateData;
+
+    /// Diesel's `transaction`, with one addition: a transaction left open by a
+    /// `transaction()` whose closure panicked (and whose panic was caught) is rolled back
+    /// first. Without that, the next `transaction()` would run as a savepoint inside it and
+    /// return `Ok`, though nothing it did would ever commit.
+    fn transaction<F, R, E>(conn: &mut SyncedConnection<C>, callback: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut SyncedConnection<C>) -> Result<R, E>,
+        E: From<Error>,
+    {
+        conn.roll_back_abandoned()?;
+        let _running = Running::enter(&conn.running);
+        Self::begin_transaction(conn)?;
+        match callback(&mut *conn) {
+            Ok(value) => {
+                Self::commit_transaction(conn)?;
+                Ok(value)
+            }
+            Err(user_error) => match Self::rollback_transaction(conn) {
+                Ok(()) | Err(Error::BrokenTransactionManager) => Err(user_error),
+                Err(rollback_error) => Err(rollback_error.into()),
+            },
+        }
+    }
 
     fn begin_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
         let result = C::TransactionManager::begin_transaction(&mut conn.inner);
@@ -348,6 +379,27 @@ impl<C: CaptureConnection> SyncedConnection<C> {
         };
         let result = written();
         self.end_opened(opened, result)
+    }
+
+    /// Rolls back what a `transaction()` that never finished left open. With no call running,
+    /// every level above the test transaction's (if any) is such a leftover.
+    fn roll_back_abandoned(&mut self) -> QueryResult<()> {
+        if self.running.load(Ordering::Acquire) > 0 {
+            return Ok(());
+        }
+        let base = self.collector.base_depth();
+        let left_open = self.database_depth().saturating_sub(base);
+        if left_open == 0 {
+            return Ok(());
+        }
+        tracing::warn!(
+            levels = left_open,
+            "a transaction() on this connection never finished (its closure panicked) and left its transaction open; rolling it back"
+        );
+        while self.database_depth() > base {
+            SyncedTransactionManager::<C>::rollback_transaction(self)?;
+        }
+        Ok(())
     }
 
     /// Opens a transaction when none is open, for a write of several statements that must
