@@ -275,6 +275,9 @@ where
     /// `transaction()` that never finished (its future dropped, its closure panicked) is rolled
     /// back first. Without that, the next `transaction()` would run as a savepoint inside it and
     /// return `Ok`, though nothing it did would ever commit.
+    // Spelled as the trait spells it: as an `async fn`, the future would also hold `R` and `E`,
+    // which the trait does not require to outlive the connection's borrow.
+    #[allow(clippy::manual_async_fn)]
     fn transaction<'a, 'conn, F, R, E>(
         conn: &'conn mut SyncedConnection<C>,
         callback: F,
