@@ -619,3 +619,63 @@ mod runtime_dropped {
         assert_eq!(registry.metrics().dead_letters, 0);
     }
 }
+
+/// Misuse of the registry at startup, and a registry dropped with work pending.
+mod registry_lifecycle {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use diesel_sync::SyncedConnection;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    type Conn = SyncedConnection<SyncConnectionWrapper<diesel::SqliteConnection>>;
+
+    #[test]
+    #[should_panic(expected = "already has a handler: register one handler per target model")]
+    fn a_second_handler_for_one_model_is_refused_at_startup() {
+        let _: Registry<Conn> = Registry::builder()
+            .handler(async |_: Batch<Product>| Ok::<_, HandlerError>(()))
+            .handler(async |_: Batch<Product>| Ok::<_, HandlerError>(()))
+            .build();
+    }
+
+    #[tokio::test]
+    async fn batches_pending_when_the_registry_is_dropped_are_still_delivered() {
+        let gate = Arc::new(Semaphore::new(0));
+        let first_call = Arc::clone(&gate);
+        let (handler, registry) = Scripted::registry(exact(3), move |_, _| {
+            Outcome::Gated(Arc::clone(&first_call))
+        });
+        let url = create_database(Backend::Sqlite, "registry_dropped").await;
+        let mut inner = SyncConnectionWrapper::<diesel::SqliteConnection>::establish(&url)
+            .await
+            .unwrap();
+        inner.batch_execute(Backend::Sqlite.schema()).await.unwrap();
+        inner
+            .seed_products(common::products(100, 10), Backend::Sqlite)
+            .await;
+        let mut conn: Conn = SyncedConnection::new(inner, registry);
+        conn.mark_changed::<Product>([11, 21]).await;
+        // Every clone of the registry goes: the connection held the last one.
+        drop(conn);
+        gate.add_permits(2);
+        let delivered = tokio::time::timeout(Duration::from_secs(10), async {
+            while handler.delivered().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(delivered.is_ok(), "{:?}", handler.seen());
+        let mut ids: Vec<i64> = handler
+            .delivered()
+            .iter()
+            .flat_map(|seen| seen.rows.iter().map(|row| row.0))
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [11, 21]);
+    }
+}
