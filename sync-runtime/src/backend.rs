@@ -45,6 +45,9 @@ where
 pub trait SyncBackend: Backend {
     /// The most ids one `eq_any` query binds. PostgreSQL binds the ids as one array.
     const MAX_IDS_PER_QUERY: usize;
+    /// Whether each id is a placeholder of its own (`IN (?, …)`): then a list's length is part
+    /// of the statement, and resolve pads it so that few lengths, and few statements, occur.
+    const BINDS_EACH_ID: bool = true;
 }
 
 /// How a write on backend `Self` over connection `C` reports the target ids it touched.
@@ -65,6 +68,7 @@ pub trait WriteIds<C, W: SyncedWrite>: Backend {
 #[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
 impl SyncBackend for diesel::pg::Pg {
     const MAX_IDS_PER_QUERY: usize = usize::MAX;
+    const BINDS_EACH_ID: bool = false;
 }
 
 #[cfg(feature = "sqlite")]

@@ -8,8 +8,9 @@ use std::future::Future;
 
 use scoped_futures::ScopedBoxFuture;
 
+use diesel::backend::Backend;
 use diesel::dsl::{AsSelect, Select};
-use diesel::query_builder::QueryId;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::query_dsl::methods::SelectDsl;
 use diesel::{QueryResult, Selectable, SelectableHelper};
 use diesel_async::methods::LoadQuery;
@@ -49,7 +50,7 @@ where
     C::Backend: SyncBackend,
     T::SelectExpression: QueryId,
     T::ByIds: SelectDsl<AsSelect<T, C::Backend>>,
-    Select<T::ByIds, AsSelect<T, C::Backend>>: LoadQuery<'static, C, T> + Send + 'static,
+    Prepared<Select<T::ByIds, AsSelect<T, C::Backend>>>: LoadQuery<'static, C, T> + Send + 'static,
 {
     const CHUNK: usize = <C::Backend as SyncBackend>::MAX_IDS_PER_QUERY;
 
@@ -57,8 +58,50 @@ where
         conn: &mut C,
         ids: Vec<Self::Id>,
     ) -> impl Future<Output = QueryResult<Vec<Self>>> + Send {
-        T::by_ids(ids).select(T::as_select()).load(conn)
+        let ids = padded::<C::Backend, _>(ids);
+        Prepared(T::by_ids(ids).select(T::as_select())).load(conn)
     }
+}
+
+/// A resolve query Diesel keeps prepared. Diesel prepares an `IN (…)` list afresh on every run,
+/// since its length changes the statement; [`padded`] lists have few lengths, and the statement
+/// of each is cached like any other.
+#[derive(Debug)]
+pub struct Prepared<Q>(pub(crate) Q);
+
+impl<Q: Query> Query for Prepared<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q> QueryId for Prepared<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Prepared<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _: &DB) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q, Conn> diesel::RunQueryDsl<Conn> for Prepared<Q> {}
+
+/// `ids` with the last repeated up to the next power of two (never past the backend's chunk),
+/// where each id is a placeholder of its own: a list of any length then has one of a few
+/// lengths. Repeated ids load nothing twice.
+pub(crate) fn padded<DB: SyncBackend, Id: Clone>(mut ids: Vec<Id>) -> Vec<Id> {
+    if !DB::BINDS_EACH_ID {
+        return ids;
+    }
+    if let Some(last) = ids.last().cloned() {
+        let length = ids.len().next_power_of_two().min(DB::MAX_IDS_PER_QUERY);
+        ids.resize(length.max(ids.len()), last);
+    }
+    ids
 }
 
 /// How a diesel-async connection `C` loads one target model's committed ids, as a
@@ -251,4 +294,37 @@ pub(crate) fn unhandled(dispatcher: &Dispatcher, set: &dyn PendingSet) {
         ids = set.len(),
         "ids committed for a model with no handler; register one with `RegistryBuilder::handler`"
     );
+}
+
+/// Chunking and padding of the ids a resolve query binds, without a database.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_never_exceed_the_backend_limit_and_keep_every_id() {
+        let chunked: Vec<Vec<u32>> = chunks((0..10).collect(), 4).collect();
+        assert_eq!(chunked, [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+        assert_eq!(chunks(Vec::<u32>::new(), 4).count(), 0);
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_list_of_placeholders_is_padded_to_a_power_of_two_within_the_limit() {
+        use diesel::sqlite::Sqlite;
+        assert_eq!(padded::<Sqlite, _>(vec![7, 3, 5]), [7, 3, 5, 5]);
+        assert_eq!(padded::<Sqlite, _>(vec![1]), [1]);
+        assert_eq!(padded::<Sqlite, _>(Vec::<i64>::new()), Vec::<i64>::new());
+        let near_the_limit: Vec<usize> = (0..20_000).collect();
+        let limit = <Sqlite as SyncBackend>::MAX_IDS_PER_QUERY;
+        assert_eq!(padded::<Sqlite, _>(near_the_limit).len(), limit);
+        let full: Vec<usize> = (0..limit).collect();
+        assert_eq!(padded::<Sqlite, _>(full).len(), limit);
+    }
+
+    #[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
+    #[test]
+    fn an_array_bind_is_not_padded() {
+        assert_eq!(padded::<diesel::pg::Pg, _>(vec![7, 3, 5]), [7, 3, 5]);
+    }
 }

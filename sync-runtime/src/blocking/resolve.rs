@@ -11,7 +11,7 @@ use diesel::{QueryResult, RunQueryDsl, Selectable, SelectableHelper};
 use crate::backend::SyncBackend;
 use crate::collector::{PendingIds, PendingSet};
 use crate::dispatcher::Dispatcher;
-use crate::resolve::{chunks, Resolution};
+use crate::resolve::{chunks, padded, Prepared, Resolution};
 use crate::synced::SyncTarget;
 
 /// A target model that can be loaded by id over synchronous connection `C`: the blocking twin
@@ -39,12 +39,13 @@ where
     C::Backend: SyncBackend,
     T::SelectExpression: QueryId,
     T::ByIds: SelectDsl<AsSelect<T, C::Backend>>,
-    Select<T::ByIds, AsSelect<T, C::Backend>>: LoadQuery<'static, C, T>,
+    Prepared<Select<T::ByIds, AsSelect<T, C::Backend>>>: LoadQuery<'static, C, T>,
 {
     const CHUNK: usize = <C::Backend as SyncBackend>::MAX_IDS_PER_QUERY;
 
     fn load(conn: &mut C, ids: Vec<Self::Id>) -> QueryResult<Vec<Self>> {
-        T::by_ids(ids).select(T::as_select()).load(conn)
+        let ids = padded::<C::Backend, _>(ids);
+        Prepared(T::by_ids(ids).select(T::as_select())).load(conn)
     }
 }
 
