@@ -770,3 +770,120 @@ async fn a_table_renamed_with_sql_name_is_captured_by_its_sql_name() {
     registry.settled().await;
     assert_eq!(*delivered.lock().unwrap(), [7]);
 }
+
+/// A model with a column of a PostgreSQL type of its own (an enum).
+#[cfg(diesel_sync_postgres)]
+#[allow(unreachable_pub)]
+mod custom_type {
+    use std::io::Write;
+
+    use diesel::deserialize::{self, FromSql};
+    use diesel::pg::{Pg, PgValue};
+    use diesel::serialize::{self, IsNull, Output, ToSql};
+
+    #[derive(diesel::SqlType, diesel::QueryId)]
+    #[diesel(postgres_type(name = "gadget_state"))]
+    pub struct GadgetStateType;
+
+    #[derive(Debug, Clone, Copy, PartialEq, diesel::AsExpression, diesel::FromSqlRow)]
+    #[diesel(sql_type = GadgetStateType)]
+    pub enum GadgetState {
+        Draft,
+        Live,
+    }
+
+    impl ToSql<GadgetStateType, Pg> for GadgetState {
+        fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+            out.write_all(match self {
+                GadgetState::Draft => b"draft",
+                GadgetState::Live => b"live",
+            })?;
+            Ok(IsNull::No)
+        }
+    }
+
+    impl FromSql<GadgetStateType, Pg> for GadgetState {
+        fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+            match value.as_bytes() {
+                b"draft" => Ok(GadgetState::Draft),
+                b"live" => Ok(GadgetState::Live),
+                other => Err(format!("unknown gadget state {other:?}").into()),
+            }
+        }
+    }
+
+    diesel::table! {
+        use diesel::sql_types::BigInt;
+        use super::GadgetStateType;
+
+        gadgets (id) {
+            id -> BigInt,
+            store_id -> BigInt,
+            state -> GadgetStateType,
+        }
+    }
+
+    #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable, diesel_sync::Synced)]
+    #[diesel(table_name = gadgets)]
+    #[synced(store = store_id)]
+    pub struct Gadget {
+        pub id: i64,
+        pub store_id: i64,
+        pub state: GadgetState,
+    }
+}
+
+/// Inside a transaction a captured write runs as the caller built it, so a bind of a type the
+/// database defines is looked up by the connection as usual.
+#[cfg(diesel_sync_postgres)]
+#[tokio::test]
+async fn a_write_binding_a_custom_postgres_type_is_captured_in_a_transaction() {
+    use std::sync::{Arc, Mutex};
+
+    use custom_type::{gadgets, Gadget, GadgetState};
+    use diesel::result::Error;
+    use diesel::{ExpressionMethods, QueryDsl};
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+    use diesel_sync::{Batch, HandlerError, Registry, SyncedConnection};
+
+    let delivered: Arc<Mutex<Vec<(i64, GadgetState)>>> = Arc::default();
+    let seen = Arc::clone(&delivered);
+    let registry = Registry::builder()
+        .handler(move |batch: Batch<Gadget>| {
+            seen.lock()
+                .unwrap()
+                .extend(batch.rows().iter().map(|g| (g.id, g.state)));
+            async { Ok::<(), HandlerError>(()) }
+        })
+        .build();
+    let url = create_database(Backend::Postgres, "custom_type").await;
+    let mut conn = SyncedConnection::new(
+        AsyncPgConnection::establish(&url).await.unwrap(),
+        registry.clone(),
+    );
+    conn.batch_execute(
+        "CREATE TYPE gadget_state AS ENUM ('draft', 'live');
+         CREATE TABLE gadgets (id BIGINT PRIMARY KEY, store_id BIGINT NOT NULL, state gadget_state NOT NULL)",
+    )
+    .await
+    .unwrap();
+    conn.transaction(async |conn| {
+        diesel::insert_into(gadgets::table)
+            .values((
+                gadgets::id.eq(1),
+                gadgets::store_id.eq(1),
+                gadgets::state.eq(GadgetState::Draft),
+            ))
+            .execute(conn)
+            .await?;
+        diesel::update(gadgets::table.find(1))
+            .set(gadgets::state.eq(GadgetState::Live))
+            .execute(conn)
+            .await
+    })
+    .await
+    .map_err(|error: Error| error)
+    .unwrap();
+    registry.settled().await;
+    assert_eq!(*delivered.lock().unwrap(), [(1, GadgetState::Live)]);
+}

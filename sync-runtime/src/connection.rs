@@ -376,8 +376,10 @@ impl<C> AsyncConnectionCore for SyncedConnection<C>
 where
     C: CaptureConnection,
 {
-    type ExecuteFuture<'conn, 'query> =
-        Either<C::ExecuteFuture<'conn, 'query>, BoxFuture<'conn, QueryResult<usize>>>;
+    type ExecuteFuture<'conn, 'query> = Either<
+        C::ExecuteFuture<'conn, 'query>,
+        Either<CapturedCount<'conn, 'query, C>, BoxFuture<'conn, QueryResult<usize>>>,
+    >;
     type LoadFuture<'conn, 'query> = SyncedLoad<'conn, 'query, C>;
     type Stream<'conn, 'query> = Either<C::Stream<'conn, 'query>, CapturedRows<'conn, 'query, C>>;
     type Row<'conn, 'query> = C::Row<'conn, 'query>;
@@ -407,18 +409,8 @@ where
             let refusal = CaptureRefused::selected_keys_run_for_rows(&capture.model);
             return pass(self.inner.load(Refused(refusal)));
         }
-        let Self {
-            inner, collector, ..
-        } = self;
-        let load = inner.load(ReturningKey::new(query, &capture));
         SyncedLoad::Captured {
-            load: CapturedLoad {
-                state: LoadState::Running(Box::pin(load)),
-                collector,
-                capture,
-                keys: Vec::new(),
-                rows: Default::default(),
-            },
+            load: self.captured(query, capture, true),
         }
     }
 
@@ -431,22 +423,80 @@ where
     {
         match self.plans.get(&source) {
             Plan::Pass => Either::Left(self.inner.execute_returning_count(source)),
-            Plan::Refuse(refusal) => {
-                Either::Right(Box::pin(std::future::ready(Err(refused(refusal)))))
+            Plan::Refuse(refusal) => Either::Right(Either::Right(Box::pin(std::future::ready(
+                Err(refused(refusal)),
+            )))),
+            Plan::Batch(statements) => Either::Right(Either::Right(Box::pin(std::future::ready(
+                Err(refused(in_batch(&statements))),
+            )))),
+            // In a transaction nothing runs after the statement: it runs as the caller built
+            // it, its binds borrowed.
+            Plan::Capture(capture)
+                if self.collector.in_transaction()
+                    && matches!(capture.keys, KeysFrom::Returning) =>
+            {
+                Either::Right(Either::Left(CapturedCount(
+                    self.captured(source, capture, false),
+                )))
             }
-            Plan::Batch(statements) => Either::Right(Box::pin(std::future::ready(Err(refused(
-                in_batch(&statements),
-            ))))),
             Plan::Capture(capture) => {
                 // Owned, so the future can keep the connection after the statement: outside a
                 // transaction the keys are resolved right after it.
                 let statement = <C::Backend as CaptureBackend>::own(&source);
                 let read = ReadKeys::of(&source, &capture);
-                Either::Right(Box::pin(async move {
+                Either::Right(Either::Right(Box::pin(async move {
                     self.run_captured(statement?, capture, read?).await
-                }))
+                })))
             }
         }
+    }
+}
+
+impl<C: CaptureConnection> SyncedConnection<C> {
+    /// `query`, a write to a synced table inside a transaction, run with its key column
+    /// returned: every key is registered once every row is read.
+    fn captured<'conn, 'query, Q>(
+        &'conn mut self,
+        query: Q,
+        capture: Capture,
+        hold_rows: bool,
+    ) -> CapturedLoad<'conn, 'query, C>
+    where
+        Q: QueryFragment<C::Backend> + QueryId + 'query,
+    {
+        let Self {
+            inner, collector, ..
+        } = self;
+        let load = inner.load(ReturningKey::new(query, &capture));
+        CapturedLoad {
+            state: LoadState::Running(Box::pin(load)),
+            collector,
+            capture,
+            keys: Vec::new(),
+            hold_rows,
+            rows: Default::default(),
+            written: 0,
+        }
+    }
+}
+
+/// The execution of a write to a synced table inside a transaction: its rows are read for
+/// their keys, and counted.
+#[doc(hidden)]
+pub struct CapturedCount<'conn, 'query, C: CaptureConnection>(CapturedLoad<'conn, 'query, C>);
+
+impl<C: CaptureConnection> Future for CapturedCount<'_, '_, C> {
+    type Output = QueryResult<usize>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let load = &mut self.get_mut().0;
+        Pin::new(&mut *load).poll(cx).map_ok(|_| load.written)
+    }
+}
+
+impl<C: CaptureConnection> fmt::Debug for CapturedCount<'_, '_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CapturedCount").field(&self.0).finish()
     }
 }
 
@@ -501,7 +551,10 @@ pub struct CapturedLoad<'conn, 'query, C: CaptureConnection> {
     collector: &'conn mut Collector,
     capture: Capture,
     keys: Vec<DynKey>,
+    /// Whether the caller reads the rows (`load`), or only their count (`execute`).
+    hold_rows: bool,
     rows: C::HeldRows<'conn, 'query>,
+    written: usize,
 }
 
 enum LoadState<'conn, 'query, C: CaptureConnection> {
@@ -533,7 +586,9 @@ impl<'conn, 'query, C: CaptureConnection> Future for CapturedLoad<'conn, 'query,
                         match read_key::<C::Backend, _>(&row, kind, KeyColumn::Last) {
                             Ok(key) => {
                                 this.keys.push(key);
-                                this.rows.extend([Ok(row)]);
+                                if this.hold_rows {
+                                    this.rows.extend([Ok(row)]);
+                                }
                             }
                             Err(error) => {
                                 this.state = LoadState::Done;
@@ -548,6 +603,7 @@ impl<'conn, 'query, C: CaptureConnection> Future for CapturedLoad<'conn, 'query,
                     None => {
                         this.state = LoadState::Done;
                         let keys = std::mem::take(&mut this.keys);
+                        this.written = keys.len();
                         let capture = &this.capture;
                         this.collector
                             .add(|frame| insert_captured(frame, capture, keys));

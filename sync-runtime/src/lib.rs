@@ -61,8 +61,8 @@ pub use backend::{KeyQuery, SyncBackend, WriteIds};
 pub use capture::CaptureBackend;
 pub use catalog::CaptureKey;
 pub use connection::{
-    AsSynced, CaptureConnection, CapturedLoad, HeldRows, SyncedConnection, SyncedLoad,
-    SyncedTransactionManager,
+    AsSynced, CaptureConnection, CapturedCount, CapturedLoad, HeldRows, SyncedConnection,
+    SyncedLoad, SyncedTransactionManager,
 };
 pub use dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
 pub use dispatcher::ShutdownReport;
