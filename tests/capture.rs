@@ -781,7 +781,7 @@ mod custom_type {
     use diesel::pg::{Pg, PgValue};
     use diesel::serialize::{self, IsNull, Output, ToSql};
 
-    #[derive(diesel::SqlType, diesel::QueryId)]
+    #[derive(Debug, diesel::SqlType, diesel::QueryId)]
     #[diesel(postgres_type(name = "gadget_state"))]
     pub struct GadgetStateType;
 
