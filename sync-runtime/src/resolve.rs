@@ -90,16 +90,22 @@ impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Prepared<Q> {
 
 impl<Q, Conn> diesel::RunQueryDsl<Conn> for Prepared<Q> {}
 
-/// `ids` with the last repeated up to the next power of two (never past the backend's chunk),
-/// where each id is a placeholder of its own: a list of any length then has one of a few
-/// lengths. Repeated ids load nothing twice.
+/// `ids` with the last repeated, where each id is a placeholder of its own, so that lists of
+/// any length share a few lengths: up to the next power of two for short lists, the next
+/// multiple of 1,024 for long ones (never past the backend's chunk). A connection then keeps at
+/// most a few dozen resolve statements per model. Repeated ids load nothing twice.
 pub(crate) fn padded<DB: SyncBackend, Id: Clone>(mut ids: Vec<Id>) -> Vec<Id> {
+    const STEP: usize = 1_024;
     if !DB::BINDS_EACH_ID {
         return ids;
     }
     if let Some(last) = ids.last().cloned() {
-        let length = ids.len().next_power_of_two().min(DB::MAX_IDS_PER_QUERY);
-        ids.resize(length.max(ids.len()), last);
+        let length = if ids.len() <= STEP {
+            ids.len().next_power_of_two()
+        } else {
+            ids.len().div_ceil(STEP) * STEP
+        };
+        ids.resize(length.min(DB::MAX_IDS_PER_QUERY).max(ids.len()), last);
     }
     ids
 }
@@ -315,8 +321,16 @@ mod tests {
         assert_eq!(padded::<Sqlite, _>(vec![7, 3, 5]), [7, 3, 5, 5]);
         assert_eq!(padded::<Sqlite, _>(vec![1]), [1]);
         assert_eq!(padded::<Sqlite, _>(Vec::<i64>::new()), Vec::<i64>::new());
-        let near_the_limit: Vec<usize> = (0..20_000).collect();
+        assert_eq!(
+            padded::<Sqlite, _>((0..1_000).collect::<Vec<_>>()).len(),
+            1_024
+        );
+        assert_eq!(
+            padded::<Sqlite, _>((0..10_000).collect::<Vec<_>>()).len(),
+            10_240
+        );
         let limit = <Sqlite as SyncBackend>::MAX_IDS_PER_QUERY;
+        let near_the_limit: Vec<usize> = (0..limit - 10).collect();
         assert_eq!(padded::<Sqlite, _>(near_the_limit).len(), limit);
         let full: Vec<usize> = (0..limit).collect();
         assert_eq!(padded::<Sqlite, _>(full).len(), limit);
