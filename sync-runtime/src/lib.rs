@@ -7,19 +7,23 @@
 //!    [`SyncedConnection`];
 //! 2. **capture**: the connection plans each statement once per statement type (`capture`,
 //!    with `classify` parsing the SQL and `catalog` naming the tables `#[derive(Synced)]`
-//!    registered): a write to a synced table runs with its key column returned, one it cannot
-//!    read exactly is refused with [`CaptureRefused`] before it runs, anything else passes
-//!    through. The typed writes ([`insert_into`], [`update`], [`delete`]), `save_changes` and
-//!    [`SyncedConnection::mark_changed`] register their ids directly;
+//!    registered): a write to a synced table runs with its key column returned (or, where the
+//!    connection cannot read returned rows, after a `SELECT … FOR UPDATE` of its keys, or with
+//!    the keys its INSERT binds), one it cannot read exactly is refused with [`CaptureRefused`]
+//!    before it runs, anything else passes through. The typed writes ([`insert_into`],
+//!    [`update`], [`delete`]), `save_changes` and [`SyncedConnection::mark_changed`] register
+//!    their ids directly;
 //! 3. **collector**: the ids go to the innermost transaction's frame, deduplicated per target
 //!    model;
 //! 4. **commit**: a released savepoint merges into its parent, a rollback drops its frame, and
-//!    the outermost COMMIT hands its frame on once the database accepted it;
+//!    the outermost COMMIT hands its frame on once the database accepted it; a transaction left
+//!    open by a `transaction()` that never finished is rolled back before the next one;
 //! 5. **resolve**: each target model's ids are loaded over the connection, as the
-//!    [`Registry`] built for its type knows how, in one query per chunk, stale ids skipped,
-//!    rows grouped by store key;
+//!    [`Registry`] built for its type knows how, in one prepared query per chunk, stale ids
+//!    skipped, rows grouped by store key; ids a dropped flush did not hand on are dead-lettered;
 //! 6. **dispatch**: each store's batch is queued on the [`Registry`], one call in flight per
-//!    store, retried by [`RetryPolicy`], dead-lettered when retries run out;
+//!    store, retried by [`RetryPolicy`], dead-lettered when retries run out; a store whose
+//!    runtime shuts down mid-call continues on the registry's own;
 //! 7. **handler**: the [`Handler`] registered for the model delivers the [`Batch`].
 //!
 //! The same pipeline runs over synchronous Diesel connections and r2d2 pools: see [`blocking`].
