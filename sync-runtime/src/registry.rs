@@ -30,7 +30,7 @@ use crate::synced::SyncTarget;
 /// Dropping every clone (connections included) does not cancel what was already handed on:
 /// the batches pending then are still delivered, retries included, on the runtime they run on
 /// (the registry's own one stops once they are done). Only the process ending stops them; call
-/// [`Registry::shutdown`] before it does.
+/// [`shutdown`](Self::shutdown) before it does.
 ///
 /// ```
 /// # use diesel_sync_runtime as diesel_sync;
