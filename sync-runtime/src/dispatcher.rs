@@ -38,7 +38,7 @@ pub(crate) struct Shared {
     background: OnceLock<Runtime>,
 }
 
-/// What [`Registry::shutdown`] did with the batches pending when it was called.
+/// What [`Registry::shutdown`](crate::Registry::shutdown) did with the batches pending when it was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
