@@ -296,7 +296,13 @@ where
             conn.roll_back_abandoned().await?;
             let _running = Running::enter(&conn.running);
             Self::begin_transaction(conn).await?;
-            match callback(&mut *conn).await {
+            let depth = conn.database_depth();
+            let result = callback(&mut *conn).await;
+            // A nested `transaction()` that never finished (its panic caught, its future
+            // dropped inside this closure) left its savepoint open: it is rolled back, or this
+            // level's COMMIT would only release it and leave the transaction open.
+            conn.roll_back_above(depth).await?;
+            match result {
                 Ok(value) => {
                     Self::commit_transaction(conn).await?;
                     Ok(value)
@@ -711,15 +717,19 @@ where
             return Ok(());
         }
         let base = self.collector.base_depth();
-        let left_open = self.database_depth().saturating_sub(base);
-        if left_open == 0 {
-            return Ok(());
+        self.roll_back_above(base).await
+    }
+
+    /// Rolls back every level above database depth `depth`.
+    async fn roll_back_above(&mut self, depth: usize) -> QueryResult<()> {
+        let above = self.database_depth().saturating_sub(depth);
+        if above > 0 {
+            tracing::warn!(
+                levels = above,
+                "rolling back transaction levels a transaction() that never finished left open"
+            );
         }
-        tracing::warn!(
-            levels = left_open,
-            "a transaction() on this connection never finished (its future was dropped or its closure panicked) and left its transaction open; rolling it back"
-        );
-        while self.database_depth() > base {
+        while self.database_depth() > depth {
             SyncedTransactionManager::<C>::rollback_transaction(self).await?;
         }
         Ok(())

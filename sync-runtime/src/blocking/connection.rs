@@ -214,7 +214,13 @@ where
         conn.roll_back_abandoned()?;
         let _running = Running::enter(&conn.running);
         Self::begin_transaction(conn)?;
-        match callback(&mut *conn) {
+        let depth = conn.database_depth();
+        let result = callback(&mut *conn);
+        // A nested `transaction()` whose closure panicked, the panic caught inside this closure,
+        // left its savepoint open: it is rolled back, or this level's COMMIT would only release
+        // it and leave the transaction open.
+        conn.roll_back_above(depth)?;
+        match result {
             Ok(value) => {
                 Self::commit_transaction(conn)?;
                 Ok(value)
@@ -388,15 +394,19 @@ impl<C: CaptureConnection> SyncedConnection<C> {
             return Ok(());
         }
         let base = self.collector.base_depth();
-        let left_open = self.database_depth().saturating_sub(base);
-        if left_open == 0 {
-            return Ok(());
+        self.roll_back_above(base)
+    }
+
+    /// Rolls back every level above database depth `depth`.
+    fn roll_back_above(&mut self, depth: usize) -> QueryResult<()> {
+        let above = self.database_depth().saturating_sub(depth);
+        if above > 0 {
+            tracing::warn!(
+                levels = above,
+                "rolling back transaction levels a transaction() that never finished left open"
+            );
         }
-        tracing::warn!(
-            levels = left_open,
-            "a transaction() on this connection never finished (its closure panicked) and left its transaction open; rolling it back"
-        );
-        while self.database_depth() > base {
+        while self.database_depth() > depth {
             SyncedTransactionManager::<C>::rollback_transaction(self)?;
         }
         Ok(())
