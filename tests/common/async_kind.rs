@@ -91,7 +91,7 @@ macro_rules! async_kind {
             use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
             use diesel_async::{
                 AsyncConnection, AsyncConnectionCore, RunQueryDsl, SaveChangesDsl,
-                SimpleAsyncConnection,
+                SimpleAsyncConnection, TransactionManager,
             };
             use diesel_sync::{Metrics, SyncBackend, SyncedConnection};
             use futures_util::future::BoxFuture;
@@ -185,6 +185,28 @@ macro_rules! async_kind {
                         .expect("listing ids")
                 }
 
+                async fn all_products(&mut self) -> Vec<Product> {
+                    products::table
+                        .select(Product::as_select())
+                        .order(products::id)
+                        .load(self.conn.inner_mut())
+                        .await
+                        .expect("products")
+                }
+
+                async fn reset_records(&mut self) {
+                    let inner = self.conn.inner_mut();
+                    diesel::delete(audit::table)
+                        .execute(inner)
+                        .await
+                        .expect("clear the audit");
+                    diesel::delete(product_notes::table)
+                        .execute(inner)
+                        .await
+                        .expect("clear the notes");
+                    self.capture.clear();
+                }
+
                 async fn audited(&mut self) -> Vec<i64> {
                     audit::table
                         .select(audit::target_id)
@@ -212,6 +234,16 @@ macro_rules! async_kind {
                 }
             }
 
+            impl AsyncKind<$conn> {
+                /// [`Kind::run`] on another synced connection of the same registry, such as a
+                /// pooled one.
+                pub async fn run_on(conn: &mut Conn, capture: &Capture, steps: &[Step]) -> Trace {
+                    let mut trace = Trace::new();
+                    trace.result = run_steps(conn, capture, steps, &mut trace).await;
+                    trace
+                }
+            }
+
             /// Runs `steps` in order; the first that fails ends them. Boxed: a transaction
             /// step runs its own steps through here.
             fn run_steps<'a>(
@@ -236,16 +268,14 @@ macro_rules! async_kind {
             ) -> Result<(), Failure> {
                 match step {
                     Step::Transaction { steps, end } => {
-                        let result = conn
-                            .transaction(async |conn| {
-                                run_steps(conn, capture, steps, trace).await?;
-                                match end {
-                                    End::Commit => Ok(()),
-                                    End::Rollback => Err(Failure::from(Error::RollbackTransaction)),
-                                }
-                            })
-                            .await;
-                        trace.transactions.push(result);
+                        let index = trace.begin();
+                        let result = run_transaction(conn, capture, steps, *end, trace).await;
+                        let still_open = matches!(
+                            <Conn as AsyncConnection>::TransactionManager::transaction_manager_status_mut(conn)
+                                .transaction_depth(),
+                            Ok(Some(_))
+                        );
+                        trace.end(index, result, still_open);
                     }
                     Step::Checkpoint => {
                         conn.registry().settled().await;
@@ -257,6 +287,7 @@ macro_rules! async_kind {
                     Step::Fail => return Err(Failure::Rejected),
                     Step::MarkChanged { ids } => {
                         conn.mark_changed::<Product>(ids.iter().copied()).await;
+                        trace.mark(ids);
                     }
                     write => {
                         let affected = run_write_step(conn, write).await?;
@@ -264,6 +295,45 @@ macro_rules! async_kind {
                     }
                 }
                 Ok(())
+            }
+
+            /// Runs `steps` in a `transaction()` that ends as `end` says. A panic is caught
+            /// around the call; an abandoned one is dropped once its closure waits, between
+            /// statements, as a cancelled request's future is.
+            async fn run_transaction(
+                conn: &mut Conn,
+                capture: &Capture,
+                steps: &[Step],
+                end: End,
+                trace: &mut Trace,
+            ) -> Result<(), Failure> {
+                use futures_util::future::{self, Either};
+                use futures_util::FutureExt;
+                let (waiting, abandoned) = tokio::sync::oneshot::channel::<()>();
+                let transaction = conn.transaction(async move |conn| {
+                    run_steps(conn, capture, steps, trace).await?;
+                    match end {
+                        End::Commit => Ok(()),
+                        End::Rollback => Err(Failure::from(Error::RollbackTransaction)),
+                        // Unwinds without the panic hook, so thousands of programs print
+                        // nothing; the connection sees the same unwinding as from `panic!`.
+                        End::Panic => std::panic::resume_unwind(Box::new("a bug in the closure")),
+                        End::Abandon => {
+                            let _ = waiting.send(());
+                            future::pending().await
+                        }
+                    }
+                });
+                let transaction = std::panic::AssertUnwindSafe(transaction).catch_unwind();
+                futures_util::pin_mut!(transaction);
+                let outcome = match future::select(transaction, abandoned).await {
+                    Either::Left((outcome, _)) => outcome,
+                    // Dropped here, with no statement in flight.
+                    Either::Right((Ok(()), _)) => return Err(Failure::Abandoned),
+                    // The closure returned before waiting: let the transaction finish.
+                    Either::Right((Err(_), transaction)) => transaction.await,
+                };
+                outcome.unwrap_or(Err(Failure::Panicked))
             }
 
             /// Runs a step that writes; returns the rows it reported.

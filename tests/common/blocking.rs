@@ -115,6 +115,7 @@ macro_rules! blocking_kind {
         const _: () = {
             use diesel::connection::SimpleConnection;
             use diesel::result::Error;
+            use diesel::connection::TransactionManager;
             use diesel::{
                 Connection, ExpressionMethods, QueryDsl, RunQueryDsl, SaveChangesDsl,
                 SelectableHelper,
@@ -217,6 +218,25 @@ macro_rules! blocking_kind {
                         .expect("listing ids")
                 }
 
+                async fn all_products(&mut self) -> Vec<Product> {
+                    products::table
+                        .select(Product::as_select())
+                        .order(products::id)
+                        .load(self.conn.inner_mut())
+                        .expect("products")
+                }
+
+                async fn reset_records(&mut self) {
+                    let inner = self.conn.inner_mut();
+                    diesel::delete(audit::table)
+                        .execute(inner)
+                        .expect("clear the audit");
+                    diesel::delete(product_notes::table)
+                        .execute(inner)
+                        .expect("clear the notes");
+                    self.capture.clear();
+                }
+
                 async fn audited(&mut self) -> Vec<i64> {
                     audit::table
                         .select(audit::target_id)
@@ -243,6 +263,16 @@ macro_rules! blocking_kind {
                 }
             }
 
+            impl BlockingKind<$conn> {
+                /// [`Kind::run`] on another synced connection of the same registry, such as a
+                /// pooled one.
+                pub fn run_on(conn: &mut Conn, capture: &Capture, steps: &[Step]) -> Trace {
+                    let mut trace = Trace::new();
+                    trace.result = run_steps(conn, capture, steps, &mut trace);
+                    trace
+                }
+            }
+
             /// Runs `steps` in order; the first that fails ends them.
             fn run_steps(
                 conn: &mut Conn,
@@ -263,14 +293,14 @@ macro_rules! blocking_kind {
             ) -> Result<(), Failure> {
                 match step {
                     Step::Transaction { steps, end } => {
-                        let result = conn.transaction(|conn| {
-                            run_steps(conn, capture, steps, trace)?;
-                            match end {
-                                End::Commit => Ok(()),
-                                End::Rollback => Err(Failure::from(Error::RollbackTransaction)),
-                            }
-                        });
-                        trace.transactions.push(result);
+                        let index = trace.begin();
+                        let result = run_transaction(conn, capture, steps, *end, trace);
+                        let still_open = matches!(
+                            <Conn as Connection>::TransactionManager::transaction_manager_status_mut(conn)
+                                .transaction_depth(),
+                            Ok(Some(_))
+                        );
+                        trace.end(index, result, still_open);
                     }
                     Step::Checkpoint => {
                         conn.registry().settled_blocking();
@@ -282,6 +312,7 @@ macro_rules! blocking_kind {
                     Step::Fail => return Err(Failure::Rejected),
                     Step::MarkChanged { ids } => {
                         conn.mark_changed::<Product>(ids.iter().copied());
+                        trace.mark(ids);
                     }
                     write => {
                         let affected = run_write_step(conn, write)?;
@@ -289,6 +320,35 @@ macro_rules! blocking_kind {
                     }
                 }
                 Ok(())
+            }
+
+            /// Runs `steps` in a `transaction()` that ends as `end` says; a panic is caught
+            /// around the call.
+            fn run_transaction(
+                conn: &mut Conn,
+                capture: &Capture,
+                steps: &[Step],
+                end: End,
+                trace: &mut Trace,
+            ) -> Result<(), Failure> {
+                if end == End::Abandon {
+                    return Err(Failure::Unsupported("a synchronous call has no future to drop"));
+                }
+                let transaction = std::panic::AssertUnwindSafe(|| {
+                    conn.transaction(|conn| {
+                        run_steps(conn, capture, steps, trace)?;
+                        match end {
+                            End::Commit => Ok(()),
+                            End::Rollback => Err(Failure::from(Error::RollbackTransaction)),
+                            // Unwinds without the panic hook, so thousands of programs print
+                            // nothing; the connection sees the same unwinding as from `panic!`.
+                            End::Panic | End::Abandon => {
+                                std::panic::resume_unwind(Box::new("a bug in the closure"))
+                            }
+                        }
+                    })
+                });
+                std::panic::catch_unwind(transaction).unwrap_or(Err(Failure::Panicked))
             }
 
             /// Runs a step that writes; returns the rows it reported.

@@ -49,6 +49,13 @@ pub enum End {
     Commit,
     /// With `Error::RollbackTransaction`, the way Diesel's callers ask for a rollback.
     Rollback,
+    /// Its closure panics; the interpreter catches the panic around the `transaction()` call,
+    /// which leaves the database transaction open for the next `transaction()` to roll back.
+    Panic,
+    /// Its closure then waits for something that never comes, and the interpreter drops the
+    /// `transaction()` future: a request cancelled mid-transaction. Only futures can be dropped,
+    /// so the blocking kind does not run this.
+    Abandon,
 }
 
 /// One instruction of a program. A failing step ends the transaction it runs in (which rolls
@@ -172,6 +179,10 @@ pub enum Failure {
     Database(diesel::result::Error),
     /// A step this kind cannot run on this backend, and why.
     Unsupported(&'static str),
+    /// [`End::Panic`]: the transaction's closure panicked.
+    Panicked,
+    /// [`End::Abandon`]: the transaction's future was dropped before it finished.
+    Abandoned,
 }
 
 impl From<diesel::result::Error> for Failure {
@@ -200,6 +211,15 @@ pub struct Trace {
     pub transactions: Vec<Result<(), Failure>>,
     /// How the program ended: the error of a step that failed outside any transaction.
     pub result: Result<(), Failure>,
+    /// Whether each transaction returned `Ok`, in the order they began (`None` while it runs).
+    pub outcomes: Vec<Option<bool>>,
+    /// The transactions running now, as indices into `outcomes`, the innermost last.
+    pub open: Vec<usize>,
+    /// Each [`Step::MarkChanged`] that ran, with the transactions it ran in.
+    pub marks: Vec<(Vec<usize>, Vec<i64>)>,
+    /// Outermost `transaction()` calls that returned `Ok` with a database transaction still
+    /// open on the connection: their work was never committed.
+    pub left_open: usize,
 }
 
 impl Trace {
@@ -210,7 +230,43 @@ impl Trace {
             checkpoints: Vec::new(),
             transactions: Vec::new(),
             result: Ok(()),
+            outcomes: Vec::new(),
+            open: Vec::new(),
+            marks: Vec::new(),
+            left_open: 0,
         }
+    }
+
+    /// Records that a transaction begins; returns its index for [`Trace::end`].
+    pub fn begin(&mut self) -> usize {
+        self.outcomes.push(None);
+        self.open.push(self.outcomes.len() - 1);
+        self.outcomes.len() - 1
+    }
+
+    /// Records how the transaction `index` ended. `still_open` says whether the connection
+    /// still has a database transaction open once it returned.
+    pub fn end(&mut self, index: usize, result: Result<(), Failure>, still_open: bool) {
+        self.open.pop();
+        self.outcomes[index] = Some(result.is_ok());
+        if result.is_ok() && self.open.is_empty() && still_open {
+            self.left_open += 1;
+        }
+        self.transactions.push(result);
+    }
+
+    /// Records a [`Step::MarkChanged`] in the transactions running now.
+    pub fn mark(&mut self, ids: &[i64]) {
+        self.marks.push((self.open.clone(), ids.to_vec()));
+    }
+
+    /// The ids marked in transactions that all returned `Ok` (or outside any): those a
+    /// handler may receive though no audited write changed them.
+    pub fn committed_marks(&self) -> impl Iterator<Item = i64> + '_ {
+        self.marks
+            .iter()
+            .filter(|(within, _)| within.iter().all(|&t| self.outcomes[t] == Some(true)))
+            .flat_map(|(_, ids)| ids.iter().copied())
     }
 }
 
@@ -270,6 +326,13 @@ pub trait Kind: Sized {
 
     /// The ids of every listing, sorted.
     async fn listing_ids(&mut self) -> Vec<i64>;
+
+    /// Every product, by id, read on the inner connection.
+    async fn all_products(&mut self) -> Vec<Product>;
+
+    /// Forgets what the audit and the handlers recorded and drops every note, keeping the
+    /// products: a fixture reused for the next program.
+    async fn reset_records(&mut self);
 
     /// The distinct target ids the audit triggers recorded since the fixture was seeded: every
     /// committed change (and every change of the open transaction), rolled-back ones gone.
