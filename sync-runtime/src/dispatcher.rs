@@ -2,11 +2,11 @@
 //! runtime that delivers when the committing thread has none.
 
 use std::any::TypeId;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::{Handle, Runtime};
@@ -36,6 +36,41 @@ pub(crate) struct Shared {
     pending: AtomicU64,
     settled: Notify,
     background: OnceLock<Runtime>,
+    /// One hand-off order per target model.
+    sequences: Mutex<HashMap<TypeId, Sequence>>,
+}
+
+/// Hands resolved batches to a model's queues in the order their resolves started. A resolve
+/// that started later read the database no earlier (it runs after its COMMIT), so its rows are
+/// never older than those handed on before them, and a store's latest delivery is its freshest
+/// row, whichever connection's flush finished first.
+#[derive(Default)]
+struct Sequence {
+    next_ticket: u64,
+    next_out: u64,
+    /// Resolves that finished before an earlier one: their hand-off, or nothing if they
+    /// stopped.
+    finished: BTreeMap<u64, Option<HandOff>>,
+}
+
+type HandOff = Box<dyn FnOnce() + Send>;
+
+/// A resolve's place in its model's [`Sequence`], taken before its first query; it counts as
+/// pending until its batches are handed on. Dropped unused (the flush stopped), it gives its
+/// place up.
+pub(crate) struct Ticket {
+    shared: Arc<Shared>,
+    model: TypeId,
+    number: u64,
+    used: bool,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.used {
+            self.shared.finish(self.model, self.number, None);
+        }
+    }
 }
 
 /// What [`Registry::shutdown`](crate::Registry::shutdown) did with the batches pending when it was called.
@@ -66,6 +101,7 @@ impl Dispatcher {
                 pending: AtomicU64::new(0),
                 settled: Notify::new(),
                 background: OnceLock::new(),
+                sequences: Mutex::default(),
             }),
         }
     }
@@ -153,16 +189,39 @@ impl Dispatcher {
             .unwrap_or_else(|error| panic!("{error}"))
     }
 
-    /// Hands one flush's batches of `T` to the dispatcher. Returns at once.
-    pub(crate) fn dispatch<T: SyncTarget>(&self, batches: Vec<(T::StoreKey, Vec<T>)>) {
-        let Some(queue) = self.shared.models.get(&TypeId::of::<T>()) else {
-            return;
-        };
-        let queue = Arc::clone(queue)
-            .into_any()
-            .downcast::<ModelQueue<T>>()
-            .expect("a registry keys each model queue by its TypeId");
-        dispatch(&self.shared, &queue, batches);
+    /// A place in `T`'s hand-off order, for a resolve about to run its first query.
+    pub(crate) fn ticket<T: SyncTarget>(&self) -> Ticket {
+        let model = TypeId::of::<T>();
+        self.shared.start_one();
+        let mut sequences = self.shared.sequences();
+        let sequence = sequences.entry(model).or_default();
+        let number = sequence.next_ticket;
+        sequence.next_ticket += 1;
+        Ticket {
+            shared: Arc::clone(&self.shared),
+            model,
+            number,
+            used: false,
+        }
+    }
+
+    /// Hands one resolve's batches of `T` to the dispatcher, once every resolve of `T` that
+    /// started before it has. Returns at once.
+    pub(crate) fn dispatch<T: SyncTarget>(
+        &self,
+        mut ticket: Ticket,
+        batches: Vec<(T::StoreKey, Vec<T>)>,
+    ) {
+        ticket.used = true;
+        let hand_off = self.shared.models.get(&TypeId::of::<T>()).map(|queue| {
+            let queue = Arc::clone(queue)
+                .into_any()
+                .downcast::<ModelQueue<T>>()
+                .expect("a registry keys each model queue by its TypeId");
+            let shared = Arc::clone(&self.shared);
+            Box::new(move || dispatch(&shared, &queue, batches)) as HandOff
+        });
+        self.shared.finish(ticket.model, ticket.number, hand_off);
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -175,6 +234,28 @@ impl Dispatcher {
 }
 
 impl Shared {
+    fn sequences(&self) -> MutexGuard<'_, HashMap<TypeId, Sequence>> {
+        self.sequences
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records that resolve `number` of `model` finished, and hands on every finished resolve
+    /// whose predecessors all have, in order. Each stops counting as pending once handed on
+    /// (its batches count from then on).
+    fn finish(&self, model: TypeId, number: u64, hand_off: Option<HandOff>) {
+        let mut sequences = self.sequences();
+        let sequence = sequences.entry(model).or_default();
+        sequence.finished.insert(number, hand_off);
+        while let Some(hand_off) = sequence.finished.remove(&sequence.next_out) {
+            sequence.next_out += 1;
+            if let Some(hand_off) = hand_off {
+                hand_off();
+            }
+            self.settle_one();
+        }
+    }
+
     pub(crate) fn dead_letter(&self, letter: DeadLetter) {
         Counters::add(&self.counters.dead_letters, 1);
         match &self.sink {

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::backend::SyncBackend;
 use crate::collector::{Frame, PendingIds, PendingSet};
 use crate::dead_letter::DeadLetter;
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::{Dispatcher, Ticket};
 use crate::metrics::Counters;
 use crate::synced::SyncTarget;
 
@@ -152,6 +152,8 @@ where
 /// async and the blocking resolve share. Only the loading differs between them.
 pub(crate) struct Resolution<'r, T: SyncTarget> {
     dispatcher: &'r Dispatcher,
+    /// Its place in the hand-off order, taken before the first query.
+    ticket: Ticket,
     model: &'static str,
     committed: usize,
     unresolved: usize,
@@ -164,6 +166,7 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
         Counters::add(&dispatcher.counters().ids_committed, committed);
         Self {
             dispatcher,
+            ticket: dispatcher.ticket::<T>(),
             model: type_name::<T>(),
             committed,
             unresolved: 0,
@@ -220,7 +223,8 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
 
     /// Groups the rows by store and hands the batches to the dispatcher.
     pub(crate) fn dispatch(self) {
-        self.dispatcher.dispatch(group_by_store(self.rows));
+        self.dispatcher
+            .dispatch(self.ticket, group_by_store(self.rows));
     }
 }
 
