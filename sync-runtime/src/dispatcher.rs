@@ -330,3 +330,73 @@ impl fmt::Debug for Dispatcher {
             .finish()
     }
 }
+
+/// The hand-off order, without a database.
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::handler::Batch;
+    use crate::retry::RetryPolicy;
+
+    /// A product version: the key is 7 for every row, the price tells versions apart.
+    #[derive(Debug, Clone)]
+    struct Price(i64);
+
+    impl crate::synced::Synced for Price {
+        type Table = crate::__private::fallback::fallback::table;
+        type Target = Self;
+        type KeyColumn = crate::__private::fallback::fallback::id;
+        fn sync_key(&self) -> i64 {
+            7
+        }
+    }
+
+    impl SyncTarget for Price {
+        type Id = i64;
+        type StoreKey = ();
+        type ByIds = ();
+        fn store_key(&self) {}
+        fn by_ids(_: Vec<i64>) {}
+    }
+
+    #[tokio::test]
+    async fn a_resolve_that_started_later_is_handed_on_later_whichever_finished_first() {
+        let delivered: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let seen = Arc::clone(&delivered);
+        let handler = move |batch: Batch<Price>| {
+            seen.lock()
+                .unwrap()
+                .extend(batch.rows().iter().map(|p| p.0));
+            async { Ok(()) }
+        };
+        let queue: Arc<dyn AnyModelQueue> =
+            Arc::new(ModelQueue::new(handler, RetryPolicy::default()));
+        let dispatcher =
+            Dispatcher::new(HashMap::from([(TypeId::of::<Price>(), queue)]), None, None);
+        // The first resolve read the older row; the second, started later, the newer one.
+        let first = dispatcher.ticket::<Price>();
+        let second = dispatcher.ticket::<Price>();
+        dispatcher.dispatch(second, vec![((), vec![Price(2)])]);
+        assert_eq!(
+            dispatcher.metrics().pending,
+            2,
+            "the second waits for the first"
+        );
+        dispatcher.dispatch(first, vec![((), vec![Price(1)])]);
+        dispatcher.settled().await;
+        assert_eq!(
+            *delivered.lock().unwrap().last().unwrap(),
+            2,
+            "the newest row is last"
+        );
+        // A resolve that stopped gives its place up.
+        let stopped = dispatcher.ticket::<Price>();
+        let third = dispatcher.ticket::<Price>();
+        dispatcher.dispatch(third, vec![((), vec![Price(3)])]);
+        drop(stopped);
+        dispatcher.settled().await;
+        assert_eq!(*delivered.lock().unwrap().last().unwrap(), 3);
+    }
+}
