@@ -276,25 +276,7 @@ impl Drop for Running {
 mod tests {
     use super::*;
 
-    #[derive(Debug)]
-    struct Product;
-
-    impl crate::synced::Synced for Product {
-        type Table = crate::__private::fallback::fallback::table;
-        type Target = Self;
-        type KeyColumn = crate::__private::fallback::fallback::id;
-        fn sync_key(&self) -> i64 {
-            0
-        }
-    }
-
-    impl SyncTarget for Product {
-        type Id = i64;
-        type StoreKey = ();
-        type ByIds = ();
-        fn store_key(&self) {}
-        fn by_ids(_: Vec<i64>) {}
-    }
+    use crate::synced::TestRow as Product;
 
     /// Registers `ids` at the innermost level, as a write would, inside a transaction.
     fn write(collector: &mut Collector, ids: &[i64]) {

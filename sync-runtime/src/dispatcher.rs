@@ -340,26 +340,8 @@ mod tests {
     use crate::handler::Batch;
     use crate::retry::RetryPolicy;
 
-    /// A product version: the key is 7 for every row, the price tells versions apart.
-    #[derive(Debug, Clone)]
-    struct Price(i64);
-
-    impl crate::synced::Synced for Price {
-        type Table = crate::__private::fallback::fallback::table;
-        type Target = Self;
-        type KeyColumn = crate::__private::fallback::fallback::id;
-        fn sync_key(&self) -> i64 {
-            7
-        }
-    }
-
-    impl SyncTarget for Price {
-        type Id = i64;
-        type StoreKey = ();
-        type ByIds = ();
-        fn store_key(&self) {}
-        fn by_ids(_: Vec<i64>) {}
-    }
+    // A product version: the key is 7 for every row, the price tells versions apart.
+    use crate::synced::TestRow as Price;
 
     #[tokio::test]
     async fn a_resolve_that_started_later_is_handed_on_later_whichever_finished_first() {

@@ -155,3 +155,28 @@ pub const fn assert_model<T: Send + 'static>() {}
 /// Fails to compile unless `T` is a target model whose id type is `K`.
 #[doc(hidden)]
 pub const fn assert_target<T: SyncTarget, K: KeyOfType<T::Id>>() {}
+
+/// A target model for unit tests without a database: every row has key 7, and a value that
+/// tells its versions apart.
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub(crate) struct TestRow(pub(crate) i64);
+
+#[cfg(test)]
+impl Synced for TestRow {
+    type Table = crate::__private::fallback::fallback::table;
+    type Target = Self;
+    type KeyColumn = crate::__private::fallback::fallback::id;
+    fn sync_key(&self) -> i64 {
+        7
+    }
+}
+
+#[cfg(test)]
+impl SyncTarget for TestRow {
+    type Id = i64;
+    type StoreKey = ();
+    type ByIds = ();
+    fn store_key(&self) {}
+    fn by_ids(_: Vec<i64>) {}
+}
