@@ -551,15 +551,30 @@ mod cancelled_flush {
     }
 }
 
+/// A synced connection to a fresh SQLite database with 100 products in 10 stores.
+async fn sqlite_connection(test: &str, registry: Registry<SqliteConn>) -> SqliteConn {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let url = create_database(Backend::Sqlite, test).await;
+    let mut inner = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::establish(&url)
+        .await
+        .unwrap();
+    inner.batch_execute(Backend::Sqlite.schema()).await.unwrap();
+    inner
+        .seed_products(common::products(100, 10), Backend::Sqlite)
+        .await;
+    diesel_sync::SyncedConnection::new(inner, registry)
+}
+
+type SqliteConn = diesel_sync::SyncedConnection<
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
+>;
+
 /// A store's delivery running on a runtime that shuts down before the handler returns: a
 /// per-test runtime, or a command-line tool's `block_on`.
 mod runtime_dropped {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-    use diesel_sync::SyncedConnection;
     use tokio::sync::Semaphore;
 
     use super::*;
@@ -581,15 +596,7 @@ mod runtime_dropped {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let url = create_database(Backend::Sqlite, "runtime_dropped").await;
-            let mut inner = SyncConnectionWrapper::<diesel::SqliteConnection>::establish(&url)
-                .await
-                .unwrap();
-            inner.batch_execute(Backend::Sqlite.schema()).await.unwrap();
-            inner
-                .seed_products(common::products(100, 10), Backend::Sqlite)
-                .await;
-            let mut conn = SyncedConnection::new(inner, registry.clone());
+            let mut conn = sqlite_connection("runtime_dropped", registry.clone()).await;
             conn.mark_changed::<Product>([11]).await;
             // The handler's first call has started, and waits on the gate.
             while handler.seen().is_empty() {
@@ -625,19 +632,14 @@ mod registry_lifecycle {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-    use diesel_sync::SyncedConnection;
     use tokio::sync::Semaphore;
 
     use super::*;
 
-    type Conn = SyncedConnection<SyncConnectionWrapper<diesel::SqliteConnection>>;
-
     #[test]
     #[should_panic(expected = "already has a handler: register one handler per target model")]
     fn a_second_handler_for_one_model_is_refused_at_startup() {
-        let _: Registry<Conn> = Registry::builder()
+        let _: Registry<SqliteConn> = Registry::builder()
             .handler(async |_: Batch<Product>| Ok::<_, HandlerError>(()))
             .handler(async |_: Batch<Product>| Ok::<_, HandlerError>(()))
             .build();
@@ -650,15 +652,7 @@ mod registry_lifecycle {
         let (handler, registry) = Scripted::registry(exact(3), move |_, _| {
             Outcome::Gated(Arc::clone(&first_call))
         });
-        let url = create_database(Backend::Sqlite, "registry_dropped").await;
-        let mut inner = SyncConnectionWrapper::<diesel::SqliteConnection>::establish(&url)
-            .await
-            .unwrap();
-        inner.batch_execute(Backend::Sqlite.schema()).await.unwrap();
-        inner
-            .seed_products(common::products(100, 10), Backend::Sqlite)
-            .await;
-        let mut conn: Conn = SyncedConnection::new(inner, registry);
+        let mut conn = sqlite_connection("registry_dropped", registry).await;
         conn.mark_changed::<Product>([11, 21]).await;
         // Every clone of the registry goes: the connection held the last one.
         drop(conn);
