@@ -779,18 +779,17 @@ async_chaos!(
 );
 #[cfg(diesel_sync_postgres)]
 async_chaos!(async_postgres, diesel_async::AsyncPgConnection);
-/// Why the pool property does not run on `MySQL` by default: there it finds committed changes
-/// never delivered (and, in rounds where a statement met a deadlock, rolled-back ones
-/// delivered). One suspected cause: `InnoDB` answers a deadlock by rolling back the whole
-/// transaction, savepoints included, while the connection's transaction depth and the
-/// collector's frames still count the levels, so an enclosing closure that goes on writes in
-/// autocommit. But a failing run also occurred with no deadlock in its programs, and one
-/// synchronous run hung in a key `SELECT … FOR UPDATE`: the cause is not established. Run it
-/// with `--ignored`.
+/// Why the pool property does not run on `MySQL` by default. When `InnoDB` resolves a deadlock
+/// it rolls the whole transaction back, savepoints included, and the nested `transaction()`
+/// fails with "SAVEPOINT … does not exist". The connection then closes every level, so that
+/// the outermost `transaction()` fails too and what the closures still run is handed on
+/// statement by statement. Since that change the async property no longer finds missed ids,
+/// but it still finds a few delivered ids that no committed write changed, and the synchronous
+/// one can hang in a key `SELECT … FOR UPDATE`. Run it with `--ignored`.
 #[cfg(diesel_sync_mysql)]
 macro_rules! mysql_pool {
     () => {
-        "on MySQL, concurrent programs on a pool find committed ids never delivered (open bug)"
+        "on MySQL, concurrent programs on a pool meet deadlocks that still leak ids (open bug)"
     };
 }
 

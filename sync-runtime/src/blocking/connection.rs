@@ -240,7 +240,22 @@ where
     }
 
     fn rollback_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
+        let before = conn.database_depth();
         let result = C::TransactionManager::rollback_transaction(&mut conn.inner);
+        if result.is_err()
+            && before > 1
+            && <C::Backend as CaptureBackend>::DIALECT == Dialect::Mysql
+        {
+            // The savepoint is gone: InnoDB rolled the whole transaction back (a deadlock).
+            // Every level is closed to match, so that what the closures still run is seen as
+            // the autocommitted statements it is, and the outermost level reports the failure.
+            tracing::warn!("the database rolled the whole transaction back; closing every level");
+            while conn.database_depth() > 0 {
+                if C::TransactionManager::rollback_transaction(&mut conn.inner).is_err() {
+                    break;
+                }
+            }
+        }
         let depth = conn.database_depth();
         conn.collector.rolled_back(depth);
         result
