@@ -21,8 +21,8 @@ use diesel::sql_types::TypeMetadata;
 use diesel::{ConnectionResult, QueryResult};
 
 use crate::capture::{
-    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, KeysFrom, Plan, Plans, Reads,
-    ReturningKey, Rows,
+    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, KeysFrom, OwnedStatement,
+    Plan, Plans, ReadKeys, Reads, ReturningKey, Rows,
 };
 use crate::catalog::{insert_captured, DynKey};
 use crate::classify::Dialect;
@@ -326,17 +326,13 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     where
         Q: QueryFragment<C::Backend> + QueryId,
     {
-        let (written, keys) = match &capture.keys {
-            KeysFrom::Returning => self.write_returning_keys(statement, capture)?,
-            KeysFrom::SelectedFirst(select) => {
+        let (written, keys) = match ReadKeys::of(&statement, capture)? {
+            ReadKeys::Returning => self.write_returning_keys(statement, capture)?,
+            ReadKeys::SelectedFirst(select) => {
                 self.write_after_keys(&statement, select, capture)?
             }
             // A plain INSERT writes every row it binds, or fails.
-            KeysFrom::Inserted(keys) => {
-                let kind = capture.codec.kind;
-                let keys = <C::Backend as CaptureBackend>::inserted_keys(&statement, keys, kind)?;
-                (self.inner.execute_returning_count(&statement)?, keys)
-            }
+            ReadKeys::Known(keys) => (self.inner.execute_returning_count(&statement)?, keys),
         };
         tracing::trace!(
             table = capture.model.table,
@@ -378,13 +374,12 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     fn write_after_keys<Q>(
         &mut self,
         statement: &Q,
-        select: &str,
+        select: OwnedStatement<C::Backend>,
         capture: &Capture,
     ) -> QueryResult<(usize, Vec<DynKey>)>
     where
         Q: QueryFragment<C::Backend> + QueryId,
     {
-        let select = <C::Backend as CaptureBackend>::own_as(statement, select.to_owned())?;
         let opened = self.begin_unless_open()?;
         let written = || {
             let mut keys = Vec::new();
