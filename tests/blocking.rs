@@ -656,8 +656,11 @@ macro_rules! blocking_returning_suite {
                 assert_eq!(written, expected.len());
                 f.registry.settled_blocking();
                 assert_eq!(super::$base::audited(&mut f.conn), expected);
-                // Deleted rows cannot be loaded: every id is registered, and skipped as stale.
-                assert_eq!(f.registry.metrics().ids_stale, expected.len() as u64);
+                // Every deleted row reaches the handler as a removal from store 3.
+                let metrics = f.registry.metrics();
+                assert_eq!(metrics.ids_removed, expected.len() as u64);
+                assert_eq!(metrics.ids_stale, 0);
+                assert_eq!(f.capture.removed(), expected);
             }
 
             #[test]

@@ -147,10 +147,12 @@ macro_rules! capture_suite {
                 f.registry.settled().await;
                 assert_eq!(audited(&mut f.conn).await, [1001]);
                 assert_eq!(f.capture.ids(), vec![1001]);
-                // A deleted target has no row left to send: its id is registered and skipped.
+                // A deleted target reaches its store's handler as a removal, at once too.
                 diesel::delete(products::table.find(1001)).execute(&mut f.conn).await.unwrap();
                 f.registry.settled().await;
-                assert_eq!(f.registry.metrics().ids_stale, 1);
+                assert_eq!(f.capture.removed(), [1001]);
+                assert_eq!(f.capture.calls().last().map(|call| call.store), Some(1));
+                assert_eq!(f.registry.metrics().ids_stale, 0);
             }
 
             #[tokio::test]
@@ -423,9 +425,10 @@ macro_rules! capture_suite {
                 assert_eq!(returned.1.iter().map(|row| row.id).collect::<Vec<_>>(), [7]);
                 f.registry.settled().await;
                 assert_eq!(audited(&mut f.conn).await, [7, 41, 42]);
-                // The deleted product is gone, so only the recorded products are sent.
+                // The recorded products are sent as changes, the deleted one as a removal.
                 assert_eq!(f.capture.ids(), [41, 42]);
-                assert_eq!(f.registry.metrics().ids_stale, 1);
+                assert_eq!(f.capture.removed(), [7]);
+                assert_eq!(f.registry.metrics().ids_stale, 0);
             }
 
             #[tokio::test]
@@ -600,9 +603,11 @@ macro_rules! returning_suite {
                 assert_eq!(written, expected.len());
                 f.registry.settled().await;
                 assert_eq!(audited(&mut f.conn).await, expected);
-                // Deleted rows cannot be loaded: every id is registered, and skipped as stale.
-                assert_eq!(f.registry.metrics().ids_stale, expected.len() as u64);
+                // Every deleted row reaches the handler as a removal from store 3.
+                assert_eq!(f.registry.metrics().ids_removed, expected.len() as u64);
+                assert_eq!(f.registry.metrics().ids_stale, 0);
                 assert!(f.capture.ids().is_empty());
+                assert_eq!(f.capture.removed(), expected);
             }
 
             #[tokio::test]

@@ -12,6 +12,8 @@
 //! - every product the audit triggers recorded (committed changes only) that still exists was
 //!   delivered, and the last row its store received equals its row in the database;
 //! - nothing was delivered that no committed write changed or no committed `mark_changed` named;
+//! - every product a committed delete removed reached its store last as a removal, and no
+//!   removal was delivered that no committed delete made;
 //! - no dead letters, nothing pending, and no outermost `transaction()` returned `Ok` while
 //!   leaving a database transaction open.
 //!
@@ -357,6 +359,7 @@ struct Totals {
     transactions: usize,
     committed: usize,
     keys: usize,
+    removals: usize,
     leaked: usize,
     missed: usize,
 }
@@ -369,6 +372,41 @@ impl Totals {
 }
 
 /// Checks what the handlers received against the database, for the programs of `traces`.
+/// A committed delete of a product that is gone reaches its store as a removal, last; one that
+/// ran unseen on the inner connection was registered as a change, and is skipped. Returns the
+/// missed and the leaked removals.
+fn check_removals(
+    calls: &[Call],
+    last: &BTreeMap<i64, Option<&Product>>,
+    live: &BTreeMap<i64, Product>,
+    marked: &BTreeSet<i64>,
+    deletions: &BTreeSet<i64>,
+    problems: &mut Vec<String>,
+) -> (Vec<i64>, Vec<i64>) {
+    let missed: Vec<i64> = deletions
+        .iter()
+        .filter(|id| !live.contains_key(id) && !marked.contains(id))
+        .filter(|id| last.get(id) != Some(&None))
+        .copied()
+        .collect();
+    let leaked: Vec<i64> = calls
+        .iter()
+        .flat_map(|call| call.removed.iter().copied())
+        .filter(|id| !deletions.contains(id))
+        .collect();
+    if !missed.is_empty() {
+        problems.push(format!(
+            "deleted, not last delivered as a removal: {missed:?}"
+        ));
+    }
+    if !leaked.is_empty() {
+        problems.push(format!(
+            "removed, deleted by no committed write: {leaked:?}"
+        ));
+    }
+    (missed, leaked)
+}
+
 async fn check<K: Kind>(f: &mut K, traces: &[Trace], totals: &mut Totals) -> Result<(), String> {
     let audited: BTreeSet<i64> = f.audited().await.into_iter().collect();
     let live: BTreeMap<i64, Product> = f
@@ -402,21 +440,30 @@ async fn check<K: Kind>(f: &mut K, traces: &[Trace], totals: &mut Totals) -> Res
         .filter(|id| !audited.contains(id) && !marked.contains(id))
         .copied()
         .collect();
+    // What each product's store received last: a row, or its removal (`None`).
+    let mut last: BTreeMap<i64, Option<&Product>> = BTreeMap::new();
+    for call in &calls {
+        for row in &call.rows {
+            last.insert(row.id, Some(row));
+        }
+        for id in &call.removed {
+            last.insert(*id, None);
+        }
+    }
     for (id, row) in &live {
         if !delivered.contains(id) {
             continue;
         }
-        let last = calls
-            .iter()
-            .filter(|call| call.store == row.store_id)
-            .flat_map(|call| call.rows.iter())
-            .rfind(|p| p.id == *id);
-        if last != Some(row) {
+        let received = last.get(id).copied().flatten();
+        if received != Some(row) {
             problems.push(format!(
-                "product {id}: its store last received {last:?}, the database has {row:?}"
+                "product {id}: its store last received {received:?}, the database has {row:?}"
             ));
         }
     }
+    let deletions: BTreeSet<i64> = f.audited_deletions().await.into_iter().collect();
+    let (missed_removals, leaked_removals) =
+        check_removals(&calls, &last, &live, &marked, &deletions, &mut problems);
     if !missed.is_empty() {
         problems.push(format!("committed, never delivered: {missed:?}"));
     }
@@ -442,8 +489,9 @@ async fn check<K: Kind>(f: &mut K, traces: &[Trace], totals: &mut Totals) -> Res
     }
 
     totals.keys += audited.iter().filter(|id| live.contains_key(id)).count();
-    totals.missed += missed.len();
-    totals.leaked += leaked.len();
+    totals.removals += deletions.iter().filter(|id| !live.contains_key(id)).count();
+    totals.missed += missed.len() + missed_removals.len();
+    totals.leaked += leaked.len() + leaked_removals.len();
     totals.committed += traces
         .iter()
         .flat_map(|t| &t.outcomes)
@@ -594,12 +642,13 @@ fn nested_unfinished(label: &str, driver: &impl Driver, f: &mut impl Kind, end: 
 
 fn report(label: &str, totals: &Totals, started: Instant) {
     eprintln!(
-        "chaos {label}: {} programs, {} transactions ({} returned Ok), {} committed keys checked, \
-         leaked {}, missed {}, in {:.1}s",
+        "chaos {label}: {} programs, {} transactions ({} returned Ok), {} committed keys and {} \
+         removals checked, leaked {}, missed {}, in {:.1}s",
         totals.programs,
         totals.transactions,
         totals.committed,
         totals.keys,
+        totals.removals,
         totals.leaked,
         totals.missed,
         started.elapsed().as_secs_f64()

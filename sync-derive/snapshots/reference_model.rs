@@ -48,11 +48,12 @@ const _: () = {
     }
     __diesel_sync::inventory::submit! {
         __diesel_sync::SyncedModel::new(|| { use __diesel_sync:: { NamedTable as _,
-        OpaqueKey as _, ReadableKey as _, Registered as _, UnnamedTable as _,
-        Unregistered as _, }; let key = (&& __diesel_sync::KeyProbe:: < PriceRecord >
-        ::new()).codec(); let table = (&& __diesel_sync::TableProbe:: <
+        OpaqueKey as _, OpaqueStore as _, ReadableKey as _, ReadableStore as _,
+        Registered as _, UnnamedTable as _, Unregistered as _, }; let key = (&&
+        __diesel_sync::KeyProbe:: < PriceRecord > ::new()).codec(); let deletes =
+        __diesel_sync::Deletes::change(); let table = (&& __diesel_sync::TableProbe:: <
         price_records::table > ::new()).sql_name(); (&& __diesel_sync::ModelProbe:: <
-        PriceRecord > ::new()).facts(table.unwrap_or("price_records"), key) })
+        PriceRecord > ::new()).facts(table.unwrap_or("price_records"), key, deletes) })
     }
     __diesel_sync::assert_model::<PriceRecord>();
     __diesel_sync::assert_target::<Product, i64>();

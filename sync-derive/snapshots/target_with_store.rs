@@ -74,11 +74,15 @@ const _: () = {
     }
     __diesel_sync::inventory::submit! {
         __diesel_sync::SyncedModel::new(|| { use __diesel_sync:: { NamedTable as _,
-        OpaqueKey as _, ReadableKey as _, Registered as _, UnnamedTable as _,
-        Unregistered as _, }; let key = (&& __diesel_sync::KeyProbe:: < Product >
-        ::new()).codec(); let table = (&& __diesel_sync::TableProbe:: < products::table >
-        ::new()).sql_name(); (&& __diesel_sync::ModelProbe:: < Product > ::new())
-        .facts(table.unwrap_or("products"), key) })
+        OpaqueKey as _, OpaqueStore as _, ReadableKey as _, ReadableStore as _,
+        Registered as _, UnnamedTable as _, Unregistered as _, }; let key = (&&
+        __diesel_sync::KeyProbe:: < Product > ::new()).codec(); let deletes = (&&
+        __diesel_sync::StoreProbe:: < Product > ::new())
+        .deletes(::core::option::Option::Some(< products::store_id as
+        __diesel_sync::diesel::Column > ::NAME)); let table = (&&
+        __diesel_sync::TableProbe:: < products::table > ::new()).sql_name(); (&&
+        __diesel_sync::ModelProbe:: < Product > ::new()).facts(table
+        .unwrap_or("products"), key, deletes) })
     }
     __diesel_sync::assert_target_model::<Product>();
     __diesel_sync::assert_id::<i64>();

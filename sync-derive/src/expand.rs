@@ -384,16 +384,36 @@ fn registration(cx: &Cx<'_>) -> TokenStream {
         .last()
         .map(|segment| segment.ident.to_string())
         .unwrap_or_default();
+    // A deleted target row is a removal from its store; a deleted reference row changes its
+    // target.
+    let deletes = match &cx.target {
+        Target::Own { store, .. } => {
+            let column = match store {
+                Some(store) => {
+                    let column = &store.column;
+                    quote! {
+                        ::core::option::Option::Some(
+                            <#table::#column as #rt::diesel::Column>::NAME
+                        )
+                    }
+                }
+                None => quote!(::core::option::Option::None),
+            };
+            quote!((&&#rt::StoreProbe::<#ty>::new()).deletes(#column))
+        }
+        Target::Other { .. } => quote!(#rt::Deletes::change()),
+    };
     quote! {
         #rt::inventory::submit! {
             #rt::SyncedModel::new(|| {
                 use #rt::{
-                    NamedTable as _, OpaqueKey as _, ReadableKey as _, Registered as _,
-                    UnnamedTable as _, Unregistered as _,
+                    NamedTable as _, OpaqueKey as _, OpaqueStore as _, ReadableKey as _,
+                    ReadableStore as _, Registered as _, UnnamedTable as _, Unregistered as _,
                 };
                 let key = (&&#rt::KeyProbe::<#ty>::new()).codec();
+                let deletes = #deletes;
                 let table = (&&#rt::TableProbe::<#table::table>::new()).sql_name();
-                (&&#rt::ModelProbe::<#ty>::new()).facts(table.unwrap_or(#name), key)
+                (&&#rt::ModelProbe::<#ty>::new()).facts(table.unwrap_or(#name), key, deletes)
             })
         }
     }

@@ -18,7 +18,7 @@ use diesel::result::Error;
 use diesel::sql_types::Untyped;
 use diesel::QueryResult;
 
-use crate::catalog::{Catalog, DynKey, KeyCodec, KeyKind, ModelFacts};
+use crate::catalog::{Catalog, Deletes, DynKey, KeyCodec, KeyKind, ModelFacts, Removal};
 use crate::classify::{self, Dialect, InsertedKey, Statement, WriteKind};
 use crate::error::CaptureRefused;
 
@@ -45,6 +45,18 @@ pub(crate) struct Capture {
     pub(crate) returning: bool,
     /// Where the keys of the rows it writes are read.
     pub(crate) keys: KeysFrom,
+    /// Set for a DELETE of a target's rows: each key is read with its store, and registered as
+    /// a removal.
+    pub(crate) removal: Option<Removal>,
+}
+
+impl Capture {
+    /// The store column read after the key, for a delete of a target grouped by a column.
+    pub(crate) fn store_column(&self) -> Option<&'static str> {
+        self.removal
+            .and_then(|removal| removal.store)
+            .map(|(column, _)| column)
+    }
 }
 
 /// Where a captured write's keys are read.
@@ -209,11 +221,21 @@ fn plan_statement(
             if write.returning && !reads.returning {
                 return Plan::Refuse(CaptureRefused::no_returning(model));
             }
+            let removal = match (write.kind, model.deletes) {
+                (WriteKind::Delete, Deletes::Removal(removal)) => Some(removal),
+                (WriteKind::Delete, Deletes::Unreadable) => {
+                    return Plan::Refuse(CaptureRefused::unreadable_store(model))
+                }
+                _ => None,
+            };
+            let store_column = removal.and_then(|r| r.store).map(|(column, _)| column);
             let keys = match write.kind {
                 WriteKind::Update if reads.dialect == Dialect::Mysql || !reads.returning => {
-                    select_first(text, reads, model)
+                    select_first(text, reads, model, None)
                 }
-                WriteKind::Delete if !reads.returning => select_first(text, reads, model),
+                WriteKind::Delete if !reads.returning => {
+                    select_first(text, reads, model, store_column)
+                }
                 WriteKind::Insert if !reads.returning => {
                     match classify::keys_in_insert(text, reads.dialect, model.key_column) {
                         Some(keys) => Ok(KeysFrom::Inserted(keys.into())),
@@ -231,14 +253,21 @@ fn plan_statement(
                 codec,
                 returning: write.returning,
                 keys,
+                removal,
             })
         }
     }
 }
 
-/// The `SELECT … FOR UPDATE` that reads an UPDATE's or DELETE's keys before it runs.
-fn select_first(text: &str, reads: Reads, model: &ModelFacts) -> Result<KeysFrom, CaptureRefused> {
-    classify::keys_before_write(text, reads.dialect, model.key_column)
+/// The `SELECT … FOR UPDATE` that reads an UPDATE's or DELETE's keys (and a deleted target's
+/// stores) before it runs.
+fn select_first(
+    text: &str,
+    reads: Reads,
+    model: &ModelFacts,
+    store_column: Option<&str>,
+) -> Result<KeysFrom, CaptureRefused> {
+    classify::keys_before_write(text, reads.dialect, model.key_column, store_column)
         .map(|select| KeysFrom::SelectedFirst(select.into()))
         .ok_or_else(|| CaptureRefused::keys_not_selectable(model))
 }
@@ -356,6 +385,8 @@ where
 pub(crate) struct ReturningKey<Q, ST = Untyped> {
     pub(crate) query: Q,
     pub(crate) key_column: &'static str,
+    /// A deleted target's store column, returned after the key.
+    pub(crate) store_column: Option<&'static str>,
     pub(crate) extends: bool,
     pub(crate) rows: PhantomData<ST>,
 }
@@ -366,6 +397,7 @@ impl<Q> ReturningKey<Q> {
         Self {
             query,
             key_column: capture.model.key_column,
+            store_column: capture.store_column(),
             extends: capture.returning,
             rows: PhantomData,
         }
@@ -376,6 +408,7 @@ impl<Q> ReturningKey<Q> {
         ReturningKey {
             query: self.query,
             key_column: self.key_column,
+            store_column: self.store_column,
             extends: self.extends,
             rows: PhantomData,
         }
@@ -400,7 +433,12 @@ impl<Q: QueryFragment<DB>, DB: Backend, ST> QueryFragment<DB> for ReturningKey<Q
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         self.query.walk_ast(out.reborrow())?;
         out.push_sql(if self.extends { ", " } else { " RETURNING " });
-        out.push_identifier(self.key_column)
+        out.push_identifier(self.key_column)?;
+        if let Some(store) = self.store_column {
+            out.push_sql(", ");
+            out.push_identifier(store)?;
+        }
+        Ok(())
     }
 }
 
@@ -457,29 +495,65 @@ pub(crate) fn in_batch(statements: &[(String, Plan)]) -> CaptureRefused {
     CaptureRefused::in_batch(&model)
 }
 
-/// Which column of a returned row holds the key: the last of a captured write's `RETURNING`
-/// list, the first of the `SELECT` that reads an UPDATE's keys.
+/// Where a returned row holds the key (and a deleted target's store after it): at the end of a
+/// captured write's `RETURNING` list, at the start of the `SELECT` that reads keys first.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum KeyColumn {
     First,
     Last,
 }
 
-/// The key in `column` of a row a captured write (or its key `SELECT`) returned.
-pub(crate) fn read_key<'a, DB: CaptureBackend, R: diesel::row::Row<'a, DB>>(
-    row: &R,
-    kind: KeyKind,
-    column: KeyColumn,
-) -> QueryResult<DynKey> {
-    use diesel::row::Field;
-    let index = match column {
-        KeyColumn::First => 0,
-        KeyColumn::Last => row.field_count() - 1,
-    };
-    let field = row.get(index).ok_or_else(|| {
-        Error::DeserializationError("a captured write returned no key column".into())
-    })?;
-    DB::read_key(kind, field.value()).map_err(Error::DeserializationError)
+/// The keys a captured write's rows returned, and for a deleted target grouped by a column,
+/// the store of each, in step.
+#[derive(Debug, Default)]
+pub(crate) struct Captured {
+    pub(crate) keys: Vec<DynKey>,
+    pub(crate) stores: Vec<DynKey>,
+}
+
+impl Captured {
+    /// Keys that are known without reading any row (an INSERT's own).
+    pub(crate) fn known(keys: Vec<DynKey>) -> Self {
+        Self {
+            keys,
+            stores: Vec::new(),
+        }
+    }
+
+    /// How many rows were read.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Reads the key (and store) at `column` of a row a captured write, or its key `SELECT`,
+    /// returned.
+    pub(crate) fn read<'a, DB: CaptureBackend, R: diesel::row::Row<'a, DB>>(
+        &mut self,
+        row: &R,
+        capture: &Capture,
+        column: KeyColumn,
+    ) -> QueryResult<()> {
+        use diesel::row::Field;
+        let store = capture.removal.and_then(|removal| removal.store);
+        let width = 1 + usize::from(store.is_some());
+        let at = match column {
+            KeyColumn::First => 0,
+            KeyColumn::Last => row.field_count().checked_sub(width).ok_or_else(|| {
+                Error::DeserializationError("a captured write returned no key column".into())
+            })?,
+        };
+        let value = |index: usize, kind: KeyKind| {
+            let field = row.get(index).ok_or_else(|| {
+                Error::DeserializationError("a captured write returned no key column".into())
+            })?;
+            DB::read_key(kind, field.value()).map_err(Error::DeserializationError)
+        };
+        self.keys.push(value(at, capture.codec.kind)?);
+        if let Some((_, kind)) = store {
+            self.stores.push(value(at + 1, kind)?);
+        }
+        Ok(())
+    }
 }
 
 /// How a connection reads a captured write's keys, made ready from the statement itself: the
@@ -487,7 +561,7 @@ pub(crate) fn read_key<'a, DB: CaptureBackend, R: diesel::row::Row<'a, DB>>(
 pub(crate) enum ReadKeys<DB: Backend> {
     Returning,
     SelectedFirst(OwnedStatement<DB>),
-    Known(Vec<DynKey>),
+    Known(Captured),
 }
 
 impl<DB: CaptureBackend> ReadKeys<DB> {
@@ -497,9 +571,11 @@ impl<DB: CaptureBackend> ReadKeys<DB> {
             KeysFrom::SelectedFirst(select) => {
                 Self::SelectedFirst(DB::own_as(statement, select.to_string())?)
             }
-            KeysFrom::Inserted(keys) => {
-                Self::Known(DB::inserted_keys(statement, keys, capture.codec.kind)?)
-            }
+            KeysFrom::Inserted(keys) => Self::Known(Captured::known(DB::inserted_keys(
+                statement,
+                keys,
+                capture.codec.kind,
+            )?)),
         })
     }
 }
@@ -716,6 +792,7 @@ mod tests {
             target: std::any::TypeId::of::<()>(),
             target_name: "shop::Product",
             key,
+            deletes: crate::catalog::Deletes::Change,
         }
     }
 
@@ -766,6 +843,80 @@ mod tests {
                 ),
                 "{sql}"
             );
+        }
+    }
+
+    #[test]
+    fn a_delete_of_a_target_reads_each_rows_store_and_one_of_a_reference_row_does_not() {
+        fn no_remove(_: &mut crate::collector::Frame, _: Vec<DynKey>, _: Vec<DynKey>) -> bool {
+            true
+        }
+        let key = Some(KeyCodec {
+            kind: KeyKind::BigInt,
+            insert: no_insert,
+        });
+        let removal = Removal {
+            store: Some(("store_id", KeyKind::BigInt)),
+            remove: no_remove,
+        };
+        let catalog = Catalog::new([
+            ModelFacts {
+                deletes: Deletes::Removal(removal),
+                ..model("products", key)
+            },
+            ModelFacts {
+                deletes: Deletes::Unreadable,
+                ..model("listings", key)
+            },
+            model("price_records", key),
+        ]);
+        let delete = "DELETE FROM `products` WHERE `products`.`id` = ?";
+        let Plan::Capture(capture) = plan(delete, reads(Dialect::Sqlite), &[], &catalog) else {
+            panic!("captured")
+        };
+        assert_eq!(capture.store_column(), Some("store_id"));
+        let returning = render::<_, diesel::sqlite::Sqlite>(&ReturningKey::new(
+            diesel::sql_query(delete),
+            &capture,
+        ))
+        .unwrap();
+        assert_eq!(returning, format!("{delete} RETURNING `id`, `store_id`"));
+        let blocking_mysql = Reads {
+            dialect: Dialect::Mysql,
+            returning: false,
+        };
+        match plan(delete, blocking_mysql, &[], &catalog) {
+            Plan::Capture(Capture {
+                keys: KeysFrom::SelectedFirst(select),
+                ..
+            }) => assert_eq!(
+                &*select,
+                "SELECT `id`, `store_id` FROM `products` WHERE `products`.`id` = ? FOR UPDATE"
+            ),
+            other => panic!("{other}"),
+        }
+        let update = "UPDATE `products` SET `name` = ? WHERE `products`.`id` = ?";
+        match plan(update, reads(Dialect::Sqlite), &[], &catalog) {
+            Plan::Capture(capture) => assert_eq!(capture.store_column(), None, "a change"),
+            other => panic!("{other}"),
+        }
+        match plan(
+            "DELETE FROM price_records",
+            reads(Dialect::Postgres),
+            &[],
+            &catalog,
+        ) {
+            Plan::Capture(capture) => assert!(capture.removal.is_none(), "changes its target"),
+            other => panic!("{other}"),
+        }
+        match plan(
+            "DELETE FROM listings",
+            reads(Dialect::Postgres),
+            &[],
+            &catalog,
+        ) {
+            Plan::Refuse(refusal) => assert!(refusal.to_string().contains("store key type")),
+            other => panic!("{other}"),
         }
     }
 

@@ -11,7 +11,7 @@ use diesel::internal::table_macro::{Identifier, StaticQueryFragment};
 use diesel::Column;
 
 use crate::collector::Frame;
-use crate::synced::{Synced, TargetId};
+use crate::synced::{SyncTarget, Synced, TargetId};
 
 /// One synced model, as the derive registers it. Not public API.
 #[doc(hidden)]
@@ -44,11 +44,13 @@ pub struct ModelFacts {
     /// How keys read from the database become the target's ids; `None` when the id type is not
     /// one capture can read (then writes to the table are refused, never missed).
     pub(crate) key: Option<KeyCodec>,
+    /// What deleting a row of the table registers.
+    pub(crate) deletes: Deletes,
 }
 
 impl ModelFacts {
     /// The facts of model `M`, whose table is called `table` in SQL.
-    pub fn of<M: Synced>(table: &'static str, key: Option<KeyCodec>) -> Self {
+    pub fn of<M: Synced>(table: &'static str, key: Option<KeyCodec>, deletes: Deletes) -> Self {
         Self {
             model: type_name::<M>(),
             table,
@@ -56,7 +58,48 @@ impl ModelFacts {
             target: TypeId::of::<M::Target>(),
             target_name: type_name::<M::Target>(),
             key,
+            deletes,
         }
+    }
+}
+
+/// What deleting a row of a synced table registers. Not public API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum Deletes {
+    /// A change of the target the row names: the row of a reference model.
+    Change,
+    /// The removal of the row, with the store it belonged to: the row of a target.
+    Removal(Removal),
+    /// Nothing capture can read: a target whose store key type it cannot decode. Deletes are
+    /// refused.
+    Unreadable,
+}
+
+impl Deletes {
+    /// What a reference model's deletes register.
+    pub const fn change() -> Self {
+        Self::Change
+    }
+}
+
+/// How a deleted target row is registered as a removal. Not public API.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct Removal {
+    /// The store column and its kind, read with the key; `None` when the target has no store
+    /// column (every row belongs to the store `()`).
+    pub(crate) store: Option<(&'static str, KeyKind)>,
+    /// Adds the keys, each with its store key (in step, when there is a store column), to the
+    /// frame as removals; false when one does not fit its type.
+    pub(crate) remove: fn(&mut Frame, Vec<DynKey>, Vec<DynKey>) -> bool,
+}
+
+impl fmt::Debug for Removal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Removal")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,12 +152,22 @@ impl<M> fmt::Debug for ModelProbe<M> {
 #[doc(hidden)]
 pub trait Registered {
     /// The model's facts.
-    fn facts(&self, table: &'static str, key: Option<KeyCodec>) -> Option<ModelFacts>;
+    fn facts(
+        &self,
+        table: &'static str,
+        key: Option<KeyCodec>,
+        deletes: Deletes,
+    ) -> Option<ModelFacts>;
 }
 
 impl<M: Synced> Registered for &ModelProbe<M> {
-    fn facts(&self, table: &'static str, key: Option<KeyCodec>) -> Option<ModelFacts> {
-        Some(ModelFacts::of::<M>(table, key))
+    fn facts(
+        &self,
+        table: &'static str,
+        key: Option<KeyCodec>,
+        deletes: Deletes,
+    ) -> Option<ModelFacts> {
+        Some(ModelFacts::of::<M>(table, key, deletes))
     }
 }
 
@@ -122,11 +175,16 @@ impl<M: Synced> Registered for &ModelProbe<M> {
 #[doc(hidden)]
 pub trait Unregistered {
     /// None: the model's derive failed.
-    fn facts(&self, table: &'static str, key: Option<KeyCodec>) -> Option<ModelFacts>;
+    fn facts(
+        &self,
+        table: &'static str,
+        key: Option<KeyCodec>,
+        deletes: Deletes,
+    ) -> Option<ModelFacts>;
 }
 
 impl<M> Unregistered for ModelProbe<M> {
-    fn facts(&self, _: &'static str, _: Option<KeyCodec>) -> Option<ModelFacts> {
+    fn facts(&self, _: &'static str, _: Option<KeyCodec>, _: Deletes) -> Option<ModelFacts> {
         None
     }
 }
@@ -313,6 +371,106 @@ impl<M> OpaqueKey for KeyProbe<M> {
     }
 }
 
+/// A store key type capture can read from the row a delete returns: `()` (no store column,
+/// nothing to read) or a type a key can be. Not public API.
+#[doc(hidden)]
+pub trait CaptureStore: Sized {
+    /// The SQL type the store column is read as; `None` for `()`.
+    const KIND: Option<KeyKind>;
+    /// The store key, when the value read fits the type.
+    fn from_store(value: Option<DynKey>) -> Option<Self>;
+}
+
+impl CaptureStore for () {
+    const KIND: Option<KeyKind> = None;
+    fn from_store(_: Option<DynKey>) -> Option<Self> {
+        Some(())
+    }
+}
+
+impl<K: CaptureKey> CaptureStore for K {
+    const KIND: Option<KeyKind> = Some(K::KIND);
+    fn from_store(value: Option<DynKey>) -> Option<Self> {
+        value.and_then(K::from_key)
+    }
+}
+
+/// Asks, in the derive's code for a target, whether its id and store key types are ones a
+/// delete's returned row can be read as ([`ReadableStore`]), or not ([`OpaqueStore`]). Not
+/// public API.
+#[doc(hidden)]
+pub struct StoreProbe<M>(PhantomData<fn() -> M>);
+
+impl<M> StoreProbe<M> {
+    /// The probe of `M`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<M> Default for StoreProbe<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M> fmt::Debug for StoreProbe<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreProbe")
+    }
+}
+
+/// See [`StoreProbe`]. Not public API.
+#[doc(hidden)]
+pub trait ReadableStore {
+    /// Removals, with the store read from `column`.
+    fn deletes(&self, column: Option<&'static str>) -> Deletes;
+}
+
+impl<M: SyncTarget> ReadableStore for &StoreProbe<M>
+where
+    M::Id: CaptureKey,
+    M::StoreKey: CaptureStore,
+{
+    fn deletes(&self, column: Option<&'static str>) -> Deletes {
+        Deletes::Removal(Removal {
+            store: column.zip(<M::StoreKey as CaptureStore>::KIND),
+            remove: remove_keys::<M>,
+        })
+    }
+}
+
+/// See [`StoreProbe`]. Not public API.
+#[doc(hidden)]
+pub trait OpaqueStore {
+    /// Unreadable: deletes are refused.
+    fn deletes(&self, column: Option<&'static str>) -> Deletes;
+}
+
+impl<M> OpaqueStore for StoreProbe<M> {
+    fn deletes(&self, _: Option<&'static str>) -> Deletes {
+        Deletes::Unreadable
+    }
+}
+
+fn remove_keys<M: SyncTarget>(frame: &mut Frame, keys: Vec<DynKey>, stores: Vec<DynKey>) -> bool
+where
+    M::Id: CaptureKey,
+    M::StoreKey: CaptureStore,
+{
+    let pending = frame.pending_mut::<M>();
+    let mut stores = stores.into_iter();
+    let mut fits = true;
+    for key in keys {
+        let store = <M::StoreKey as CaptureStore>::KIND.and_then(|_| stores.next());
+        match (M::Id::from_key(key), M::StoreKey::from_store(store)) {
+            (Some(id), Some(store)) => pending.remove(id, store),
+            _ => fits = false,
+        }
+    }
+    fits
+}
+
 fn insert_keys<M: Synced>(frame: &mut Frame, keys: Vec<DynKey>) -> bool
 where
     TargetId<M>: CaptureKey,
@@ -330,14 +488,18 @@ where
     fits
 }
 
-/// Registers a captured write's keys as ids of its target; a key that does not fit the id
-/// type is reported, never silently dropped.
+/// Registers a captured write's keys as ids of its target (a deleted target's as removals); a
+/// key that does not fit the id type is reported, never silently dropped.
 pub(crate) fn insert_captured(
     frame: &mut Frame,
     capture: &crate::capture::Capture,
-    keys: Vec<DynKey>,
+    captured: crate::capture::Captured,
 ) {
-    if !(capture.codec.insert)(frame, keys) {
+    let fits = match capture.removal {
+        Some(removal) => (removal.remove)(frame, captured.keys, captured.stores),
+        None => (capture.codec.insert)(frame, captured.keys),
+    };
+    if !fits {
         tracing::error!(
             table = capture.model.table,
             target = capture.model.target_name,

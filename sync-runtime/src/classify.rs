@@ -141,7 +141,12 @@ pub(crate) fn split(sql: &str, dialect: Dialect) -> Result<Vec<(&str, Statement)
 /// matches, for a connection that cannot read what the write returns. An UPDATE's SET values
 /// are selected too, and ignored, so that the `SELECT` takes the write's bind values in the
 /// same order. `None` for any other statement.
-pub(crate) fn keys_before_write(sql: &str, dialect: Dialect, key_column: &str) -> Option<String> {
+pub(crate) fn keys_before_write(
+    sql: &str,
+    dialect: Dialect,
+    key_column: &str,
+    store_column: Option<&str>,
+) -> Option<String> {
     use std::fmt::Write as _;
     let statements = Parser::parse_sql(dialect.parser_dialect(), sql).ok()?;
     let (values, table, selection, order_by, limit) = match statements.as_slice() {
@@ -183,11 +188,14 @@ pub(crate) fn keys_before_write(sql: &str, dialect: Dialect, key_column: &str) -
         }
         _ => return None,
     };
-    let key = match dialect {
-        Dialect::Mysql | Dialect::Sqlite => format!("`{}`", key_column.replace('`', "``")),
-        Dialect::Postgres => format!("\"{}\"", key_column.replace('"', "\"\"")),
+    let quote = |column: &str| match dialect {
+        Dialect::Mysql | Dialect::Sqlite => format!("`{}`", column.replace('`', "``")),
+        Dialect::Postgres => format!("\"{}\"", column.replace('"', "\"\"")),
     };
-    let mut select = format!("SELECT {key}");
+    let mut select = format!("SELECT {}", quote(key_column));
+    if let Some(store) = store_column {
+        let _ = write!(select, ", {}", quote(store));
+    }
     for value in values {
         let _ = write!(select, ", {value}");
     }
@@ -876,37 +884,44 @@ mod tests {
     fn an_update_or_delete_becomes_a_locking_select_of_its_keys_with_its_binds_in_order() {
         let sql = "UPDATE `products` SET `price_cents` = ?, `name` = ? WHERE (`products`.`store_id` = ?) ORDER BY `id` LIMIT 5";
         assert_eq!(
-            keys_before_write(sql, Mysql, "id").as_deref(),
+            keys_before_write(sql, Mysql, "id", None).as_deref(),
             Some("SELECT `id`, ?, ? FROM `products` WHERE (`products`.`store_id` = ?) ORDER BY `id` LIMIT 5 FOR UPDATE")
         );
         let raw = "UPDATE products SET price_cents = price_cents * 2";
         assert_eq!(
-            keys_before_write(raw, Mysql, "id").as_deref(),
+            keys_before_write(raw, Mysql, "id", None).as_deref(),
             Some("SELECT `id`, price_cents * 2 FROM products FOR UPDATE")
         );
         assert_eq!(
             keys_before_write(
                 "DELETE FROM `products` WHERE `products`.`store_id` = ? LIMIT 2",
                 Mysql,
-                "id"
+                "id",
+                Some("store_id")
             )
             .as_deref(),
-            Some("SELECT `id` FROM `products` WHERE `products`.`store_id` = ? LIMIT 2 FOR UPDATE")
+            Some("SELECT `id`, `store_id` FROM `products` WHERE `products`.`store_id` = ? LIMIT 2 FOR UPDATE")
         );
         assert_eq!(
             keys_before_write(
                 "DELETE p FROM products p JOIN stores s ON s.id = p.store_id",
                 Mysql,
-                "id"
+                "id",
+                None
             ),
             None
         );
         assert_eq!(
-            keys_before_write("INSERT INTO products (id) VALUES (1)", Mysql, "id"),
+            keys_before_write("INSERT INTO products (id) VALUES (1)", Mysql, "id", None),
             None
         );
         assert_eq!(
-            keys_before_write("UPDATE a JOIN b ON a.id = b.id SET a.x = 1", Mysql, "id"),
+            keys_before_write(
+                "UPDATE a JOIN b ON a.id = b.id SET a.x = 1",
+                Mysql,
+                "id",
+                None
+            ),
             None
         );
     }

@@ -7,7 +7,7 @@
 //! the last frame and hands it to resolve and dispatch.
 
 use std::any::{type_name, Any, TypeId};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -47,19 +47,38 @@ pub(crate) trait PendingSet: Send + std::fmt::Debug {
 /// The pending ids of target model `T`.
 #[derive(Debug)]
 pub(crate) struct PendingIds<T: SyncTarget> {
+    /// Every id written, the deleted ones included.
     pub(crate) ids: HashSet<T::Id>,
+    /// The ids of deleted rows, with the store each belonged to. Resolve tells a removal from
+    /// a change: a row deleted and written again in the transaction loads, and is a change.
+    pub(crate) removed: HashMap<T::Id, T::StoreKey>,
 }
 
 impl<T: SyncTarget> PendingIds<T> {
-    /// The ids of a set the frame keyed by `T`'s `TypeId`.
-    pub(crate) fn ids(set: &dyn PendingSet) -> Vec<T::Id> {
+    fn new() -> Self {
+        Self {
+            ids: HashSet::new(),
+            removed: HashMap::new(),
+        }
+    }
+
+    /// The set the frame keyed by `T`'s `TypeId`.
+    pub(crate) fn of(set: &dyn PendingSet) -> &Self {
         set.as_any()
             .downcast_ref::<Self>()
             .expect("a frame keys each target model by its TypeId")
-            .ids
-            .iter()
-            .cloned()
-            .collect()
+    }
+
+    /// The ids of a set the frame keyed by `T`'s `TypeId`.
+    #[cfg(test)]
+    pub(crate) fn ids(set: &dyn PendingSet) -> Vec<T::Id> {
+        Self::of(set).ids.iter().cloned().collect()
+    }
+
+    /// Registers the deletion of row `id`, which belonged to `store`.
+    pub(crate) fn remove(&mut self, id: T::Id, store: T::StoreKey) {
+        self.ids.insert(id.clone());
+        self.removed.insert(id, store);
     }
 }
 
@@ -161,28 +180,41 @@ impl Collector {
 }
 
 impl Frame {
-    /// The set of target model `T`, created empty the first time.
-    pub(crate) fn ids_mut<T: SyncTarget>(&mut self) -> &mut HashSet<T::Id> {
+    /// The pending ids of target model `T`, created empty the first time.
+    pub(crate) fn pending_mut<T: SyncTarget>(&mut self) -> &mut PendingIds<T> {
         let target = TypeId::of::<T>();
         let index = match self.targets.iter().position(|p| p.target() == target) {
             Some(index) => index,
             None => {
-                self.targets.push(Box::new(PendingIds::<T> {
-                    ids: HashSet::new(),
-                }));
+                self.targets.push(Box::new(PendingIds::<T>::new()));
                 self.targets.len() - 1
             }
         };
-        &mut self.targets[index]
+        self.targets[index]
             .as_any_mut()
             .downcast_mut::<PendingIds<T>>()
             .expect("a frame keys each target model by its TypeId")
-            .ids
+    }
+
+    /// The set of target model `T`, created empty the first time.
+    pub(crate) fn ids_mut<T: SyncTarget>(&mut self) -> &mut HashSet<T::Id> {
+        &mut self.pending_mut::<T>().ids
     }
 
     /// Adds ids of target model `T`; an id already pending is kept once.
     pub(crate) fn insert<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
         self.ids_mut::<T>().extend(ids);
+    }
+
+    /// Adds deleted rows of target model `T`, each with its store.
+    pub(crate) fn remove<T: SyncTarget>(
+        &mut self,
+        removed: impl IntoIterator<Item = (T::Id, T::StoreKey)>,
+    ) {
+        let pending = self.pending_mut::<T>();
+        for (id, store) in removed {
+            pending.remove(id, store);
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -251,6 +283,8 @@ impl<T: SyncTarget> PendingSet for PendingIds<T> {
         } else {
             self.ids.extend(other.ids);
         }
+        // A later level's deletion is the newer: it replaces an earlier one's store.
+        self.removed.extend(other.removed);
     }
 }
 
@@ -341,6 +375,23 @@ mod tests {
         assert_eq!(collector.pending(), 0);
         let outside = collector.add(|frame| frame.insert::<Product>([9]));
         assert_eq!(ids(outside.expect("no transaction open")), vec![9]);
+    }
+
+    #[test]
+    fn a_deletion_keeps_its_store_through_a_released_savepoint_and_a_rollback_drops_it() {
+        let mut collector = Collector::new();
+        collector.began(1);
+        collector.began(2);
+        collector.add(|frame| frame.remove::<Product>([(3, ())]));
+        collector.committed(true, 1);
+        collector.began(2);
+        collector.add(|frame| frame.remove::<Product>([(4, ())]));
+        collector.rolled_back(1);
+        let frame = collector.committed(true, 0).expect("outermost commit");
+        let targets = frame.into_targets();
+        let pending = PendingIds::<Product>::of(&*targets[0]);
+        assert_eq!(pending.ids.iter().copied().collect::<Vec<_>>(), [3]);
+        assert_eq!(pending.removed.keys().copied().collect::<Vec<_>>(), [3]);
     }
 
     #[test]

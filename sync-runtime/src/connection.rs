@@ -21,15 +21,15 @@ use diesel_async::{
     UpdateAndFetchResults,
 };
 use futures_util::future::{BoxFuture, Either};
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, TryStreamExt};
 use pin_project_lite::pin_project;
 use tracing::Instrument;
 
 use crate::capture::{
-    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, KeysFrom, OwnedStatement,
+    in_batch, refused, Capture, CaptureBackend, Captured, KeyColumn, KeysFrom, OwnedStatement,
     Plan, Plans, ReadKeys, Reads, Refused, ReturningKey, Rows,
 };
-use crate::catalog::{insert_captured, DynKey};
+use crate::catalog::insert_captured;
 use crate::classify::Dialect;
 use crate::collector::{Collector, Frame, Running};
 use crate::error::CaptureRefused;
@@ -200,6 +200,24 @@ where
     /// ```
     pub async fn mark_changed<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
         self.register::<T>(ids).await;
+    }
+
+    /// Registers rows of target model `T` deleted by a write the connection did not capture,
+    /// each with the store it belonged to: they reach the store's handler as removals
+    /// ([`Batch::removed`](crate::Batch::removed)). A row that exists again at COMMIT is sent
+    /// as a change instead.
+    ///
+    /// ```ignore
+    /// conn.inner_mut().batch_execute("DELETE FROM products WHERE id = 7").await?;
+    /// conn.mark_removed::<Product>([(7, store_id)]).await;
+    /// ```
+    pub async fn mark_removed<T: SyncTarget>(
+        &mut self,
+        removed: impl IntoIterator<Item = (T::Id, T::StoreKey)>,
+    ) {
+        if let Some(frame) = self.collector.add(|frame| frame.remove::<T>(removed)) {
+            self.flush(frame).await;
+        }
     }
 
     /// Adds ids to the innermost open transaction, or hands them on now if none is open.
@@ -497,7 +515,7 @@ impl<C: CaptureConnection> SyncedConnection<C> {
             state: LoadState::Running(Box::pin(load)),
             collector,
             capture,
-            keys: Vec::new(),
+            captured: Captured::default(),
             hold_rows,
             rows: Default::default(),
             written: 0,
@@ -575,7 +593,7 @@ pub struct CapturedLoad<'conn, 'query, C: CaptureConnection> {
     state: LoadState<'conn, 'query, C>,
     collector: &'conn mut Collector,
     capture: Capture,
-    keys: Vec<DynKey>,
+    captured: Captured,
     /// Whether the caller reads the rows (`load`), or only their count (`execute`).
     hold_rows: bool,
     rows: C::HeldRows<'conn, 'query>,
@@ -607,10 +625,12 @@ impl<'conn, 'query, C: CaptureConnection> Future for CapturedLoad<'conn, 'query,
                 },
                 LoadState::Reading(rows) => match ready!(rows.as_mut().poll_next(cx)) {
                     Some(Ok(row)) => {
-                        let kind = this.capture.codec.kind;
-                        match read_key::<C::Backend, _>(&row, kind, KeyColumn::Last) {
-                            Ok(key) => {
-                                this.keys.push(key);
+                        match this.captured.read::<C::Backend, _>(
+                            &row,
+                            &this.capture,
+                            KeyColumn::Last,
+                        ) {
+                            Ok(()) => {
                                 if this.hold_rows {
                                     this.rows.extend([Ok(row)]);
                                 }
@@ -627,11 +647,11 @@ impl<'conn, 'query, C: CaptureConnection> Future for CapturedLoad<'conn, 'query,
                     }
                     None => {
                         this.state = LoadState::Done;
-                        let keys = std::mem::take(&mut this.keys);
-                        this.written = keys.len();
+                        let captured = std::mem::take(&mut this.captured);
+                        this.written = captured.len();
                         let capture = &this.capture;
                         this.collector
-                            .add(|frame| insert_captured(frame, capture, keys));
+                            .add(|frame| insert_captured(frame, capture, captured));
                         let rows = std::mem::take(&mut this.rows);
                         return Poll::Ready(Ok(Either::Right(rows)));
                     }
@@ -646,7 +666,7 @@ impl<C: CaptureConnection> fmt::Debug for CapturedLoad<'_, '_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CapturedLoad")
             .field("model", &self.capture.model.model)
-            .field("keys", &self.keys.len())
+            .field("keys", &self.captured.len())
             .finish_non_exhaustive()
     }
 }
@@ -663,25 +683,25 @@ where
         capture: Capture,
         read: ReadKeys<C::Backend>,
     ) -> QueryResult<usize> {
-        let (written, keys) = match read {
+        let (written, captured) = match read {
             ReadKeys::Returning => self.write_returning_keys(statement, &capture).await?,
             ReadKeys::SelectedFirst(select) => {
                 self.write_after_keys(statement, select, &capture).await?
             }
             // A plain INSERT writes every row it binds, or fails.
-            ReadKeys::Known(keys) => {
+            ReadKeys::Known(captured) => {
                 let written = self.inner.execute_returning_count(Rows(statement)).await?;
-                (written, keys)
+                (written, captured)
             }
         };
         tracing::trace!(
             table = capture.model.table,
-            keys = keys.len(),
+            keys = captured.len(),
             "write captured"
         );
         if let Some(frame) = self
             .collector
-            .add(|frame| insert_captured(frame, &capture, keys))
+            .add(|frame| insert_captured(frame, &capture, captured))
         {
             self.flush(frame).await;
         }
@@ -693,17 +713,18 @@ where
         &mut self,
         statement: OwnedStatement<C::Backend>,
         capture: &Capture,
-    ) -> QueryResult<(usize, Vec<DynKey>)> {
-        let kind = capture.codec.kind;
+    ) -> QueryResult<(usize, Captured)> {
         let rows = self
             .inner
             .load(ReturningKey::new(Rows(statement), capture))
             .await?;
-        let keys: Vec<DynKey> = rows
-            .map(|row| read_key::<C::Backend, _>(&row?, kind, KeyColumn::Last))
-            .try_collect()
+        let captured = rows
+            .try_fold(Captured::default(), |mut captured, row| {
+                let read = captured.read::<C::Backend, _>(&row, capture, KeyColumn::Last);
+                std::future::ready(read.map(|()| captured))
+            })
             .await?;
-        Ok((keys.len(), keys))
+        Ok((captured.len(), captured))
     }
 
     /// The write after a `SELECT … FOR UPDATE` of the keys it will touch, both in one
@@ -713,17 +734,18 @@ where
         statement: OwnedStatement<C::Backend>,
         select: OwnedStatement<C::Backend>,
         capture: &Capture,
-    ) -> QueryResult<(usize, Vec<DynKey>)> {
-        let kind = capture.codec.kind;
+    ) -> QueryResult<(usize, Captured)> {
         let opened = self.begin_unless_open().await?;
         let result = async {
             let rows = self.inner.load(Rows(select)).await?;
-            let keys: Vec<DynKey> = rows
-                .map(|row| read_key::<C::Backend, _>(&row?, kind, KeyColumn::First))
-                .try_collect()
+            let captured = rows
+                .try_fold(Captured::default(), |mut captured, row| {
+                    let read = captured.read::<C::Backend, _>(&row, capture, KeyColumn::First);
+                    std::future::ready(read.map(|()| captured))
+                })
                 .await?;
             let written = self.inner.execute_returning_count(Rows(statement)).await?;
-            Ok((written, keys))
+            Ok((written, captured))
         }
         .await;
         self.end_opened(opened, result).await

@@ -26,7 +26,11 @@ impl DeadLetter {
         Self {
             model: std::any::type_name::<T>(),
             store: Some(format!("{:?}", batch.store())),
-            ids: batch.ids().map(|id| format!("{id:?}")).collect(),
+            ids: batch
+                .ids()
+                .chain(batch.removed().iter().cloned())
+                .map(|id| format!("{id:?}"))
+                .collect(),
             error,
             attempts,
             payload: Box::new(batch),
@@ -54,7 +58,7 @@ impl DeadLetter {
         self.store.as_deref()
     }
 
-    /// The ids of the batch (`Debug`-formatted).
+    /// The ids of the batch, rows written then rows removed (`Debug`-formatted).
     pub fn ids(&self) -> &[String] {
         &self.ids
     }

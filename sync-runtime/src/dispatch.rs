@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::dead_letter::DeadLetter;
 use crate::dispatcher::Shared;
 use crate::error::{HandlerError, Retry};
-use crate::handler::{Batch, Handler};
+use crate::handler::{Batch, Changes, Handler};
 use crate::metrics::Counters;
 use crate::retry::RetryPolicy;
 use crate::synced::SyncTarget;
@@ -61,9 +61,15 @@ struct StoreState<T: SyncTarget> {
 /// Numbers each dispatch that starts workers.
 static DISPATCHES: AtomicU64 = AtomicU64::new(0);
 
+/// Changes that arrived while a call was in flight, one per id: the latest wins.
 struct Waiting<T: SyncTarget> {
-    rows: Vec<T>,
+    changes: Vec<Change<T>>,
     index: HashMap<T::Id, usize>,
+}
+
+enum Change<T: SyncTarget> {
+    Row(T),
+    Removed(T::Id),
 }
 
 /// The model-independent face of a [`ModelQueue`], as the registry stores it.
@@ -109,7 +115,7 @@ impl<T: SyncTarget> AnyModelQueue for ModelQueue<T> {
             });
             let waiting = state.waiting.map(|waiting| {
                 (
-                    Batch::new(store.clone(), waiting.rows),
+                    Batch::new(store.clone(), waiting.into_changes()),
                     reason.to_owned(),
                     0,
                 )
@@ -130,27 +136,29 @@ impl<T: SyncTarget> AnyModelQueue for ModelQueue<T> {
 pub(crate) fn dispatch<T: SyncTarget>(
     shared: &Arc<Shared>,
     queue: &Arc<ModelQueue<T>>,
-    batches: Vec<(T::StoreKey, Vec<T>)>,
+    batches: Vec<(T::StoreKey, Changes<T>)>,
 ) {
     let mut stores = queue.stores();
     let dispatch_id = DISPATCHES.fetch_add(1, Ordering::Relaxed);
     let (mut started, mut workers) = (Vec::new(), Vec::new());
-    for (store, rows) in batches {
+    for (store, changes) in batches {
         Counters::add(&shared.counters.batches, 1);
         match stores.entry(store) {
             Entry::Occupied(mut busy) => {
                 let state = busy.get_mut();
                 match &mut state.waiting {
-                    Some(waiting) => waiting.merge(rows),
+                    Some(waiting) => waiting.merge(changes),
                     None => {
                         shared.start_one();
-                        state.waiting = Some(Waiting::new(rows));
+                        let mut waiting = Waiting::default();
+                        waiting.merge(changes);
+                        state.waiting = Some(waiting);
                     }
                 }
             }
             Entry::Vacant(idle) => {
                 shared.start_one();
-                let batch = Batch::new(idle.key().clone(), rows);
+                let batch = Batch::new(idle.key().clone(), changes);
                 started.push(idle.key().clone());
                 let worker = StoreWorker::new(shared, queue, idle.key().clone(), dispatch_id);
                 workers.push(run_store(worker, batch.clone()));
@@ -185,7 +193,7 @@ pub(crate) fn dispatch<T: SyncTarget>(
                 let batches = state.in_flight.into_iter().chain(
                     state
                         .waiting
-                        .map(|waiting| Batch::new(store.clone(), waiting.rows)),
+                        .map(|waiting| Batch::new(store.clone(), waiting.into_changes())),
                 );
                 for batch in batches {
                     shared.dead_letter(DeadLetter::undelivered(batch, error.clone(), 0));
@@ -220,7 +228,7 @@ async fn run_store<T: SyncTarget>(mut worker: StoreWorker<T>, mut batch: Batch<T
         shared.settle_one();
         match state.waiting.take() {
             Some(waiting) => {
-                batch = Batch::new(store, waiting.rows);
+                batch = Batch::new(store, waiting.into_changes());
                 state.in_flight = Some(batch.clone());
                 state.failed = None;
             }
@@ -283,7 +291,7 @@ impl<T: SyncTarget> Drop for StoreWorker<T> {
                 };
                 let waiting = state
                     .waiting
-                    .map(|waiting| Batch::new(self.store.clone(), waiting.rows));
+                    .map(|waiting| Batch::new(self.store.clone(), waiting.into_changes()));
                 for batch in state.in_flight.into_iter().chain(waiting) {
                     self.shared
                         .dead_letter(DeadLetter::undelivered(batch, error.clone(), 0));
@@ -368,26 +376,79 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .unwrap_or("a non-string payload")
 }
 
-impl<T: SyncTarget> Waiting<T> {
-    fn new(rows: Vec<T>) -> Self {
-        let index = rows
-            .iter()
-            .enumerate()
-            .map(|(at, row)| (row.sync_key(), at))
-            .collect();
-        Self { rows, index }
+impl<T: SyncTarget> Default for Waiting<T> {
+    fn default() -> Self {
+        Self {
+            changes: Vec::new(),
+            index: HashMap::new(),
+        }
     }
+}
 
-    /// Adds a later commit's rows: a row already waiting is replaced by its newer version.
-    fn merge(&mut self, rows: Vec<T>) {
-        for row in rows {
-            match self.index.entry(row.sync_key()) {
-                Entry::Occupied(at) => self.rows[*at.get()] = row,
+impl<T: SyncTarget> Waiting<T> {
+    /// Adds a later commit's changes: a change already waiting for the same id is replaced by
+    /// the newer one (a row by its newer version, or by its removal, and the other way round).
+    fn merge(&mut self, changes: Changes<T>) {
+        let rows = changes
+            .rows
+            .into_iter()
+            .map(|row| (row.sync_key(), Change::Row(row)));
+        let removed = changes
+            .removed
+            .into_iter()
+            .map(|id| (id.clone(), Change::Removed(id)));
+        for (id, change) in rows.chain(removed) {
+            match self.index.entry(id) {
+                Entry::Occupied(at) => self.changes[*at.get()] = change,
                 Entry::Vacant(slot) => {
-                    slot.insert(self.rows.len());
-                    self.rows.push(row);
+                    slot.insert(self.changes.len());
+                    self.changes.push(change);
                 }
             }
         }
+    }
+
+    fn into_changes(self) -> Changes<T> {
+        let mut changes = Changes::default();
+        for change in self.changes {
+            match change {
+                Change::Row(row) => changes.rows.push(row),
+                Change::Removed(id) => changes.removed.push(id),
+            }
+        }
+        changes
+    }
+}
+
+/// How changes queued behind an in-flight call merge, without a database.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synced::TestRow;
+
+    #[test]
+    fn the_latest_change_of_an_id_wins_whether_a_row_or_a_removal() {
+        let mut waiting = Waiting::<TestRow>::default();
+        waiting.merge(Changes::rows(vec![TestRow(1)]));
+        waiting.merge(Changes {
+            rows: Vec::new(),
+            removed: vec![7],
+        });
+        let changes = waiting.into_changes();
+        assert!(changes.rows.is_empty());
+        assert_eq!(changes.removed, [7]);
+
+        let mut waiting = Waiting::<TestRow>::default();
+        waiting.merge(Changes {
+            rows: Vec::new(),
+            removed: vec![7],
+        });
+        waiting.merge(Changes::rows(vec![TestRow(2)]));
+        let changes = waiting.into_changes();
+        assert_eq!(
+            changes.rows.iter().map(|row| row.0).collect::<Vec<_>>(),
+            [2]
+        );
+        assert!(changes.removed.is_empty());
     }
 }

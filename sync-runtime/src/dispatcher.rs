@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 
 use crate::dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
 use crate::dispatch::{dispatch, AnyModelQueue, ModelQueue};
+use crate::handler::Changes;
 use crate::metrics::{Counters, Metrics};
 use crate::synced::SyncTarget;
 
@@ -210,7 +211,7 @@ impl Dispatcher {
     pub(crate) fn dispatch<T: SyncTarget>(
         &self,
         mut ticket: Ticket,
-        batches: Vec<(T::StoreKey, Vec<T>)>,
+        batches: Vec<(T::StoreKey, Changes<T>)>,
     ) {
         ticket.used = true;
         let hand_off = self.shared.models.get(&TypeId::of::<T>()).map(|queue| {
@@ -360,13 +361,13 @@ mod tests {
         // The first resolve read the older row; the second, started later, the newer one.
         let first = dispatcher.ticket::<Price>();
         let second = dispatcher.ticket::<Price>();
-        dispatcher.dispatch(second, vec![((), vec![Price(2)])]);
+        dispatcher.dispatch(second, vec![((), Changes::rows(vec![Price(2)]))]);
         assert_eq!(
             dispatcher.metrics().pending,
             2,
             "the second waits for the first"
         );
-        dispatcher.dispatch(first, vec![((), vec![Price(1)])]);
+        dispatcher.dispatch(first, vec![((), Changes::rows(vec![Price(1)]))]);
         dispatcher.settled().await;
         assert_eq!(
             *delivered.lock().unwrap().last().unwrap(),
@@ -376,7 +377,7 @@ mod tests {
         // A resolve that stopped gives its place up.
         let stopped = dispatcher.ticket::<Price>();
         let third = dispatcher.ticket::<Price>();
-        dispatcher.dispatch(third, vec![((), vec![Price(3)])]);
+        dispatcher.dispatch(third, vec![((), Changes::rows(vec![Price(3)]))]);
         drop(stopped);
         dispatcher.settled().await;
         assert_eq!(*delivered.lock().unwrap().last().unwrap(), 3);

@@ -179,6 +179,14 @@ impl CaptureRefused {
         )
     }
 
+    pub(crate) fn unreadable_store(model: &ModelFacts) -> Self {
+        Self::new(
+            model,
+            "a deleted row is delivered as a removal from its store, and the store key type cannot be read from a returned row (capture reads integer and text keys)",
+            "group by an integer or text column",
+        )
+    }
+
     pub(crate) fn keys_not_selectable(model: &ModelFacts) -> Self {
         Self::new(
             model,

@@ -7,20 +7,49 @@ use std::sync::Arc;
 use crate::error::HandlerError;
 use crate::synced::SyncTarget;
 
-/// The committed rows of one store, handed to a [`Handler`] in one call.
+/// The committed changes of one store, handed to a [`Handler`] in one call: the rows written,
+/// as committed, and the ids of the rows deleted.
 ///
 /// Rows are shared, so a retry re-sends the same batch without cloning the models.
 pub struct Batch<T: SyncTarget> {
     store: T::StoreKey,
     rows: Arc<[T]>,
+    removed: Arc<[T::Id]>,
     attempt: u32,
 }
 
+/// One store's changes on their way to a batch: rows to send, ids to remove.
+pub(crate) struct Changes<T: SyncTarget> {
+    pub(crate) rows: Vec<T>,
+    pub(crate) removed: Vec<T::Id>,
+}
+
+impl<T: SyncTarget> Changes<T> {
+    /// Rows written, nothing removed.
+    #[cfg(test)]
+    pub(crate) fn rows(rows: Vec<T>) -> Self {
+        Self {
+            rows,
+            removed: Vec::new(),
+        }
+    }
+}
+
+impl<T: SyncTarget> Default for Changes<T> {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+}
+
 impl<T: SyncTarget> Batch<T> {
-    pub(crate) fn new(store: T::StoreKey, rows: Vec<T>) -> Self {
+    pub(crate) fn new(store: T::StoreKey, changes: Changes<T>) -> Self {
         Self {
             store,
-            rows: rows.into(),
+            rows: changes.rows.into(),
+            removed: changes.removed.into(),
             attempt: 1,
         }
     }
@@ -37,7 +66,7 @@ impl<T: SyncTarget> Batch<T> {
         &self.store
     }
 
-    /// The rows as committed, one per id.
+    /// The rows written, as committed, one per id.
     pub fn rows(&self) -> &[T] {
         &self.rows
     }
@@ -47,14 +76,21 @@ impl<T: SyncTarget> Batch<T> {
         self.rows.iter().map(crate::Synced::sync_key)
     }
 
-    /// How many rows the batch holds.
-    pub fn len(&self) -> usize {
-        self.rows.len()
+    /// The ids of rows deleted from this store: remove them from the external system. A row
+    /// deleted and written again before its transaction committed is in [`Batch::rows`]
+    /// instead; so is a row of a target deleted through a reference model, which changes it.
+    pub fn removed(&self) -> &[T::Id] {
+        &self.removed
     }
 
-    /// Whether the batch holds no rows.
+    /// How many changes the batch holds: rows written and rows removed.
+    pub fn len(&self) -> usize {
+        self.rows.len() + self.removed.len()
+    }
+
+    /// Whether the batch holds no change.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.is_empty() && self.removed.is_empty()
     }
 
     /// Which attempt this call is: 1 for the first, 2 for the first retry, and so on.
@@ -68,6 +104,7 @@ impl<T: SyncTarget> Clone for Batch<T> {
         Self {
             store: self.store.clone(),
             rows: Arc::clone(&self.rows),
+            removed: Arc::clone(&self.removed),
             attempt: self.attempt,
         }
     }
@@ -78,6 +115,7 @@ impl<T: SyncTarget> fmt::Debug for Batch<T> {
         f.debug_struct("Batch")
             .field("store", &self.store)
             .field("rows", &self.rows)
+            .field("removed", &self.removed)
             .field("attempt", &self.attempt)
             .finish()
     }

@@ -19,8 +19,10 @@
 //!    the outermost COMMIT hands its frame on once the database accepted it; a transaction left
 //!    open by a `transaction()` that never finished is rolled back before the next one;
 //! 5. **resolve**: each target model's ids are loaded over the connection, as the
-//!    [`Registry`] built for its type knows how, in one prepared query per chunk, stale ids
-//!    skipped, rows grouped by store key; ids a dropped flush did not hand on are dead-lettered;
+//!    [`Registry`] built for its type knows how, in one prepared query per chunk; a deleted
+//!    row that did not load is a removal from the store the capture read with its key, other
+//!    ids without a row are skipped as stale; rows and removals are grouped by store key; ids
+//!    a dropped flush did not hand on are dead-lettered;
 //! 6. **dispatch**: each store's batch is queued on the [`Registry`], one call in flight per
 //!    store, retried by [`RetryPolicy`], dead-lettered when retries run out; a store whose
 //!    runtime shuts down mid-call continues on the registry's own;
@@ -87,8 +89,9 @@ pub use write::{
 pub mod __private {
     pub use crate::capture::{OwnedBinds, OwnedStatement};
     pub use crate::catalog::{
-        DynKey, KeyCodec, KeyKind, KeyProbe, ModelFacts, ModelProbe, NamedTable, OpaqueKey,
-        ReadableKey, Registered, SyncedModel, TableProbe, UnnamedTable, Unregistered,
+        CaptureStore, Deletes, DynKey, KeyCodec, KeyKind, KeyProbe, ModelFacts, ModelProbe,
+        NamedTable, OpaqueKey, OpaqueStore, ReadableKey, ReadableStore, Registered, StoreProbe,
+        SyncedModel, TableProbe, UnnamedTable, Unregistered,
     };
     pub use crate::classify::{Dialect, InsertedKey};
     pub use crate::synced::{

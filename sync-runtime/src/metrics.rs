@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     /// Distinct ids handed on after commits (or after writes outside a transaction).
     pub ids_committed: u64,
-    /// Committed ids whose rows no longer existed when resolved.
+    /// Committed ids whose rows no longer existed when resolved, and were not deleted by the
+    /// transaction that committed them (a later one did, and sends the removal).
     pub ids_stale: u64,
+    /// Committed ids of deleted rows, sent as removals.
+    pub ids_removed: u64,
     /// Resolve queries run.
     pub resolve_queries: u64,
     /// Batches queued for a handler (before merging behind an in-flight call).
@@ -32,6 +35,7 @@ pub struct Metrics {
 pub(crate) struct Counters {
     pub(crate) ids_committed: AtomicU64,
     pub(crate) ids_stale: AtomicU64,
+    pub(crate) ids_removed: AtomicU64,
     pub(crate) resolve_queries: AtomicU64,
     pub(crate) batches: AtomicU64,
     pub(crate) calls: AtomicU64,
@@ -51,6 +55,7 @@ impl Counters {
         Metrics {
             ids_committed: read(&self.ids_committed),
             ids_stale: read(&self.ids_stale),
+            ids_removed: read(&self.ids_removed),
             resolve_queries: read(&self.resolve_queries),
             batches: read(&self.batches),
             calls: read(&self.calls),

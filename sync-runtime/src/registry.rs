@@ -426,6 +426,7 @@ mod tests {
             target,
             target_name: name,
             key: None,
+            deletes: crate::catalog::Deletes::Change,
         }
     }
 

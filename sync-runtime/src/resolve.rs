@@ -21,6 +21,7 @@ use crate::backend::SyncBackend;
 use crate::collector::{Frame, PendingIds, PendingSet};
 use crate::dead_letter::DeadLetter;
 use crate::dispatcher::{Dispatcher, Ticket};
+use crate::handler::Changes;
 use crate::metrics::Counters;
 use crate::synced::SyncTarget;
 
@@ -124,17 +125,17 @@ pub(crate) fn async_loader<'a, T: Resolve<C>, C: Send>(
     Box::pin(resolve_and_dispatch::<T, C>(
         conn,
         dispatcher,
-        PendingIds::<T>::ids(set),
+        PendingIds::<T>::of(set),
     ))
 }
 
 /// Resolves one target model's committed ids and dispatches them, one batch per store.
-async fn resolve_and_dispatch<T, C>(conn: &mut C, dispatcher: &Dispatcher, ids: Vec<T::Id>)
+async fn resolve_and_dispatch<T, C>(conn: &mut C, dispatcher: &Dispatcher, pending: &PendingIds<T>)
 where
     T: Resolve<C>,
     C: Send,
 {
-    let mut resolution = Resolution::<T>::start(dispatcher, ids.len());
+    let (mut resolution, ids) = Resolution::<T>::start(dispatcher, pending);
     let span = resolution.span();
     async {
         for chunk in chunks(ids, T::CHUNK) {
@@ -158,20 +159,26 @@ pub(crate) struct Resolution<'r, T: SyncTarget> {
     committed: usize,
     unresolved: usize,
     rows: Vec<T>,
+    /// The ids of rows the transaction deleted, with their stores: those whose rows do not load
+    /// are removals.
+    removed: HashMap<T::Id, T::StoreKey>,
 }
 
 impl<'r, T: SyncTarget> Resolution<'r, T> {
-    /// Counts `committed` ids of `T`, a model with a handler.
-    pub(crate) fn start(dispatcher: &'r Dispatcher, committed: usize) -> Self {
+    /// Counts the pending ids of `T`, a model with a handler, and returns the ids to load.
+    pub(crate) fn start(dispatcher: &'r Dispatcher, pending: &PendingIds<T>) -> (Self, Vec<T::Id>) {
+        let committed = pending.ids.len();
         Counters::add(&dispatcher.counters().ids_committed, committed);
-        Self {
+        let resolution = Self {
             dispatcher,
             ticket: dispatcher.ticket::<T>(),
             model: type_name::<T>(),
             committed,
             unresolved: 0,
             rows: Vec::with_capacity(committed),
-        }
+            removed: pending.removed.clone(),
+        };
+        (resolution, pending.ids.iter().cloned().collect())
     }
 
     /// The `resolve` span the loading runs in.
@@ -188,13 +195,17 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
                 let model = self.model;
                 tracing::error!(model, ids = chunk.len(), %error, "loading committed rows failed; ids dead-lettered");
                 self.unresolved += chunk.len();
+                for id in &chunk {
+                    self.removed.remove(id);
+                }
                 self.dispatcher
                     .dead_letter(DeadLetter::unresolved::<T>(chunk, error.to_string()));
             }
         }
     }
 
-    /// Keeps one row per key, and counts the ids whose rows no longer exist.
+    /// Keeps one row per key, tells removals (deleted rows that did not load) from changes, and
+    /// counts the ids whose rows no longer exist for another reason.
     pub(crate) fn count_stale(&mut self) {
         // A key column that is not unique in the database loads several rows for one id.
         let loaded = self.rows.len();
@@ -208,9 +219,12 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
                 "rows share a key, which is not unique in the database; the first of each is sent"
             );
         }
+        // Deleted, then written again before the commit: a change.
+        self.removed.retain(|id, _| !seen.contains(id));
+        Counters::add(&self.dispatcher.counters().ids_removed, self.removed.len());
         let stale = self
             .committed
-            .saturating_sub(self.unresolved + self.rows.len());
+            .saturating_sub(self.unresolved + self.rows.len() + self.removed.len());
         if stale > 0 {
             Counters::add(&self.dispatcher.counters().ids_stale, stale);
             tracing::debug!(
@@ -221,10 +235,10 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
         }
     }
 
-    /// Groups the rows by store and hands the batches to the dispatcher.
+    /// Groups the rows and removals by store and hands the batches to the dispatcher.
     pub(crate) fn dispatch(self) {
         self.dispatcher
-            .dispatch(self.ticket, group_by_store(self.rows));
+            .dispatch(self.ticket, group_by_store(self.rows, self.removed));
     }
 }
 
@@ -237,19 +251,33 @@ pub(crate) fn chunks<Id>(ids: Vec<Id>, size: usize) -> impl Iterator<Item = Vec<
     })
 }
 
-/// Groups rows by store key, stores in order of their first row.
-fn group_by_store<T: SyncTarget>(rows: Vec<T>) -> Vec<(T::StoreKey, Vec<T>)> {
-    let mut groups: Vec<(T::StoreKey, Vec<T>)> = Vec::new();
+/// Groups rows and removals by store key, stores in order of their first change.
+fn group_by_store<T: SyncTarget>(
+    rows: Vec<T>,
+    removed: HashMap<T::Id, T::StoreKey>,
+) -> Vec<(T::StoreKey, Changes<T>)> {
+    let mut groups: Vec<(T::StoreKey, Changes<T>)> = Vec::new();
     let mut index: HashMap<T::StoreKey, usize> = HashMap::new();
-    for row in rows {
-        let at = match index.entry(row.store_key()) {
-            Entry::Occupied(at) => *at.get(),
-            Entry::Vacant(slot) => {
-                groups.push((slot.key().clone(), Vec::new()));
-                *slot.insert(groups.len() - 1)
-            }
-        };
-        groups[at].1.push(row);
+    let mut group = |store: T::StoreKey| match index.entry(store) {
+        Entry::Occupied(at) => *at.get(),
+        Entry::Vacant(slot) => {
+            groups.push((slot.key().clone(), Changes::default()));
+            *slot.insert(groups.len() - 1)
+        }
+    };
+    let mut at_rows = Vec::with_capacity(rows.len());
+    for row in &rows {
+        at_rows.push(group(row.store_key()));
+    }
+    let mut at_removed = Vec::with_capacity(removed.len());
+    for (id, store) in removed {
+        at_removed.push((group(store), id));
+    }
+    for (at, row) in at_rows.into_iter().zip(rows) {
+        groups[at].1.rows.push(row);
+    }
+    for (at, id) in at_removed {
+        groups[at].1.removed.push(id);
     }
     groups
 }

@@ -12,7 +12,9 @@ use diesel::{Insertable, Table};
 use diesel_async::AsyncConnectionCore;
 
 use crate::backend::WriteIds;
-use crate::connection::AsSynced;
+use crate::connection::{AsSynced, SyncedConnection};
+use diesel::dsl::delete as Delete;
+use diesel_async::methods::ExecuteDsl;
 use std::marker::PhantomData;
 
 use crate::synced::{KeyInRow, Synced, SyncedTable, TargetId};
@@ -41,9 +43,9 @@ where
     }
 }
 
-/// Creates a synced `DELETE`, like [`diesel::delete`]: every row it deletes is registered
-/// (the rows of a deleted target are gone at resolve time, so only reference models'
-/// targets are sent).
+/// Creates a synced `DELETE`, like [`diesel::delete`]: every row it deletes is registered, a
+/// target's as a removal from its store ([`Batch::removed`](crate::Batch::removed)), a
+/// reference model's as a change of its target.
 pub fn delete<S, M>(source: S) -> SyncedDelete<S, M>
 where
     S: IntoUpdateTarget<Table: SyncedTable<M>>,
@@ -374,4 +376,40 @@ macro_rules! execute_synced {
     )*};
 }
 
-execute_synced!(SyncedUpdate<S, V, M>, SyncedDelete<S, M>, SyncedInsert<T, V, M, D>);
+execute_synced!(SyncedUpdate<S, V, M>, SyncedInsert<T, V, M, D>);
+
+impl<S, M> SyncedDelete<S, M> {
+    /// Runs the statement and registers the ids it touched with the connection's collector:
+    /// a reference model's rows change their targets, a target's rows are removed from their
+    /// stores. Returns the number of rows deleted.
+    ///
+    /// A target's delete runs as plain Diesel through the connection, whose capture reads each
+    /// row's store with its key; a reference model's, like [`SyncedUpdate::execute`].
+    pub async fn execute<Conn>(self, conn: &mut Conn) -> QueryResult<usize>
+    where
+        M: Synced,
+        S: IntoUpdateTarget,
+        Conn: AsSynced,
+        BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
+        Delete<S>: ExecuteDsl<SyncedConnection<Conn::Inner>>,
+    {
+        let conn = conn.as_synced();
+        if is_target::<M>() {
+            return ExecuteDsl::execute(diesel::delete(self.source), conn).await;
+        }
+        let opened = conn.begin_unless_open().await?;
+        let written = match <BackendOf<Conn>>::write(conn.inner_mut(), self).await {
+            Ok((affected, ids)) => {
+                conn.register::<<M as Synced>::Target>(ids).await;
+                Ok(affected)
+            }
+            Err(error) => Err(error),
+        };
+        conn.end_opened(opened, written).await
+    }
+}
+
+/// Whether `M` is a target model, whose deleted rows are removals.
+pub(crate) fn is_target<M: Synced>() -> bool {
+    std::any::TypeId::of::<M>() == std::any::TypeId::of::<M::Target>()
+}

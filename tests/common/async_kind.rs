@@ -207,6 +207,17 @@ macro_rules! async_kind {
                     self.capture.clear();
                 }
 
+                async fn audited_deletions(&mut self) -> Vec<i64> {
+                    audit::table
+                        .filter(audit::removed)
+                        .select(audit::target_id)
+                        .distinct()
+                        .order(audit::target_id)
+                        .load(self.conn.inner_mut())
+                        .await
+                        .expect("audit")
+                }
+
                 async fn audited(&mut self) -> Vec<i64> {
                     audit::table
                         .select(audit::target_id)
@@ -288,6 +299,10 @@ macro_rules! async_kind {
                     Step::MarkChanged { ids } => {
                         conn.mark_changed::<Product>(ids.iter().copied()).await;
                         trace.mark(ids);
+                    }
+                    Step::MarkRemoved { removed } => {
+                        conn.mark_removed::<Product>(removed.iter().copied()).await;
+                        trace.mark(&removed.iter().map(|(id, _)| *id).collect::<Vec<_>>());
                     }
                     write => {
                         let affected = run_write_step(conn, write).await?;
@@ -416,6 +431,14 @@ macro_rules! async_kind {
                         typed: diesel_sync::delete(products::table.find(*id)),
                         plain: diesel::delete(products::table.find(*id)),
                     ),
+                    Step::DeleteProducts { store, write } => {
+                        let source = products::table.filter(products::store_id.eq(*store));
+                        run_write!(write, conn,
+                            typed: diesel_sync::delete(source),
+                            plain: diesel::delete(source),
+                        )
+                    }
+                    Step::RawSql { sql } => diesel::sql_query(*sql).execute(conn).await?,
                     Step::InsertPriceRecords { rows, write } => {
                         run_insert!(write, conn, price_records::table, rows)
                     }
@@ -450,7 +473,8 @@ macro_rules! async_kind {
                     Step::Transaction { .. }
                     | Step::Checkpoint
                     | Step::Fail
-                    | Step::MarkChanged { .. } => unreachable!("not a write: {step:?}"),
+                    | Step::MarkChanged { .. }
+                    | Step::MarkRemoved { .. } => unreachable!("not a write: {step:?}"),
                 };
                 Ok(affected)
             }

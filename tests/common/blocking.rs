@@ -237,6 +237,16 @@ macro_rules! blocking_kind {
                     self.capture.clear();
                 }
 
+                async fn audited_deletions(&mut self) -> Vec<i64> {
+                    audit::table
+                        .filter(audit::removed)
+                        .select(audit::target_id)
+                        .distinct()
+                        .order(audit::target_id)
+                        .load(self.conn.inner_mut())
+                        .expect("audit")
+                }
+
                 async fn audited(&mut self) -> Vec<i64> {
                     audit::table
                         .select(audit::target_id)
@@ -313,6 +323,10 @@ macro_rules! blocking_kind {
                     Step::MarkChanged { ids } => {
                         conn.mark_changed::<Product>(ids.iter().copied());
                         trace.mark(ids);
+                    }
+                    Step::MarkRemoved { removed } => {
+                        conn.mark_removed::<Product>(removed.iter().copied());
+                        trace.mark(&removed.iter().map(|(id, _)| *id).collect::<Vec<_>>());
                     }
                     write => {
                         let affected = run_write_step(conn, write)?;
@@ -435,6 +449,14 @@ macro_rules! blocking_kind {
                         typed: diesel_sync::delete(products::table.find(*id)),
                         plain: diesel::delete(products::table.find(*id)),
                     ),
+                    Step::DeleteProducts { store, write } => {
+                        let source = products::table.filter(products::store_id.eq(*store));
+                        run_write!(write, conn,
+                            typed: diesel_sync::delete(source),
+                            plain: diesel::delete(source),
+                        )
+                    }
+                    Step::RawSql { sql } => diesel::sql_query(*sql).execute(conn)?,
                     Step::InsertPriceRecords { rows, write } => {
                         run_insert!(write, conn, price_records::table, rows)
                     }
@@ -466,7 +488,8 @@ macro_rules! blocking_kind {
                     Step::Transaction { .. }
                     | Step::Checkpoint
                     | Step::Fail
-                    | Step::MarkChanged { .. } => unreachable!("not a write: {step:?}"),
+                    | Step::MarkChanged { .. }
+                    | Step::MarkRemoved { .. } => unreachable!("not a write: {step:?}"),
                 };
                 Ok(affected)
             }

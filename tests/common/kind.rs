@@ -99,6 +99,15 @@ pub enum Step {
         id: i64,
         write: Write,
     },
+    /// Deletes every product of one store, by filter.
+    DeleteProducts {
+        store: i64,
+        write: Write,
+    },
+    /// Runs one raw SQL write through the synced connection, which captures or refuses it.
+    RawSql {
+        sql: &'static str,
+    },
     /// Inserts price records: a reference model, whose writes sync the product in `object_id`.
     InsertPriceRecords {
         rows: Vec<PriceRecord>,
@@ -128,6 +137,10 @@ pub enum Step {
     /// Registers products by hand, as for writes the connection did not see.
     MarkChanged {
         ids: Vec<i64>,
+    },
+    /// Registers deleted products by hand, each with its store.
+    MarkRemoved {
+        removed: Vec<(i64, i64)>,
     },
     /// Waits until the registry settled, then records what the connection holds and what the
     /// handlers received so far.
@@ -337,6 +350,9 @@ pub trait Kind: Sized {
     /// The distinct target ids the audit triggers recorded since the fixture was seeded: every
     /// committed change (and every change of the open transaction), rolled-back ones gone.
     async fn audited(&mut self) -> Vec<i64>;
+
+    /// The distinct ids of the products the audit triggers recorded as deleted.
+    async fn audited_deletions(&mut self) -> Vec<i64>;
 
     fn capture(&self) -> &Capture;
 

@@ -51,11 +51,13 @@ diesel::table! {
 }
 
 // The database's own record of what each committed transaction changed: triggers on the
-// synced tables write the target id of every row inserted, updated or deleted. Rows of a
-// rolled-back transaction vanish with it, so the capture suites compare deliveries with it.
+// synced tables write the target id of every row inserted, updated or deleted, `removed` for a
+// deleted product. Rows of a rolled-back transaction vanish with it, so the capture suites
+// compare deliveries with it.
 diesel::table! {
     audit (target_id) {
         target_id -> BigInt,
+        removed -> Bool,
     }
 }
 
@@ -113,6 +115,7 @@ pub struct PriceChange {
 pub struct Call {
     pub store: i64,
     pub rows: Vec<Product>,
+    pub removed: Vec<i64>,
 }
 
 impl Call {
@@ -144,6 +147,7 @@ impl Capture {
                     calls.lock().unwrap().push(Call {
                         store: *batch.store(),
                         rows: batch.rows().to_vec(),
+                        removed: batch.removed().to_vec(),
                     });
                     Ok::<(), HandlerError>(())
                 }
@@ -176,6 +180,17 @@ impl Capture {
     /// Every delivered id, sorted (an id twice if it was delivered twice).
     pub fn ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self.calls().iter().flat_map(Call::ids).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Every id delivered as a removal, sorted (an id twice if it was removed twice).
+    pub fn removed(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .calls()
+            .iter()
+            .flat_map(|call| call.removed.iter().copied())
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -227,13 +242,13 @@ impl Backend {
                  CREATE TABLE price_records (id INTEGER PRIMARY KEY AUTOINCREMENT, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
                  CREATE TABLE product_notes (id INTEGER PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);
                  CREATE TABLE listings (id INTEGER PRIMARY KEY AUTOINCREMENT, store_id BIGINT NOT NULL, title TEXT NOT NULL);
-                 CREATE TABLE audit (target_id BIGINT NOT NULL);
-                 CREATE TRIGGER products_inserted AFTER INSERT ON products BEGIN INSERT INTO audit VALUES (NEW.id); END;
-                 CREATE TRIGGER products_updated AFTER UPDATE ON products BEGIN INSERT INTO audit VALUES (NEW.id); END;
-                 CREATE TRIGGER products_deleted AFTER DELETE ON products BEGIN INSERT INTO audit VALUES (OLD.id); END;
-                 CREATE TRIGGER price_records_inserted AFTER INSERT ON price_records BEGIN INSERT INTO audit VALUES (NEW.object_id); END;
-                 CREATE TRIGGER price_records_updated AFTER UPDATE ON price_records BEGIN INSERT INTO audit VALUES (NEW.object_id); END;
-                 CREATE TRIGGER price_records_deleted AFTER DELETE ON price_records BEGIN INSERT INTO audit VALUES (OLD.object_id); END;"
+                 CREATE TABLE audit (target_id BIGINT NOT NULL, removed BOOLEAN NOT NULL DEFAULT FALSE);
+                 CREATE TRIGGER products_inserted AFTER INSERT ON products BEGIN INSERT INTO audit (target_id) VALUES (NEW.id); END;
+                 CREATE TRIGGER products_updated AFTER UPDATE ON products BEGIN INSERT INTO audit (target_id) VALUES (NEW.id); END;
+                 CREATE TRIGGER products_deleted AFTER DELETE ON products BEGIN INSERT INTO audit VALUES (OLD.id, TRUE); END;
+                 CREATE TRIGGER price_records_inserted AFTER INSERT ON price_records BEGIN INSERT INTO audit (target_id) VALUES (NEW.object_id); END;
+                 CREATE TRIGGER price_records_updated AFTER UPDATE ON price_records BEGIN INSERT INTO audit (target_id) VALUES (NEW.object_id); END;
+                 CREATE TRIGGER price_records_deleted AFTER DELETE ON price_records BEGIN INSERT INTO audit (target_id) VALUES (OLD.object_id); END;"
             }
             Backend::Postgres => {
                 "CREATE TABLE stores (id BIGINT PRIMARY KEY, name TEXT NOT NULL, sync_enabled BOOLEAN NOT NULL);
@@ -241,16 +256,16 @@ impl Backend {
                  CREATE TABLE price_records (id BIGSERIAL PRIMARY KEY, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
                  CREATE TABLE product_notes (id BIGSERIAL PRIMARY KEY, product_id BIGINT NOT NULL REFERENCES products (id) DEFERRABLE INITIALLY DEFERRED);
                  CREATE TABLE listings (id BIGSERIAL PRIMARY KEY, store_id BIGINT NOT NULL, title TEXT NOT NULL);
-                 CREATE TABLE audit (target_id BIGINT NOT NULL);
+                 CREATE TABLE audit (target_id BIGINT NOT NULL, removed BOOLEAN NOT NULL DEFAULT FALSE);
                  CREATE FUNCTION audit_product() RETURNS trigger LANGUAGE plpgsql AS $$
                  BEGIN
-                     IF TG_OP = 'DELETE' THEN INSERT INTO audit VALUES (OLD.id); ELSE INSERT INTO audit VALUES (NEW.id); END IF;
+                     IF TG_OP = 'DELETE' THEN INSERT INTO audit VALUES (OLD.id, TRUE); ELSE INSERT INTO audit (target_id) VALUES (NEW.id); END IF;
                      RETURN NULL;
                  END $$;
                  CREATE TRIGGER products_audited AFTER INSERT OR UPDATE OR DELETE ON products FOR EACH ROW EXECUTE FUNCTION audit_product();
                  CREATE FUNCTION audit_price_record() RETURNS trigger LANGUAGE plpgsql AS $$
                  BEGIN
-                     IF TG_OP = 'DELETE' THEN INSERT INTO audit VALUES (OLD.object_id); ELSE INSERT INTO audit VALUES (NEW.object_id); END IF;
+                     IF TG_OP = 'DELETE' THEN INSERT INTO audit (target_id) VALUES (OLD.object_id); ELSE INSERT INTO audit (target_id) VALUES (NEW.object_id); END IF;
                      RETURN NULL;
                  END $$;
                  CREATE TRIGGER price_records_audited AFTER INSERT OR UPDATE OR DELETE ON price_records FOR EACH ROW EXECUTE FUNCTION audit_price_record();"
@@ -261,13 +276,13 @@ impl Backend {
                  CREATE TABLE price_records (id BIGINT AUTO_INCREMENT PRIMARY KEY, object_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
                  CREATE TABLE product_notes (id BIGINT AUTO_INCREMENT PRIMARY KEY, product_id BIGINT NOT NULL);
                  CREATE TABLE listings (id BIGINT AUTO_INCREMENT PRIMARY KEY, store_id BIGINT NOT NULL, title VARCHAR(255) NOT NULL);
-                 CREATE TABLE audit (target_id BIGINT NOT NULL);
-                 CREATE TRIGGER products_inserted AFTER INSERT ON products FOR EACH ROW INSERT INTO audit VALUES (NEW.id);
-                 CREATE TRIGGER products_updated AFTER UPDATE ON products FOR EACH ROW INSERT INTO audit VALUES (NEW.id);
-                 CREATE TRIGGER products_deleted AFTER DELETE ON products FOR EACH ROW INSERT INTO audit VALUES (OLD.id);
-                 CREATE TRIGGER price_records_inserted AFTER INSERT ON price_records FOR EACH ROW INSERT INTO audit VALUES (NEW.object_id);
-                 CREATE TRIGGER price_records_updated AFTER UPDATE ON price_records FOR EACH ROW INSERT INTO audit VALUES (NEW.object_id);
-                 CREATE TRIGGER price_records_deleted AFTER DELETE ON price_records FOR EACH ROW INSERT INTO audit VALUES (OLD.object_id);"
+                 CREATE TABLE audit (target_id BIGINT NOT NULL, removed BOOLEAN NOT NULL DEFAULT FALSE);
+                 CREATE TRIGGER products_inserted AFTER INSERT ON products FOR EACH ROW INSERT INTO audit (target_id) VALUES (NEW.id);
+                 CREATE TRIGGER products_updated AFTER UPDATE ON products FOR EACH ROW INSERT INTO audit (target_id) VALUES (NEW.id);
+                 CREATE TRIGGER products_deleted AFTER DELETE ON products FOR EACH ROW INSERT INTO audit VALUES (OLD.id, TRUE);
+                 CREATE TRIGGER price_records_inserted AFTER INSERT ON price_records FOR EACH ROW INSERT INTO audit (target_id) VALUES (NEW.object_id);
+                 CREATE TRIGGER price_records_updated AFTER UPDATE ON price_records FOR EACH ROW INSERT INTO audit (target_id) VALUES (NEW.object_id);
+                 CREATE TRIGGER price_records_deleted AFTER DELETE ON price_records FOR EACH ROW INSERT INTO audit (target_id) VALUES (OLD.object_id);"
             }
         }
     }

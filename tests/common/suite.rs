@@ -32,8 +32,17 @@ pub async fn committed_targets<K: Kind>(f: &mut K) -> Vec<i64> {
     targets
 }
 
+/// What must have been delivered as removals, by the database's own record: the products the
+/// audit recorded as deleted that are gone now (one deleted and written again is a change).
+pub async fn committed_removals<K: Kind>(f: &mut K) -> Vec<i64> {
+    let live: BTreeSet<i64> = f.product_ids().await.into_iter().collect();
+    let mut removed = f.audited_deletions().await;
+    removed.retain(|id| !live.contains(id));
+    removed
+}
+
 /// Checks that the database committed changes to exactly `expected`, and that the handlers
-/// received each of those ids once.
+/// received each of those ids once, and each product it deleted as a removal, once.
 pub async fn assert_delivered<K: Kind>(f: &mut K, expected: &[i64]) {
     let committed = committed_targets(f).await;
     assert_eq!(committed, expected, "the targets the database changed");
@@ -41,6 +50,11 @@ pub async fn assert_delivered<K: Kind>(f: &mut K, expected: &[i64]) {
         f.capture().ids(),
         committed,
         "the ids the handlers received"
+    );
+    assert_eq!(
+        f.capture().removed(),
+        committed_removals(f).await,
+        "the ids the handlers received as removals"
     );
 }
 
@@ -355,7 +369,7 @@ pub async fn upsert_registers_inserted_and_updated_ids<K: Kind>() {
     assert_eq!(three.price_cents, 777);
 }
 
-pub async fn delete_one_registers_its_id_and_the_gone_row_is_skipped<K: Kind>() {
+pub async fn a_typed_delete_of_a_product_is_delivered_as_a_removal<K: Kind>() {
     let mut f = K::open("delete_one", Setup::default()).await;
     let trace = f
         .run(&[Step::transaction(vec![
@@ -373,10 +387,23 @@ pub async fn delete_one_registers_its_id_and_the_gone_row_is_skipped<K: Kind>() 
     );
     f.settle().await;
     let metrics = f.metrics();
-    assert_eq!((metrics.ids_committed, metrics.ids_stale), (1, 1));
-    assert!(f.capture().calls().is_empty());
-    assert_eq!(f.audited().await, [9], "the database saw the delete");
+    assert_eq!(
+        (
+            metrics.ids_committed,
+            metrics.ids_removed,
+            metrics.ids_stale
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        f.audited_deletions().await,
+        [9],
+        "the database saw the delete"
+    );
     assert_delivered(&mut f, &[]).await;
+    let calls = f.capture().calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!((calls[0].store, calls[0].removed.clone()), (1, vec![9]));
 }
 
 pub async fn mark_changed_registers_writes_run_on_the_inner_connection<K: Kind>() {
@@ -428,6 +455,9 @@ pub async fn mark_changed_registers_writes_run_on_the_inner_connection<K: Kind>(
             },
             Step::Checkpoint,
             Step::MarkChanged { ids: marked },
+            Step::MarkRemoved {
+                removed: vec![(6, 1)],
+            },
             Step::Checkpoint,
         ])])
         .await;
@@ -436,7 +466,7 @@ pub async fn mark_changed_registers_writes_run_on_the_inner_connection<K: Kind>(
     assert_eq!(
         pending,
         [0, 106],
-        "only mark_changed registers the inner writes"
+        "only mark_changed and mark_removed register the inner writes"
     );
     f.settle().await;
     let mut expected = vec![4, 5, 7, 1001, 1002];
@@ -495,7 +525,12 @@ pub async fn stale_ids_are_skipped<K: Kind>() {
     assert_committed(&trace);
     f.settle().await;
     assert_eq!(f.audited().await, [8, 10]);
-    assert_delivered(&mut f, &[10]).await;
+    assert_eq!(committed_targets(&mut f).await, [10]);
+    assert_eq!(f.capture().ids(), [10]);
+    assert!(
+        f.capture().removed().is_empty(),
+        "the delete ran unseen: only the price change of 8 was registered"
+    );
     assert_eq!(f.metrics().ids_stale, 1);
     assert_eq!(f.dead_letter_count(), 0, "a stale id is not an error");
 }
@@ -609,7 +644,86 @@ pub async fn plain_diesel_updates_and_deletes_register_every_row_they_change<K: 
     let mut expected = vec![1, 2, 7, 8];
     expected.extend(201..=300);
     assert_delivered(&mut f, &expected).await;
-    assert_eq!(f.metrics().ids_stale, 1, "product 6 is gone");
+    assert_eq!(f.capture().removed(), [6], "product 6 was deleted");
+    assert_eq!(f.metrics().ids_removed, 1);
+    assert_eq!(f.metrics().ids_stale, 0);
+}
+
+pub async fn deleted_products_reach_their_stores_handler_as_removals<K: Kind>() {
+    let setup = Setup {
+        price_records: vec![PriceRecord {
+            object_id: 8,
+            amount_cents: 990,
+        }],
+        ..Setup::default()
+    };
+    let mut f = K::open("removals", setup).await;
+    let trace = f
+        .run(&[
+            Step::transaction(vec![
+                // One row, by filter, and in raw SQL.
+                Step::DeleteProduct {
+                    id: 5,
+                    write: Write::Plain,
+                },
+                Step::DeleteProducts {
+                    store: 2,
+                    write: Write::Plain,
+                },
+                Step::RawSql {
+                    sql: "DELETE FROM products WHERE id = 250",
+                },
+                // Deleted and written again: a change.
+                Step::DeleteProduct {
+                    id: 6,
+                    write: Write::Plain,
+                },
+                Step::InsertProducts {
+                    rows: vec![new_product(6, 1)],
+                    write: Insert::Plain,
+                },
+                // A deleted reference row changes its target.
+                Step::DeletePriceRecords {
+                    up_to: 8,
+                    write: Write::Plain,
+                },
+            ]),
+            Step::rolled_back(vec![Step::DeleteProduct {
+                id: 7,
+                write: Write::Plain,
+            }]),
+        ])
+        .await;
+    assert!(trace.transactions[0].is_ok(), "{trace:?}");
+    f.settle().await;
+    assert_delivered(&mut f, &[6, 8]).await;
+    let mut removed: Vec<i64> = vec![5, 250];
+    removed.extend(101..=200);
+    removed.sort_unstable();
+    assert_eq!(
+        f.capture().removed(),
+        removed,
+        "product 7's delete rolled back"
+    );
+    let mut by_store: Vec<(i64, Vec<i64>)> = f
+        .capture()
+        .calls()
+        .iter()
+        .filter(|call| !call.removed.is_empty())
+        .map(|call| {
+            let mut ids = call.removed.clone();
+            ids.sort_unstable();
+            (call.store, ids)
+        })
+        .collect();
+    by_store.sort_unstable();
+    assert_eq!(
+        by_store,
+        [(1, vec![5]), (2, (101..=200).collect()), (3, vec![250])],
+        "each removal reaches the store its row belonged to"
+    );
+    let metrics = f.metrics();
+    assert_eq!((metrics.ids_removed, metrics.ids_stale), (102, 0));
 }
 
 pub async fn plain_diesel_inserts_register_the_rows_they_write<K: Kind>() {
@@ -769,9 +883,10 @@ macro_rules! behaviour_suite {
         $test!($kind, bulk_update_by_filter_registers_every_affected_id);
         $test!($kind, bulk_delete_by_filter_registers_every_affected_target);
         $test!($kind, upsert_registers_inserted_and_updated_ids);
+        $test!($kind, a_typed_delete_of_a_product_is_delivered_as_a_removal);
         $test!(
             $kind,
-            delete_one_registers_its_id_and_the_gone_row_is_skipped
+            deleted_products_reach_their_stores_handler_as_removals
         );
         $test!(
             $kind,

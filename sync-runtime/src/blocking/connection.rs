@@ -21,10 +21,10 @@ use diesel::sql_types::TypeMetadata;
 use diesel::{ConnectionResult, QueryResult};
 
 use crate::capture::{
-    in_batch, read_key, refused, Capture, CaptureBackend, KeyColumn, KeysFrom, OwnedStatement,
+    in_batch, refused, Capture, CaptureBackend, Captured, KeyColumn, KeysFrom, OwnedStatement,
     Plan, Plans, ReadKeys, Reads, ReturningKey, Rows,
 };
-use crate::catalog::{insert_captured, DynKey};
+use crate::catalog::insert_captured;
 use crate::classify::Dialect;
 use crate::collector::{Collector, Frame, Running};
 use crate::error::CaptureRefused;
@@ -140,6 +140,24 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     /// ```
     pub fn mark_changed<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
         self.register::<T>(ids);
+    }
+
+    /// Registers rows of target model `T` deleted by a write the connection did not capture,
+    /// each with the store it belonged to: they reach the store's handler as removals
+    /// ([`Batch::removed`](crate::Batch::removed)). A row that exists again at COMMIT is sent
+    /// as a change instead.
+    ///
+    /// ```ignore
+    /// conn.inner_mut().batch_execute("DELETE FROM products WHERE id = 7")?;
+    /// conn.mark_removed::<Product>([(7, store_id)]);
+    /// ```
+    pub fn mark_removed<T: SyncTarget>(
+        &mut self,
+        removed: impl IntoIterator<Item = (T::Id, T::StoreKey)>,
+    ) {
+        if let Some(frame) = self.collector.add(|frame| frame.remove::<T>(removed)) {
+            self.flush(frame);
+        }
     }
 
     /// Adds ids to the innermost open transaction, or hands them on now if none is open.
@@ -326,22 +344,24 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     where
         Q: QueryFragment<C::Backend> + QueryId,
     {
-        let (written, keys) = match ReadKeys::of(&statement, capture)? {
+        let (written, captured) = match ReadKeys::of(&statement, capture)? {
             ReadKeys::Returning => self.write_returning_keys(statement, capture)?,
             ReadKeys::SelectedFirst(select) => {
                 self.write_after_keys(&statement, select, capture)?
             }
             // A plain INSERT writes every row it binds, or fails.
-            ReadKeys::Known(keys) => (self.inner.execute_returning_count(&statement)?, keys),
+            ReadKeys::Known(captured) => {
+                (self.inner.execute_returning_count(&statement)?, captured)
+            }
         };
         tracing::trace!(
             table = capture.model.table,
-            keys = keys.len(),
+            keys = captured.len(),
             "write captured"
         );
         if let Some(frame) = self
             .collector
-            .add(|frame| insert_captured(frame, capture, keys))
+            .add(|frame| insert_captured(frame, capture, captured))
         {
             self.flush(frame);
         }
@@ -353,19 +373,15 @@ impl<C: CaptureConnection> SyncedConnection<C> {
         &mut self,
         statement: Q,
         capture: &Capture,
-    ) -> QueryResult<(usize, Vec<DynKey>)>
+    ) -> QueryResult<(usize, Captured)>
     where
         Q: QueryFragment<C::Backend> + QueryId,
     {
-        let mut keys = Vec::new();
+        let mut captured = Captured::default();
         for row in self.inner.load(ReturningKey::new(statement, capture))? {
-            keys.push(read_key::<C::Backend, _>(
-                &row?,
-                capture.codec.kind,
-                KeyColumn::Last,
-            )?);
+            captured.read::<C::Backend, _>(&row?, capture, KeyColumn::Last)?;
         }
-        Ok((keys.len(), keys))
+        Ok((captured.len(), captured))
     }
 
     /// The write after a `SELECT … FOR UPDATE` of the keys it will touch, with the same bind
@@ -376,22 +392,18 @@ impl<C: CaptureConnection> SyncedConnection<C> {
         statement: &Q,
         select: OwnedStatement<C::Backend>,
         capture: &Capture,
-    ) -> QueryResult<(usize, Vec<DynKey>)>
+    ) -> QueryResult<(usize, Captured)>
     where
         Q: QueryFragment<C::Backend> + QueryId,
     {
         let opened = self.begin_unless_open()?;
         let written = || {
-            let mut keys = Vec::new();
+            let mut captured = Captured::default();
             for row in self.inner.load(Rows(select))? {
-                keys.push(read_key::<C::Backend, _>(
-                    &row?,
-                    capture.codec.kind,
-                    KeyColumn::First,
-                )?);
+                captured.read::<C::Backend, _>(&row?, capture, KeyColumn::First)?;
             }
             let written = self.inner.execute_returning_count(statement)?;
-            Ok((written, keys))
+            Ok((written, captured))
         };
         let result = written();
         self.end_opened(opened, result)
@@ -537,17 +549,16 @@ where
         let Self {
             inner, collector, ..
         } = self;
-        let kind = capture.codec.kind;
         // Every row is read before any is handed on: the caller may stop at the first
         // (`get_result`), and every key must be registered.
         let mut rows = Vec::new();
-        let mut keys = Vec::new();
+        let mut captured = Captured::default();
         for row in <C as LoadConnection<B>>::load(inner, query)? {
             let row = row?;
-            keys.push(read_key::<C::Backend, _>(&row, kind, KeyColumn::Last)?);
+            captured.read::<C::Backend, _>(&row, &capture, KeyColumn::Last)?;
             rows.push(Ok(row));
         }
-        collector.add(|frame| insert_captured(frame, &capture, keys));
+        collector.add(|frame| insert_captured(frame, &capture, captured));
         Ok(SyncedCursor::Rows(rows.into_iter()))
     }
 }

@@ -60,8 +60,7 @@ pub(crate) fn blocking_loader<T: Resolve<C>, C>(
     dispatcher: &Dispatcher,
     set: &dyn PendingSet,
 ) {
-    let ids = PendingIds::<T>::ids(set);
-    let mut resolution = Resolution::<T>::start(dispatcher, ids.len());
+    let (mut resolution, ids) = Resolution::<T>::start(dispatcher, PendingIds::<T>::of(set));
     {
         let _span = resolution.span().entered();
         for chunk in chunks(ids, T::CHUNK) {

@@ -9,9 +9,13 @@ use diesel::connection::Connection;
 use diesel::QueryResult;
 
 use super::backend::WriteIds;
-use super::connection::AsSynced;
+use super::connection::{AsSynced, SyncedConnection};
 use crate::synced::Synced;
+use crate::write::is_target;
 use crate::write::{SyncedDelete, SyncedInsert, SyncedUpdate};
+use diesel::dsl::delete as Delete;
+use diesel::query_builder::IntoUpdateTarget;
+use diesel::query_dsl::methods::ExecuteDsl;
 
 type BackendOf<Conn> = <<Conn as AsSynced>::Inner as Connection>::Backend;
 
@@ -44,4 +48,32 @@ macro_rules! execute_blocking {
     )*};
 }
 
-execute_blocking!(SyncedUpdate<S, V, M>, SyncedDelete<S, M>, SyncedInsert<T, V, M, D>);
+execute_blocking!(SyncedUpdate<S, V, M>, SyncedInsert<T, V, M, D>);
+
+impl<S, M> SyncedDelete<S, M> {
+    /// Runs the statement on a synchronous synced connection and registers the ids it touched
+    /// with the connection's collector: a reference model's rows change their targets, a
+    /// target's rows are removed from their stores. Returns the number of rows deleted.
+    ///
+    /// A target's delete runs as plain Diesel through the connection, whose capture reads each
+    /// row's store with its key.
+    pub fn execute_blocking<Conn>(self, conn: &mut Conn) -> QueryResult<usize>
+    where
+        M: Synced,
+        S: IntoUpdateTarget,
+        Conn: AsSynced,
+        BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
+        Delete<S>: ExecuteDsl<SyncedConnection<Conn::Inner>>,
+    {
+        let conn = conn.as_synced();
+        if is_target::<M>() {
+            return ExecuteDsl::execute(diesel::delete(self.source), conn);
+        }
+        let opened = conn.begin_unless_open()?;
+        let written = <BackendOf<Conn>>::write(conn.inner_mut(), self).map(|(affected, ids)| {
+            conn.register::<<M as Synced>::Target>(ids);
+            affected
+        });
+        conn.end_opened(opened, written)
+    }
+}
