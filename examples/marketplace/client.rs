@@ -45,6 +45,25 @@ impl Handler<Product> for MarketplaceClient {
             );
             return Ok(());
         }
+        // A product deleted in the shop is taken off the marketplace. Unlisting is idempotent,
+        // so a retry of the whole batch may repeat it.
+        if !batch.removed().is_empty() {
+            let response = self
+                .http
+                .post(format!("{}/stores/{store}/unlist", self.base))
+                .json(batch.removed())
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                return Err(HandlerError::retryable(format!(
+                    "store {store}: unlisting answered {}",
+                    response.status()
+                )));
+            }
+        }
+        if batch.rows().is_empty() {
+            return Ok(());
+        }
         let prices: Vec<Price> = batch
             .rows()
             .iter()

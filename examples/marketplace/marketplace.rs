@@ -37,6 +37,8 @@ pub(crate) struct Ledger {
     pub(crate) accepted: Vec<(i64, Price)>,
     /// Accepted bulk updates per store.
     pub(crate) calls: HashMap<i64, u64>,
+    /// Products taken off the marketplace, by store.
+    pub(crate) unlisted: HashMap<i64, i64>,
     /// Requests answered with an error (503 or 429).
     pub(crate) refused: u64,
     /// Requests rejected for the rate limit.
@@ -67,6 +69,7 @@ impl Marketplace {
         });
         let app = Router::new()
             .route("/stores/{store}/prices", post(bulk_update))
+            .route("/stores/{store}/unlist", post(unlist))
             .with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -107,6 +110,24 @@ async fn bulk_update(
     }
     *ledger.calls.entry(store).or_default() += 1;
     (StatusCode::NO_CONTENT, headers)
+}
+
+/// Takes products off the marketplace: they are no longer for sale.
+async fn unlist(
+    State(shared): State<Arc<Shared>>,
+    Path(store): Path<i64>,
+    Json(ids): Json<Vec<i64>>,
+) -> StatusCode {
+    if shared.coin() < shared.behaviour.failure_rate {
+        shared.ledger.lock().unwrap().refused += 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let mut ledger = shared.ledger.lock().unwrap();
+    for id in ids {
+        ledger.prices.remove(&id);
+        ledger.unlisted.insert(id, store);
+    }
+    StatusCode::NO_CONTENT
 }
 
 impl Shared {

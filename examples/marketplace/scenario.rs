@@ -94,6 +94,8 @@ struct Ledger {
     per_store: BTreeMap<i64, u64>,
     /// Products whose price committed work changed.
     touched: BTreeSet<i64>,
+    /// Products the shop deleted.
+    discontinued: BTreeSet<i64>,
 }
 
 impl Ledger {
@@ -209,6 +211,11 @@ fn checks(
                 .accepted
                 .iter()
                 .filter(|(store, _)| *store == disabled_store)
+                .count() as u64
+            + seen
+                .unlisted
+                .values()
+                .filter(|store| **store == disabled_store)
                 .count() as u64;
         let over: Vec<(i64, u64, u64)> = seen
             .calls
@@ -218,7 +225,25 @@ fn checks(
                 (*calls > transactions).then_some((*store, *calls, transactions))
             })
             .collect();
+        let still_listed: Vec<i64> = ledger
+            .discontinued
+            .iter()
+            .filter(|id| store_of(**id, config.products_per_store) != disabled_store)
+            .filter(|id| !dead.contains(id))
+            .filter(|id| seen.prices.contains_key(id) || !seen.unlisted.contains_key(id))
+            .copied()
+            .collect();
         vec![
+            Check {
+                name: "every deleted product was unlisted",
+                passed: still_listed.is_empty() && !ledger.discontinued.is_empty(),
+                detail: format!(
+                    "{} products deleted, {} unlisted, {} still listed",
+                    ledger.discontinued.len(),
+                    seen.unlisted.len(),
+                    still_listed.len()
+                ),
+            },
             Check {
                 name: "every committed price arrived",
                 passed: missing.is_empty(),
@@ -327,9 +352,11 @@ macro_rules! scenario {
                     .drain()
                     .iter()
                     .filter_map(|letter| {
-                        letter
-                            .batch::<Product>()
-                            .map(|b| b.ids().collect::<Vec<_>>())
+                        letter.batch::<Product>().map(|b| {
+                            b.ids()
+                                .chain(b.removed().iter().copied())
+                                .collect::<Vec<_>>()
+                        })
                     })
                     .flatten()
                     .collect();
@@ -435,6 +462,17 @@ macro_rules! scenario {
                     let dropped = (1 + prices.below(products), ROLLED_BACK_PRICE + 1_000 + k);
                     savepoint_fails(conn, kept, dropped).await?;
                     ledger.commit(per_store, [kept.0]);
+                    transactions.fetch_add(1, Ordering::Relaxed);
+                }
+
+                // The catalog cleanup: discontinued products are deleted, by filter, with
+                // their price history.
+                for store in 1..=config.stores {
+                    let first = (store - 1) * per_store + 1;
+                    let gone: Vec<i64> = (first..first + 3).collect();
+                    discontinue(conn, &gone).await?;
+                    ledger.commit(per_store, gone.iter().copied());
+                    ledger.discontinued.extend(gone);
                     transactions.fetch_add(1, Ordering::Relaxed);
                 }
 
@@ -590,6 +628,21 @@ macro_rules! scenario {
                         })
                         .await;
                     debug_assert!(failed.is_err());
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn discontinue(conn: &mut Conn, ids: &[i64]) -> Result<(), DieselError> {
+                conn.transaction(async |conn| {
+                    diesel::delete(
+                        price_records::table.filter(price_records::object_id.eq_any(ids)),
+                    )
+                    .execute(conn)
+                    .await?;
+                    diesel::delete(products::table.filter(products::id.eq_any(ids)))
+                        .execute(conn)
+                        .await?;
                     Ok(())
                 })
                 .await
