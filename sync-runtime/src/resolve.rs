@@ -256,30 +256,43 @@ fn group_by_store<T: SyncTarget>(
     rows: Vec<T>,
     removed: HashMap<T::Id, T::StoreKey>,
 ) -> Vec<(T::StoreKey, Changes<T>)> {
-    let mut groups: Vec<(T::StoreKey, Changes<T>)> = Vec::new();
-    let mut index: HashMap<T::StoreKey, usize> = HashMap::new();
-    let mut group = |store: T::StoreKey| match index.entry(store) {
-        Entry::Occupied(at) => *at.get(),
-        Entry::Vacant(slot) => {
-            groups.push((slot.key().clone(), Changes::default()));
-            *slot.insert(groups.len() - 1)
-        }
-    };
-    let mut at_rows = Vec::with_capacity(rows.len());
-    for row in &rows {
-        at_rows.push(group(row.store_key()));
+    let mut groups = Groups::<T>::default();
+    for row in rows {
+        groups.of(row.store_key()).rows.push(row);
     }
-    let mut at_removed = Vec::with_capacity(removed.len());
     for (id, store) in removed {
-        at_removed.push((group(store), id));
+        groups.of(store).removed.push(id);
     }
-    for (at, row) in at_rows.into_iter().zip(rows) {
-        groups[at].1.rows.push(row);
+    groups.list
+}
+
+/// Each store's changes, stores in order of their first change.
+struct Groups<T: SyncTarget> {
+    list: Vec<(T::StoreKey, Changes<T>)>,
+    index: HashMap<T::StoreKey, usize>,
+}
+
+impl<T: SyncTarget> Default for Groups<T> {
+    fn default() -> Self {
+        Self {
+            list: Vec::new(),
+            index: HashMap::new(),
+        }
     }
-    for (at, id) in at_removed {
-        groups[at].1.removed.push(id);
+}
+
+impl<T: SyncTarget> Groups<T> {
+    /// The changes of `store`, added empty the first time.
+    fn of(&mut self, store: T::StoreKey) -> &mut Changes<T> {
+        let at = match self.index.entry(store) {
+            Entry::Occupied(at) => *at.get(),
+            Entry::Vacant(slot) => {
+                self.list.push((slot.key().clone(), Changes::default()));
+                *slot.insert(self.list.len() - 1)
+            }
+        };
+        &mut self.list[at].1
     }
-    groups
 }
 
 /// A committed frame's ids on their way to dispatch, one target model at a time. A model's ids
