@@ -592,6 +592,29 @@ macro_rules! returning_suite {
             }
 
             #[tokio::test]
+            async fn a_delete_that_returns_rows_in_a_transaction_sends_removals() {
+                let mut f = fixture("returning_delete").await;
+                let expected = ids_in_store(&mut f.conn, 1).await;
+                let names: Vec<String> = f
+                    .conn
+                    .transaction(async |conn| {
+                        diesel::delete(products::table.filter(products::store_id.eq(1)))
+                            .returning(products::name)
+                            .get_results(conn)
+                            .await
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(names.len(), expected.len(), "the caller gets every row");
+                assert!(names.iter().all(|name| name.starts_with("product-")));
+                f.registry.settled().await;
+                assert_eq!(audited(&mut f.conn).await, expected);
+                assert!(f.capture.ids().is_empty());
+                assert_eq!(f.capture.removed(), expected);
+                assert!(f.capture.calls().iter().all(|call| call.store == 1));
+            }
+
+            #[tokio::test]
             async fn a_write_with_its_own_returning_run_with_execute_registers_every_row() {
                 let mut f = fixture("returning_execute").await;
                 let expected = ids_in_store(&mut f.conn, 3).await;

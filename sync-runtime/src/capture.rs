@@ -53,9 +53,7 @@ pub(crate) struct Capture {
 impl Capture {
     /// The store column read after the key, for a delete of a target grouped by a column.
     pub(crate) fn store_column(&self) -> Option<&'static str> {
-        self.removal
-            .and_then(|removal| removal.store)
-            .map(|(column, _)| column)
+        self.removal.and_then(Removal::store_column)
     }
 }
 
@@ -228,7 +226,7 @@ fn plan_statement(
                 }
                 _ => None,
             };
-            let store_column = removal.and_then(|r| r.store).map(|(column, _)| column);
+            let store_column = removal.and_then(Removal::store_column);
             let keys = match write.kind {
                 WriteKind::Update if reads.dialect == Dialect::Mysql || !reads.returning => {
                     select_first(text, reads, model, None)

@@ -95,6 +95,13 @@ pub struct Removal {
     pub(crate) remove: fn(&mut Frame, Vec<DynKey>, Vec<DynKey>) -> bool,
 }
 
+impl Removal {
+    /// The store column read with the key, if any.
+    pub(crate) fn store_column(self) -> Option<&'static str> {
+        self.store.map(|(column, _)| column)
+    }
+}
+
 impl fmt::Debug for Removal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Removal")

@@ -12,7 +12,7 @@ use diesel::{Insertable, Table};
 use diesel_async::AsyncConnectionCore;
 
 use crate::backend::WriteIds;
-use crate::connection::{AsSynced, SyncedConnection};
+use crate::connection::{AsSynced, CaptureConnection, SyncedConnection};
 use diesel::dsl::delete as Delete;
 use diesel_async::methods::ExecuteDsl;
 use std::marker::PhantomData;
@@ -361,19 +361,29 @@ macro_rules! execute_synced {
                 Conn: AsSynced,
                 BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
             {
-                let conn = conn.as_synced();
-                let opened = conn.begin_unless_open().await?;
-                let written = match <BackendOf<Conn>>::write(conn.inner_mut(), self).await {
-                    Ok((affected, ids)) => {
-                        conn.register::<<M as Synced>::Target>(ids).await;
-                        Ok(affected)
-                    }
-                    Err(error) => Err(error),
-                };
-                conn.end_opened(opened, written).await
+                write_registered(conn.as_synced(), self).await
             }
         }
     )*};
+}
+
+/// Runs a typed write on the inner connection and registers the ids it returns, in a
+/// transaction of its own when none is open.
+async fn write_registered<C, W>(conn: &mut SyncedConnection<C>, write: W) -> QueryResult<usize>
+where
+    C: CaptureConnection,
+    W: SyncedWrite,
+    C::Backend: WriteIds<C, W>,
+{
+    let opened = conn.begin_unless_open().await?;
+    let written = match <C::Backend>::write(conn.inner_mut(), write).await {
+        Ok((affected, ids)) => {
+            conn.register::<<W::Model as Synced>::Target>(ids).await;
+            Ok(affected)
+        }
+        Err(error) => Err(error),
+    };
+    conn.end_opened(opened, written).await
 }
 
 execute_synced!(SyncedUpdate<S, V, M>, SyncedInsert<T, V, M, D>);
@@ -397,15 +407,7 @@ impl<S, M> SyncedDelete<S, M> {
         if is_target::<M>() {
             return ExecuteDsl::execute(diesel::delete(self.source), conn).await;
         }
-        let opened = conn.begin_unless_open().await?;
-        let written = match <BackendOf<Conn>>::write(conn.inner_mut(), self).await {
-            Ok((affected, ids)) => {
-                conn.register::<<M as Synced>::Target>(ids).await;
-                Ok(affected)
-            }
-            Err(error) => Err(error),
-        };
-        conn.end_opened(opened, written).await
+        write_registered(conn, self).await
     }
 }
 

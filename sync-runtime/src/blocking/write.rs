@@ -9,9 +9,9 @@ use diesel::connection::Connection;
 use diesel::QueryResult;
 
 use super::backend::WriteIds;
-use super::connection::{AsSynced, SyncedConnection};
+use super::connection::{AsSynced, CaptureConnection, SyncedConnection};
 use crate::synced::Synced;
-use crate::write::is_target;
+use crate::write::{is_target, SyncedWrite};
 use crate::write::{SyncedDelete, SyncedInsert, SyncedUpdate};
 use diesel::dsl::delete as Delete;
 use diesel::query_builder::IntoUpdateTarget;
@@ -36,16 +36,26 @@ macro_rules! execute_blocking {
                 Conn: AsSynced,
                 BackendOf<Conn>: WriteIds<Conn::Inner, Self>,
             {
-                let conn = conn.as_synced();
-                let opened = conn.begin_unless_open()?;
-                let written = <BackendOf<Conn>>::write(conn.inner_mut(), self).map(|(affected, ids)| {
-                    conn.register::<<M as Synced>::Target>(ids);
-                    affected
-                });
-                conn.end_opened(opened, written)
+                write_registered(conn.as_synced(), self)
             }
         }
     )*};
+}
+
+/// Runs a typed write on the inner connection and registers the ids it returns, in a
+/// transaction of its own when none is open.
+fn write_registered<C, W>(conn: &mut SyncedConnection<C>, write: W) -> QueryResult<usize>
+where
+    C: CaptureConnection,
+    W: SyncedWrite,
+    C::Backend: WriteIds<C, W>,
+{
+    let opened = conn.begin_unless_open()?;
+    let written = <C::Backend>::write(conn.inner_mut(), write).map(|(affected, ids)| {
+        conn.register::<<W::Model as Synced>::Target>(ids);
+        affected
+    });
+    conn.end_opened(opened, written)
 }
 
 execute_blocking!(SyncedUpdate<S, V, M>, SyncedInsert<T, V, M, D>);
@@ -69,11 +79,6 @@ impl<S, M> SyncedDelete<S, M> {
         if is_target::<M>() {
             return ExecuteDsl::execute(diesel::delete(self.source), conn);
         }
-        let opened = conn.begin_unless_open()?;
-        let written = <BackendOf<Conn>>::write(conn.inner_mut(), self).map(|(affected, ids)| {
-            conn.register::<<M as Synced>::Target>(ids);
-            affected
-        });
-        conn.end_opened(opened, written)
+        write_registered(conn, self)
     }
 }
