@@ -75,6 +75,7 @@ fn setup() -> Setup {
                 amount_cents: 100,
             })
             .collect(),
+        ..Setup::default()
     }
 }
 

@@ -37,6 +37,13 @@ const _: () = {
         type Id = __diesel_sync::fallback::Id;
         type StoreKey = ();
         type ByIds = ();
+        type Store = __diesel_sync::NoStore;
+        type Loads = __diesel_sync::LoadsAlone;
+        type StoresByKeys = ();
+        fn stores_by_keys(_: ::std::vec::Vec<()>) {}
+        fn key_of_store(store: &__diesel_sync::NoStore) -> () {
+            match *store {}
+        }
         fn store_key(&self) -> Self::StoreKey {}
         fn by_ids(ids: ::std::vec::Vec<Self::Id>) -> Self::ByIds {
             ::core::mem::drop(ids)

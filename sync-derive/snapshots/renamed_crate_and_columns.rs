@@ -44,11 +44,20 @@ const _: () = {
                 ::std::vec::Vec<String>,
             >,
         >;
+        type Store = __diesel_sync::NoStore;
+        type Loads = __diesel_sync::LoadsAlone;
+        type StoresByKeys = ();
+        fn stores_by_keys(_: ::std::vec::Vec<i64>) {}
+        fn key_of_store(store: &__diesel_sync::NoStore) -> i64 {
+            match *store {}
+        }
         fn store_key(&self) -> Self::StoreKey {
             __diesel_sync::field(&self.shop)
         }
         fn by_ids(ids: ::std::vec::Vec<Self::Id>) -> Self::ByIds {
-            use __diesel_sync::diesel::{ExpressionMethods as _, QueryDsl as _};
+            use __diesel_sync::diesel::{
+                ExpressionMethods as _, JoinOnDsl as _, QueryDsl as _,
+            };
             schema::products::table.filter(schema::products::sku.eq_any(ids))
         }
     }

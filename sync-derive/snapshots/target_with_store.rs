@@ -39,11 +39,20 @@ const _: () = {
             products::table,
             __diesel_sync::diesel::dsl::EqAny<products::id, ::std::vec::Vec<i64>>,
         >;
+        type Store = __diesel_sync::NoStore;
+        type Loads = __diesel_sync::LoadsAlone;
+        type StoresByKeys = ();
+        fn stores_by_keys(_: ::std::vec::Vec<i64>) {}
+        fn key_of_store(store: &__diesel_sync::NoStore) -> i64 {
+            match *store {}
+        }
         fn store_key(&self) -> Self::StoreKey {
             __diesel_sync::field(&self.store_id)
         }
         fn by_ids(ids: ::std::vec::Vec<Self::Id>) -> Self::ByIds {
-            use __diesel_sync::diesel::{ExpressionMethods as _, QueryDsl as _};
+            use __diesel_sync::diesel::{
+                ExpressionMethods as _, JoinOnDsl as _, QueryDsl as _,
+            };
             products::table.filter(products::id.eq_any(ids))
         }
     }

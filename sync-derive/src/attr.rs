@@ -45,6 +45,9 @@ pub(crate) struct DieselAttrs {
     pub(crate) table_names: Vec<Path>,
     /// `primary_key(a, b)`: the whole option, for errors, and its columns.
     pub(crate) primary_key: Option<(TokenStream, Vec<Ident>)>,
+    /// Every `belongs_to(Parent)` and `belongs_to(Parent, foreign_key = column)`: the relations
+    /// `#[synced(store = Parent)]` can name.
+    pub(crate) belongs_to: Vec<BelongsTo>,
     /// Why an attribute could not be read. Diesel's derives report malformed `#[diesel]`
     /// attributes themselves, so this is reported only when nothing else explains a failure.
     pub(crate) malformed: Option<syn::Error>,
@@ -333,8 +336,59 @@ fn set_once<T: ToTokens>(cx: &mut Ctxt, slot: &mut Option<Opt<T>>, option: Opt<T
     }
 }
 
+/// A `belongs_to` relation, as Diesel's `Associations` reads it.
+pub(crate) struct BelongsTo {
+    pub(crate) parent: Path,
+    pub(crate) foreign_key: Option<Ident>,
+}
+
+impl BelongsTo {
+    /// The parent's name: the last segment of its path.
+    pub(crate) fn parent_name(&self) -> String {
+        self.parent
+            .segments
+            .last()
+            .map(|segment| segment.ident.unraw().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The foreign key column: as given, or Diesel's default, the parent's name in snake case
+    /// followed by `_id` (`StoreAccount` → `store_account_id`).
+    pub(crate) fn foreign_key(&self) -> String {
+        if let Some(key) = &self.foreign_key {
+            return key.unraw().to_string();
+        }
+        let mut key = String::new();
+        for (i, c) in self.parent_name().chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                key.push('_');
+            }
+            key.extend(c.to_lowercase());
+        }
+        key + "_id"
+    }
+
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let parent: Path = input.parse()?;
+        let mut foreign_key = None;
+        while input.parse::<Option<Token![,]>>()?.is_some() && !input.is_empty() {
+            let option: Ident = input.call(Ident::parse_any)?;
+            input.parse::<Token![=]>()?;
+            if option == "foreign_key" {
+                foreign_key = Some(input.call(Ident::parse_any)?);
+            } else {
+                take_value(input)?;
+            }
+        }
+        Ok(Self {
+            parent,
+            foreign_key,
+        })
+    }
+}
+
 impl DieselAttrs {
-    /// Reads `table_name` and `primary_key`; every other Diesel option is skipped.
+    /// Reads `table_name`, `primary_key` and `belongs_to`; every other Diesel option is skipped.
     pub(crate) fn from_attrs(attrs: &[Attribute]) -> Self {
         let mut diesel = Self::default();
         for attr in attrs.iter().filter(|a| a.path().is_ident("diesel")) {
@@ -349,6 +403,10 @@ impl DieselAttrs {
                     let mut tokens = meta.path.to_token_stream();
                     paren.surround(&mut tokens, |inner| columns.to_tokens(inner));
                     diesel.primary_key = Some((tokens, columns.into_iter().collect()));
+                } else if meta.path.is_ident("belongs_to") {
+                    let content;
+                    syn::parenthesized!(content in meta.input);
+                    diesel.belongs_to.push(BelongsTo::parse(&content)?);
                 } else {
                     skip_value(meta.input)?;
                 }

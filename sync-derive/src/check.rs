@@ -30,6 +30,9 @@ pub(crate) enum Role {
     Target {
         id: Option<MappedField>,
         store: Option<MappedField>,
+        /// The store model, when `store` names a `belongs_to` parent: the parent's path as
+        /// `belongs_to` wrote it, spanned at the `store = …` value.
+        store_model: Option<Path>,
     },
     /// A change to this model syncs the `target` row whose id is in `key`.
     Reference {
@@ -102,12 +105,16 @@ fn role(cx: &mut Ctxt, container: &Container<'_>, fields: &[Field<'_>]) -> Role 
     let synced = &container.synced;
     let ident = container.ident();
     if !synced.given("target") && !synced.given("key") {
-        let store = synced
-            .store
-            .as_ref()
-            .and_then(|store| field(cx, ident, fields, store, "store", "batches are grouped by"));
+        let (store, store_model) = match &synced.store {
+            Some(store) => store_field(cx, container, fields, store),
+            None => (None, None),
+        };
         let id = primary_key(cx, container, fields);
-        return Role::Target { id, store };
+        return Role::Target {
+            id,
+            store,
+            store_model,
+        };
     }
 
     if let Some(store) = &synced.store {
@@ -182,6 +189,47 @@ fn role(cx: &mut Ctxt, container: &Container<'_>, fields: &[Field<'_>]) -> Role 
     Role::Reference { target, key }
 }
 
+/// What `store = …` names: a field to group by, or a store model, the parent of a `belongs_to`
+/// relation, whose foreign key field batches are grouped by.
+fn store_field(
+    cx: &mut Ctxt,
+    container: &Container<'_>,
+    fields: &[Field<'_>],
+    store: &Opt<Ident>,
+) -> (Option<MappedField>, Option<Path>) {
+    let ident = container.ident();
+    let wanted = store.value.unraw().to_string();
+    let relation = container
+        .diesel
+        .belongs_to
+        .iter()
+        .find(|relation| relation.parent_name() == wanted);
+    let Some(relation) = relation.filter(|_| fields.iter().all(|f| f.name() != wanted)) else {
+        let field = field(cx, ident, fields, store, "store", "batches are grouped by");
+        return (field, None);
+    };
+    let key = relation.foreign_key();
+    let found = fields
+        .iter()
+        .find(|f| f.name() == key)
+        .or_else(|| fields.iter().find(|f| f.column_name() == key));
+    if found.is_none() {
+        cx.error_spanned_by(
+            &store.value,
+            format!(
+                "`{ident}` belongs to `{wanted}` through column `{key}`, but has no field for it\n\
+                 help: batches are grouped by the foreign key of the store model; add the field, \
+                 or name it in `#[diesel(belongs_to({wanted}, foreign_key = …))]`"
+            ),
+        );
+    }
+    let mut parent = relation.parent.clone();
+    for segment in &mut parent.segments {
+        segment.ident.set_span(store.value.span());
+    }
+    (found.map(MappedField::new), found.map(|_| parent))
+}
+
 /// The field named by `store = …` or `key = …`.
 fn field(
     cx: &mut Ctxt,
@@ -211,6 +259,13 @@ fn field(
         suggest::closest(&wanted, &fields.iter().map(Field::name).collect::<Vec<_>>())
     {
         suggest::push(&mut message, format_args!("; did you mean `{close}`?"));
+    } else if name == "store" && wanted.starts_with(char::is_uppercase) {
+        message = format!(
+            "`{ident}` has no field `{wanted}` and does not belong to a `{wanted}`\n\
+             help: to load each batch's store row, name the store model through Diesel's \
+             relation: `#[diesel(belongs_to({wanted}))]` next to `#[synced(store = {wanted})]`; \
+             to group by a field, name the field"
+        );
     }
     cx.error_spanned_by(&option.value, message);
     None

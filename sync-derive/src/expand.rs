@@ -43,6 +43,8 @@ enum Target<'a> {
     Own {
         id: Option<&'a MappedField>,
         store: Option<&'a MappedField>,
+        /// The store model loaded with each batch, when `store` names one.
+        store_model: Option<&'a Path>,
         standin: bool,
     },
     /// A reference model's target, and the field holding its id.
@@ -55,9 +57,14 @@ enum Target<'a> {
 impl<'a> Target<'a> {
     fn of(model: &'a Model<'_>) -> Self {
         match &model.role {
-            Role::Target { id, store } if model.generics.params.is_empty() => Target::Own {
+            Role::Target {
+                id,
+                store,
+                store_model,
+            } if model.generics.params.is_empty() => Target::Own {
                 id: id.as_ref(),
                 store: store.as_ref(),
+                store_model: store_model.as_ref(),
                 standin: false,
             },
             Role::Reference {
@@ -67,6 +74,7 @@ impl<'a> Target<'a> {
             _ => Target::Own {
                 id: None,
                 store: None,
+                store_model: None,
                 standin: true,
             },
         }
@@ -167,7 +175,12 @@ fn expand(model: &Model<'_>) -> TokenStream {
 fn guards(rt: &TokenStream, target: &Target<'_>, ty: &TokenStream) -> Vec<TokenStream> {
     let hrtb = quote!(for<'__diesel_sync>);
     match target {
-        Target::Own { id, store, .. } => {
+        Target::Own {
+            id,
+            store,
+            store_model,
+            ..
+        } => {
             let own = quote! {
                 #hrtb #ty: ::core::fmt::Debug
                     + ::core::marker::Send
@@ -178,7 +191,14 @@ fn guards(rt: &TokenStream, target: &Target<'_>, ty: &TokenStream) -> Vec<TokenS
                 let ty = &field.ty;
                 quote!(#hrtb #ty: #rt::KeyBounds)
             });
-            std::iter::once(own).chain(keys).collect()
+            let store_model = store.zip(*store_model).map(|(store, model)| {
+                let key = &store.ty;
+                quote!(#hrtb #model: #rt::StoreModel<#key>)
+            });
+            std::iter::once(own)
+                .chain(keys)
+                .chain(store_model)
+                .collect()
         }
         Target::Other { path, key } => {
             let key_ty = &key.ty;
@@ -198,17 +218,30 @@ fn assertions(cx: &Cx<'_>) -> TokenStream {
     let ident = cx.model.ident;
     match &cx.target {
         Target::Own { standin: true, .. } => quote!(),
-        Target::Own { id, store, .. } => {
+        Target::Own {
+            id,
+            store,
+            store_model,
+            ..
+        } => {
             let own = respan(quote!(#rt::assert_target_model::<#ident>();), ident.span());
             let id = id.map(|id| {
                 let ty = &id.ty;
                 respan(quote!(#rt::assert_id::<#ty>();), ty.span())
             });
-            let store = store.map(|store| {
+            let key = store.map(|store| {
                 let ty = &store.ty;
                 respan(quote!(#rt::assert_store_key::<#ty>();), ty.span())
             });
-            quote!(#own #id #store)
+            // At the `store = …` value, where "not a store model" is reported.
+            let model = store.zip(*store_model).map(|(store, model)| {
+                let span = model.span();
+                let call = respan(quote!(#rt::assert_store_model::<), span);
+                let key_ty = &store.ty;
+                let end = respan(quote!(>();), span);
+                quote!(#call #model, #key_ty #end)
+            });
+            quote!(#own #id #key #model)
         }
         Target::Other { path, key } => {
             let own = respan(quote!(#rt::assert_model::<#ident>();), ident.span());
@@ -268,35 +301,19 @@ fn sync_target_impl(cx: &Cx<'_>) -> TokenStream {
         header: (generics, ty, bounds),
         ..
     } = cx;
-    let Target::Own { id, store, .. } = &cx.target else {
+    let Target::Own {
+        id,
+        store,
+        store_model,
+        ..
+    } = &cx.target
+    else {
         return quote!();
     };
-    let (id_ty, by_ids_ty, by_ids) = match (id, &cx.model.table) {
-        (Some(id), Some(table)) => {
-            let (id_ty, column) = (&id.ty, &id.column);
-            (
-                quote!(#id_ty),
-                quote! {
-                    #rt::diesel::dsl::Filter<
-                        #table::table,
-                        #rt::diesel::dsl::EqAny<#table::#column, ::std::vec::Vec<#id_ty>>,
-                    >
-                },
-                quote! {
-                    use #rt::diesel::{ExpressionMethods as _, QueryDsl as _};
-                    #table::table.filter(#table::#column.eq_any(ids))
-                },
-            )
-        }
-        (Some(id), None) => {
-            let (by_ids_ty, by_ids) = fallback::by_ids();
-            let id_ty = &id.ty;
-            (quote!(#id_ty), by_ids_ty, by_ids)
-        }
-        (None, _) => {
-            let (by_ids_ty, by_ids) = fallback::by_ids();
-            (fallback::id_ty(rt), by_ids_ty, by_ids)
-        }
+    let diesel = quote!(#rt::diesel);
+    let id_ty = match id {
+        Some(id) => id.ty.to_token_stream(),
+        None => fallback::id_ty(rt),
     };
     let (store_ty, store_key) = match store {
         Some(store) => {
@@ -305,12 +322,56 @@ fn sync_target_impl(cx: &Cx<'_>) -> TokenStream {
         }
         None => (quote!(()), quote!()),
     };
+    let known = id.zip(cx.model.table.as_ref());
+    let (by_ids_ty, by_ids) = match known {
+        Some((id, table)) => by_ids_query(cx, table, id, store.zip(*store_model)),
+        None => fallback::by_ids(),
+    };
+    let store_model = store_model.filter(|_| known.is_some() && store.is_some());
+    let store_items = match store_model {
+        Some(model) => {
+            let stores = quote!(<#model as #diesel::associations::HasTable>::Table);
+            quote! {
+                type Store = #model;
+                type Loads = #rt::LoadsWithStore;
+                type StoresByKeys = #diesel::dsl::Filter<
+                    #stores,
+                    #diesel::dsl::EqAny<
+                        <#stores as #diesel::Table>::PrimaryKey,
+                        ::std::vec::Vec<#store_ty>,
+                    >,
+                >;
+
+                fn stores_by_keys(keys: ::std::vec::Vec<#store_ty>) -> Self::StoresByKeys {
+                    use #diesel::{ExpressionMethods as _, QueryDsl as _};
+                    let stores = <#model as #diesel::associations::HasTable>::table();
+                    stores.filter(#diesel::Table::primary_key(&stores).eq_any(keys))
+                }
+
+                fn key_of_store(store: &#model) -> #store_ty {
+                    <#model as #rt::StoreModel<#store_ty>>::store_key(store)
+                }
+            }
+        }
+        None => quote! {
+            type Store = #rt::NoStore;
+            type Loads = #rt::LoadsAlone;
+            type StoresByKeys = ();
+
+            fn stores_by_keys(_: ::std::vec::Vec<#store_ty>) {}
+
+            fn key_of_store(store: &#rt::NoStore) -> #store_ty {
+                match *store {}
+            }
+        },
+    };
     quote! {
         #[automatically_derived]
         impl #generics #rt::SyncTarget for #ty #bounds {
             type Id = #id_ty;
             type StoreKey = #store_ty;
             type ByIds = #by_ids_ty;
+            #store_items
 
             fn store_key(&self) -> Self::StoreKey {
                 #store_key
@@ -321,6 +382,59 @@ fn sync_target_impl(cx: &Cx<'_>) -> TokenStream {
             }
         }
     }
+}
+
+/// `table.filter(id.eq_any(ids))` and its type; with a store model, the table left-joined with
+/// the store model's on the store column.
+fn by_ids_query(
+    cx: &Cx<'_>,
+    table: &Path,
+    id: &MappedField,
+    store: Option<(&MappedField, &Path)>,
+) -> (TokenStream, TokenStream) {
+    let rt = &cx.rt;
+    let diesel = quote!(#rt::diesel);
+    let id_ty = &id.ty;
+    let column = &id.column;
+    let source = quote!(#table::table);
+    let (source_ty, source) = match store {
+        // A left join: a row whose store row is missing still loads.
+        Some((store, model)) => {
+            let store_column = &store.column;
+            let stores = quote!(<#model as #diesel::associations::HasTable>::Table);
+            let on = quote! {
+                #diesel::dsl::Eq<
+                    #table::#store_column,
+                    <#stores as #diesel::Table>::PrimaryKey,
+                >
+            };
+            (
+                quote!(#diesel::dsl::LeftJoinOn<#table::table, #stores, #on>),
+                quote! {
+                    #source.left_join(
+                        <#model as #diesel::associations::HasTable>::table().on(
+                            #table::#store_column.eq(#diesel::Table::primary_key(
+                                &<#model as #diesel::associations::HasTable>::table(),
+                            )),
+                        ),
+                    )
+                },
+            )
+        }
+        None => (quote!(#table::table), source),
+    };
+    (
+        quote! {
+            #diesel::dsl::Filter<
+                #source_ty,
+                #diesel::dsl::EqAny<#table::#column, ::std::vec::Vec<#id_ty>>,
+            >
+        },
+        quote! {
+            use #diesel::{ExpressionMethods as _, JoinOnDsl as _, QueryDsl as _};
+            #source.filter(#table::#column.eq_any(ids))
+        },
+    )
 }
 
 /// The table's link to its model, through which statement-level writes infer the model. Only
@@ -474,6 +588,23 @@ mod tests {
                 }
             },
             &expect_file!["../snapshots/target_with_store.rs"],
+        );
+    }
+
+    #[test]
+    fn target_with_store_model() {
+        check(
+            &syn::parse_quote! {
+                #[derive(Debug, Clone, Queryable, Selectable, Identifiable, Associations, Synced)]
+                #[diesel(table_name = products, belongs_to(Store))]
+                #[synced(store = Store)]
+                pub struct Product {
+                    pub id: i64,
+                    pub store_id: i64,
+                    pub name: String,
+                }
+            },
+            &expect_file!["../snapshots/target_with_store_model.rs"],
         );
     }
 

@@ -39,10 +39,15 @@ impl<T: SyncTarget, H: Handler<T>> DynHandler<T> for H {
     }
 }
 
-/// The handler, policy and per-store queues of one target model.
+/// Whether a store's batches are delivered, asked of its row as each batch arrives; see
+/// [`RegistryBuilder::when`](crate::RegistryBuilder::when).
+pub(crate) type StoreFilter<T> = Box<dyn Fn(&<T as SyncTarget>::Store) -> bool + Send + Sync>;
+
+/// The handler, policy, store filter and per-store queues of one target model.
 pub(crate) struct ModelQueue<T: SyncTarget> {
     handler: Box<dyn DynHandler<T>>,
     policy: RetryPolicy,
+    filter: Option<StoreFilter<T>>,
     stores: Mutex<HashMap<T::StoreKey, StoreState<T>>>,
 }
 
@@ -61,10 +66,12 @@ struct StoreState<T: SyncTarget> {
 /// Numbers each dispatch that starts workers.
 static DISPATCHES: AtomicU64 = AtomicU64::new(0);
 
-/// Changes that arrived while a call was in flight, one per id: the latest wins.
+/// Changes that arrived while a call was in flight, one per id: the latest wins, as does the
+/// latest store row.
 struct Waiting<T: SyncTarget> {
     changes: Vec<Change<T>>,
     index: HashMap<T::Id, usize>,
+    store: Option<Arc<T::Store>>,
 }
 
 enum Change<T: SyncTarget> {
@@ -80,16 +87,51 @@ pub(crate) trait AnyModelQueue: Send + Sync {
 }
 
 impl<T: SyncTarget> ModelQueue<T> {
-    pub(crate) fn new(handler: impl Handler<T>, policy: RetryPolicy) -> Self {
+    pub(crate) fn new(
+        handler: impl Handler<T>,
+        policy: RetryPolicy,
+        filter: Option<StoreFilter<T>>,
+    ) -> Self {
         Self {
             handler: Box::new(handler),
             policy,
+            filter,
             stores: Mutex::new(HashMap::new()),
         }
     }
 
     fn stores(&self) -> MutexGuard<'_, HashMap<T::StoreKey, StoreState<T>>> {
         self.stores.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the filter turns these changes away: it said no to the store's row, or there is
+    /// no row to ask.
+    fn skips(&self, store: &T::StoreKey, changes: &Changes<T>) -> bool {
+        let Some(filter) = &self.filter else {
+            return false;
+        };
+        let model = type_name::<T>();
+        match changes.store.as_deref() {
+            Some(row) if filter(row) => false,
+            Some(_) => {
+                tracing::debug!(
+                    model,
+                    ?store,
+                    changes = changes.rows.len() + changes.removed.len(),
+                    "store filtered out; batch skipped"
+                );
+                true
+            }
+            None => {
+                tracing::warn!(
+                    model,
+                    ?store,
+                    changes = changes.rows.len() + changes.removed.len(),
+                    "no row of this store exists to ask the store filter; batch skipped"
+                );
+                true
+            }
+        }
     }
 }
 
@@ -142,6 +184,10 @@ pub(crate) fn dispatch<T: SyncTarget>(
     let dispatch_id = DISPATCHES.fetch_add(1, Ordering::Relaxed);
     let (mut started, mut workers) = (Vec::new(), Vec::new());
     for (store, changes) in batches {
+        if queue.skips(&store, &changes) {
+            Counters::add(&shared.counters.batches_skipped, 1);
+            continue;
+        }
         Counters::add(&shared.counters.batches, 1);
         match stores.entry(store) {
             Entry::Occupied(mut busy) => {
@@ -381,6 +427,7 @@ impl<T: SyncTarget> Default for Waiting<T> {
         Self {
             changes: Vec::new(),
             index: HashMap::new(),
+            store: None,
         }
     }
 }
@@ -389,6 +436,9 @@ impl<T: SyncTarget> Waiting<T> {
     /// Adds a later commit's changes: a change already waiting for the same id is replaced by
     /// the newer one (a row by its newer version, or by its removal, and the other way round).
     fn merge(&mut self, changes: Changes<T>) {
+        if changes.store.is_some() {
+            self.store = changes.store;
+        }
         let rows = changes
             .rows
             .into_iter()
@@ -409,7 +459,10 @@ impl<T: SyncTarget> Waiting<T> {
     }
 
     fn into_changes(self) -> Changes<T> {
-        let mut changes = Changes::default();
+        let mut changes = Changes {
+            store: self.store,
+            ..Changes::default()
+        };
         for change in self.changes {
             match change {
                 Change::Row(row) => changes.rows.push(row),
@@ -431,8 +484,8 @@ mod tests {
         let mut waiting = Waiting::<TestRow>::default();
         waiting.merge(Changes::rows(vec![TestRow(1)]));
         waiting.merge(Changes {
-            rows: Vec::new(),
             removed: vec![7],
+            ..Changes::default()
         });
         let changes = waiting.into_changes();
         assert!(changes.rows.is_empty());
@@ -440,8 +493,8 @@ mod tests {
 
         let mut waiting = Waiting::<TestRow>::default();
         waiting.merge(Changes {
-            rows: Vec::new(),
             removed: vec![7],
+            ..Changes::default()
         });
         waiting.merge(Changes::rows(vec![TestRow(2)]));
         let changes = waiting.into_changes();

@@ -355,7 +355,7 @@ mod tests {
             async { Ok(()) }
         };
         let queue: Arc<dyn AnyModelQueue> =
-            Arc::new(ModelQueue::new(handler, RetryPolicy::default()));
+            Arc::new(ModelQueue::new(handler, RetryPolicy::default(), None));
         let dispatcher =
             Dispatcher::new(HashMap::from([(TypeId::of::<Price>(), queue)]), None, None);
         // The first resolve read the older row; the second, started later, the newer one.

@@ -13,15 +13,18 @@ use crate::synced::SyncTarget;
 /// Rows are shared, so a retry re-sends the same batch without cloning the models.
 pub struct Batch<T: SyncTarget> {
     store: T::StoreKey,
+    store_row: Option<Arc<T::Store>>,
     rows: Arc<[T]>,
     removed: Arc<[T::Id]>,
     attempt: u32,
 }
 
-/// One store's changes on their way to a batch: rows to send, ids to remove.
+/// One store's changes on their way to a batch: rows to send, ids to remove, and the store's
+/// row when the target names a store model.
 pub(crate) struct Changes<T: SyncTarget> {
     pub(crate) rows: Vec<T>,
     pub(crate) removed: Vec<T::Id>,
+    pub(crate) store: Option<Arc<T::Store>>,
 }
 
 impl<T: SyncTarget> Changes<T> {
@@ -31,6 +34,7 @@ impl<T: SyncTarget> Changes<T> {
         Self {
             rows,
             removed: Vec::new(),
+            store: None,
         }
     }
 }
@@ -40,6 +44,7 @@ impl<T: SyncTarget> Default for Changes<T> {
         Self {
             rows: Vec::new(),
             removed: Vec::new(),
+            store: None,
         }
     }
 }
@@ -48,6 +53,7 @@ impl<T: SyncTarget> Batch<T> {
     pub(crate) fn new(store: T::StoreKey, changes: Changes<T>) -> Self {
         Self {
             store,
+            store_row: changes.store,
             rows: changes.rows.into(),
             removed: changes.removed.into(),
             attempt: 1,
@@ -64,6 +70,13 @@ impl<T: SyncTarget> Batch<T> {
     /// The store every row of the batch belongs to.
     pub fn store(&self) -> &T::StoreKey {
         &self.store
+    }
+
+    /// The store's row, loaded in the same query as the batch's rows, when the target names its
+    /// store model with `#[synced(store = Store)]`. `None` without a store model, or when no row
+    /// of the store exists.
+    pub fn store_row(&self) -> Option<&T::Store> {
+        self.store_row.as_deref()
     }
 
     /// The rows written, as committed, one per id.
@@ -103,6 +116,7 @@ impl<T: SyncTarget> Clone for Batch<T> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
+            store_row: self.store_row.clone(),
             rows: Arc::clone(&self.rows),
             removed: Arc::clone(&self.removed),
             attempt: self.attempt,
@@ -114,6 +128,7 @@ impl<T: SyncTarget> fmt::Debug for Batch<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch")
             .field("store", &self.store)
+            .field("store_row", &self.store_row)
             .field("rows", &self.rows)
             .field("removed", &self.removed)
             .field("attempt", &self.attempt)

@@ -75,10 +75,10 @@ pub use dispatcher::ShutdownReport;
 pub use error::{CaptureRefused, HandlerError};
 pub use handler::{Batch, Handler};
 pub use metrics::Metrics;
-pub use registry::{Mismatch, Registry, RegistryBuilder, Resolves};
-pub use resolve::Resolve;
+pub use registry::{Mismatch, Registry, RegistryBuilder, Resolves, WithStoreModel};
+pub use resolve::{Loaded, Resolve};
 pub use retry::RetryPolicy;
-pub use synced::{KeyInRow, SyncTarget, Synced, SyncedTable, TargetId};
+pub use synced::{KeyInRow, NoStore, StoreModel, SyncTarget, Synced, SyncedTable, TargetId};
 pub use write::{
     delete, insert_into, update, DecorateInsert, InsertBuilder, InsertRows, KeysFromRows, Plain,
     SyncedDelete, SyncedInsert, SyncedRows, SyncedUpdate, SyncedWrite, UpdateBuilder, Upsert,
@@ -95,8 +95,9 @@ pub mod __private {
     };
     pub use crate::classify::{Dialect, InsertedKey};
     pub use crate::synced::{
-        assert_id, assert_model, assert_store_key, assert_target, assert_target_model, KeyBounds,
-        KeyInRow, SyncTarget, Synced, SyncedTable, TargetId,
+        assert_id, assert_model, assert_store_key, assert_store_model, assert_target,
+        assert_target_model, KeyBounds, KeyInRow, LoadsAlone, LoadsWithStore, NoStore, StoreModel,
+        SyncTarget, Synced, SyncedTable, TargetId,
     };
     pub use crate::write::SyncedRows;
     pub use diesel;

@@ -13,10 +13,14 @@ pub struct Metrics {
     pub ids_stale: u64,
     /// Committed ids of deleted rows, sent as removals.
     pub ids_removed: u64,
-    /// Resolve queries run.
+    /// Resolve queries run (joined with the store model's table, when the target names one),
+    /// and queries for the stores of batches that only remove rows.
     pub resolve_queries: u64,
     /// Batches queued for a handler (before merging behind an in-flight call).
     pub batches: u64,
+    /// Batches a store filter turned away ([`RegistryBuilder::when`](crate::RegistryBuilder::when)),
+    /// not counted in `batches`.
+    pub batches_skipped: u64,
     /// Handler calls made, retries included.
     pub calls: u64,
     /// Calls that were retries.
@@ -38,6 +42,7 @@ pub(crate) struct Counters {
     pub(crate) ids_removed: AtomicU64,
     pub(crate) resolve_queries: AtomicU64,
     pub(crate) batches: AtomicU64,
+    pub(crate) batches_skipped: AtomicU64,
     pub(crate) calls: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) failures: AtomicU64,
@@ -58,6 +63,7 @@ impl Counters {
             ids_removed: read(&self.ids_removed),
             resolve_queries: read(&self.resolve_queries),
             batches: read(&self.batches),
+            batches_skipped: read(&self.batches_skipped),
             calls: read(&self.calls),
             retries: read(&self.retries),
             failures: read(&self.failures),

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, ModelFacts};
 use crate::dead_letter::{DeadLetterSink, DeadLetters};
-use crate::dispatch::{AnyModelQueue, ModelQueue};
+use crate::dispatch::{AnyModelQueue, ModelQueue, StoreFilter};
 use crate::dispatcher::{Dispatcher, ShutdownReport};
 use crate::handler::Handler;
 use crate::metrics::Metrics;
 use crate::retry::RetryPolicy;
-use crate::synced::SyncTarget;
+use crate::synced::{StoreModel, SyncTarget};
 
 /// Handlers per target model, and everything that happens after commit, for connections of
 /// type `Conn` ([`SyncedConnection<C>`](crate::SyncedConnection) or
@@ -107,6 +107,7 @@ impl<Conn: 'static> Registry<Conn> {
     /// Starts building a registry.
     pub fn builder() -> RegistryBuilder<Conn> {
         RegistryBuilder {
+            last: PhantomData,
             models: Vec::new(),
             default_policy: RetryPolicy::default(),
             sink: None,
@@ -190,7 +191,11 @@ impl<Conn: 'static> Registry<Conn> {
 }
 
 /// Builds a [`Registry`]; see [`Registry::builder`].
-pub struct RegistryBuilder<Conn> {
+///
+/// `Last` is the target model whose handler was registered last, which
+/// [`when`](RegistryBuilder::when) applies to (`()` before the first).
+pub struct RegistryBuilder<Conn, Last = ()> {
+    last: PhantomData<fn() -> Last>,
     models: Vec<PendingModel>,
     default_policy: RetryPolicy,
     sink: Option<Box<dyn DeadLetterSink>>,
@@ -203,17 +208,34 @@ struct PendingModel {
     target: TypeId,
     name: &'static str,
     policy: Option<RetryPolicy>,
+    /// The model's [`StoreFilter`], if [`RegistryBuilder::when`] set one.
+    filter: Option<Box<dyn Any>>,
     loader: Loader,
-    make: Box<dyn FnOnce(RetryPolicy) -> Arc<dyn AnyModelQueue>>,
+    make: MakeQueue,
 }
 
-impl<Conn: 'static> RegistryBuilder<Conn> {
+/// Builds a model's queue from its retry policy and its type-erased store filter.
+type MakeQueue = Box<dyn FnOnce(RetryPolicy, Option<Box<dyn Any>>) -> Arc<dyn AnyModelQueue>>;
+
+/// A target model whose batches carry their store's row: it names its store model with
+/// `#[synced(store = Store)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` names no store model, so its batches carry no store row to filter by",
+    label = "no store model",
+    note = "name the store model on `{Self}`: `#[diesel(belongs_to(Store))]` and `#[synced(store = Store)]`, where `Store` is the `Identifiable` model of the table its store column points at"
+)]
+pub trait WithStoreModel: SyncTarget {}
+
+#[diagnostic::do_not_recommend]
+impl<T: SyncTarget> WithStoreModel for T where T::Store: StoreModel<T::StoreKey> {}
+
+impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
     /// Registers the handler of target model `T`, with the builder's retry policy.
     ///
     /// # Panics
     /// When `T` already has a handler: each target model has exactly one.
     #[must_use]
-    pub fn handler<T: SyncTarget>(self, handler: impl Handler<T>) -> Self
+    pub fn handler<T: SyncTarget>(self, handler: impl Handler<T>) -> RegistryBuilder<Conn, T>
     where
         Conn: Resolves<T>,
     {
@@ -229,7 +251,7 @@ impl<Conn: 'static> RegistryBuilder<Conn> {
         self,
         handler: impl Handler<T>,
         policy: RetryPolicy,
-    ) -> Self
+    ) -> RegistryBuilder<Conn, T>
     where
         Conn: Resolves<T>,
     {
@@ -240,7 +262,7 @@ impl<Conn: 'static> RegistryBuilder<Conn> {
         mut self,
         handler: impl Handler<T>,
         policy: Option<RetryPolicy>,
-    ) -> Self
+    ) -> RegistryBuilder<Conn, T>
     where
         Conn: Resolves<T>,
     {
@@ -254,10 +276,25 @@ impl<Conn: 'static> RegistryBuilder<Conn> {
             target,
             name: type_name::<T>(),
             policy,
+            filter: None,
             loader: Conn::loader(),
-            make: Box::new(move |policy| Arc::new(ModelQueue::new(handler, policy))),
+            make: Box::new(move |policy, filter| {
+                let filter = filter.map(|filter| {
+                    *filter
+                        .downcast::<StoreFilter<T>>()
+                        .expect("`when` stores the filter of the model it follows")
+                });
+                Arc::new(ModelQueue::new(handler, policy, filter))
+            }),
         });
-        self
+        RegistryBuilder {
+            last: PhantomData,
+            models: self.models,
+            default_policy: self.default_policy,
+            sink: self.sink,
+            max_concurrent_calls: self.max_concurrent_calls,
+            connection: PhantomData,
+        }
     }
 
     /// The retry policy of every handler registered without its own.
@@ -308,7 +345,7 @@ impl<Conn: 'static> RegistryBuilder<Conn> {
             tracing::debug!(model = model.name, "sync handler registered");
             queues.insert(
                 model.target,
-                (model.make)(model.policy.unwrap_or(default_policy)),
+                (model.make)(model.policy.unwrap_or(default_policy), model.filter),
             );
             loaders.insert(model.target, model.loader);
         }
@@ -317,6 +354,49 @@ impl<Conn: 'static> RegistryBuilder<Conn> {
             loaders: Arc::new(loaders),
             connection: PhantomData,
         }
+    }
+}
+
+impl<Conn: 'static, T: SyncTarget> RegistryBuilder<Conn, T> {
+    /// Delivers a batch of the handler just registered only when `filter` says yes to its
+    /// store's row, as loaded with the batch after its commit: a store's "sync" switch, read
+    /// from the database for every commit, so flipping it takes effect from the next one.
+    ///
+    /// A batch turned away, or whose store has no row, is skipped: counted in
+    /// [`Metrics::batches_skipped`], not delivered and not retried later. Its changes are sent
+    /// again only when the rows change again.
+    ///
+    /// ```
+    /// # use diesel_sync_runtime as diesel_sync;
+    /// # use diesel_sync::{Batch, HandlerError, Registry, Resolves, SyncTarget};
+    /// # #[derive(Debug)] struct Store { sync_enabled: bool }
+    /// # fn build<Conn: Resolves<Product>, Product: SyncTarget<Store = Store, StoreKey = i64> + diesel_sync::WithStoreModel>() -> Registry<Conn> {
+    /// Registry::builder()
+    ///     .handler(async |batch: Batch<Product>| -> Result<(), HandlerError> { Ok(()) })
+    ///     .when(|store: &Store| store.sync_enabled)
+    ///     .build()
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    /// When the handler already has a filter.
+    #[must_use]
+    pub fn when(mut self, filter: impl Fn(&T::Store) -> bool + Send + Sync + 'static) -> Self
+    where
+        T: WithStoreModel,
+    {
+        let model = self
+            .models
+            .last_mut()
+            .expect("`when` follows the handler it filters");
+        assert!(
+            model.filter.is_none(),
+            "`{}` already has a store filter: combine the conditions in one `when`",
+            type_name::<T>()
+        );
+        let filter: StoreFilter<T> = Box::new(filter);
+        model.filter = Some(Box::new(filter));
+        self
     }
 }
 
@@ -391,7 +471,7 @@ impl<Conn> fmt::Debug for Registry<Conn> {
     }
 }
 
-impl<Conn> fmt::Debug for RegistryBuilder<Conn> {
+impl<Conn, Last> fmt::Debug for RegistryBuilder<Conn, Last> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryBuilder")
             .field(

@@ -1,18 +1,20 @@
 //! After commit: load a target model's pending ids in as few queries as the backend allows,
 //! skip ids whose rows are gone, group the rows by store, hand the batches to dispatch.
 
-use std::any::type_name;
+use std::any::{type_name, TypeId};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
 
+use futures_util::TryFutureExt as _;
 use scoped_futures::ScopedBoxFuture;
 
 use diesel::backend::Backend;
 use diesel::dsl::{AsSelect, Select};
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::query_dsl::methods::SelectDsl;
-use diesel::{QueryResult, Selectable, SelectableHelper};
+use diesel::{Expression, QueryResult, Selectable, SelectableHelper};
 use diesel_async::methods::LoadQuery;
 use diesel_async::{AsyncConnectionCore, RunQueryDsl};
 use tracing::Instrument;
@@ -23,46 +25,161 @@ use crate::dead_letter::DeadLetter;
 use crate::dispatcher::{Dispatcher, Ticket};
 use crate::handler::Changes;
 use crate::metrics::Counters;
-use crate::synced::SyncTarget;
+use crate::synced::{LoadsAlone, LoadsWithStore, NoStore, SyncTarget};
 
 /// A target model that can be loaded by id over connection `C`.
 ///
-/// Implemented for every [`SyncTarget`] that is `Selectable` on `C`'s backend; hooks require it so
-/// that a model which cannot be loaded is a compile error at the write, not a failure after commit.
+/// Implemented for every [`SyncTarget`] that is `Selectable` on `C`'s backend, and whose store
+/// model, if it names one, is too; hooks require it so that a model which cannot be loaded is a
+/// compile error at the write, not a failure after commit.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be loaded by id over `{C}`",
-    note = "a target model must derive `Queryable` and `Selectable` for the connection's backend"
+    note = "a target model must derive `Queryable` and `Selectable` for the connection's backend, and so must its store model"
 )]
 pub trait Resolve<C: Send>: SyncTarget {
     /// The most ids one resolve query binds.
     const CHUNK: usize;
 
-    /// Loads the rows of `ids` that still exist.
+    /// Loads the rows of `ids` that still exist, with their store rows.
     fn load(
         conn: &mut C,
         ids: Vec<Self::Id>,
-    ) -> impl Future<Output = QueryResult<Vec<Self>>> + Send;
+    ) -> impl Future<Output = QueryResult<Loaded<Self>>> + Send;
+
+    /// Loads the store rows of `keys` (none without a store model).
+    fn load_stores(
+        conn: &mut C,
+        keys: Vec<Self::StoreKey>,
+    ) -> impl Future<Output = QueryResult<Vec<Self::Store>>> + Send;
 }
 
 impl<T, C> Resolve<C> for T
 where
-    T: SyncTarget + Selectable<C::Backend>,
+    T: SyncTarget,
     C: AsyncConnectionCore,
     C::Backend: SyncBackend,
-    T::SelectExpression: QueryId,
-    T::ByIds: SelectDsl<AsSelect<T, C::Backend>>,
-    Prepared<Select<T::ByIds, AsSelect<T, C::Backend>>>: LoadQuery<'static, C, T> + Send + 'static,
+    T::Loads: LoadWith<T, C>,
 {
     const CHUNK: usize = <C::Backend as SyncBackend>::MAX_IDS_PER_QUERY;
 
     fn load(
         conn: &mut C,
         ids: Vec<Self::Id>,
-    ) -> impl Future<Output = QueryResult<Vec<Self>>> + Send {
-        let ids = padded::<C::Backend, _>(ids);
-        Prepared(T::by_ids(ids).select(T::as_select())).load(conn)
+    ) -> impl Future<Output = QueryResult<Loaded<Self>>> + Send {
+        <T::Loads as LoadWith<T, C>>::load(conn, padded::<C::Backend, _>(ids))
+    }
+
+    fn load_stores(
+        conn: &mut C,
+        keys: Vec<Self::StoreKey>,
+    ) -> impl Future<Output = QueryResult<Vec<Self::Store>>> + Send {
+        <T::Loads as LoadWith<T, C>>::load_stores(conn, keys)
     }
 }
+
+/// One resolve query's rows, and the store rows that came with them, one per store.
+#[derive(Debug)]
+pub struct Loaded<T: SyncTarget> {
+    pub(crate) rows: Vec<T>,
+    pub(crate) stores: Vec<T::Store>,
+}
+
+impl<T: SyncTarget> Loaded<T> {
+    /// Rows that bring no store row.
+    pub(crate) fn alone(rows: Vec<T>) -> Self {
+        Self {
+            rows,
+            stores: Vec::new(),
+        }
+    }
+
+    /// Rows of a left join with their stores: each store kept once.
+    pub(crate) fn joined(pairs: Vec<(T, Option<T::Store>)>) -> Self {
+        let mut seen = HashSet::new();
+        let mut loaded = Self {
+            rows: Vec::with_capacity(pairs.len()),
+            stores: Vec::new(),
+        };
+        for (row, store) in pairs {
+            if let Some(store) = store.filter(|_| seen.insert(row.store_key())) {
+                loaded.stores.push(store);
+            }
+            loaded.rows.push(row);
+        }
+        loaded
+    }
+}
+
+/// How target `T`'s rows load over `C`: alone ([`NoStore`]), or joined with the store model
+/// `Self`. Implemented by the store model type, so that each kind of target has one query.
+#[doc(hidden)]
+pub trait LoadWith<T: SyncTarget, C: Send> {
+    fn load(conn: &mut C, ids: Vec<T::Id>) -> impl Future<Output = QueryResult<Loaded<T>>> + Send;
+
+    fn load_stores(
+        conn: &mut C,
+        keys: Vec<T::StoreKey>,
+    ) -> impl Future<Output = QueryResult<Vec<T::Store>>> + Send;
+}
+
+/// The rows of a target with no store model: `SELECT … FROM table WHERE id IN (…)`.
+impl<T, C> LoadWith<T, C> for LoadsAlone
+where
+    T: SyncTarget<Store = NoStore, Loads = LoadsAlone> + Selectable<C::Backend>,
+    C: AsyncConnectionCore,
+    T::SelectExpression: QueryId,
+    T::ByIds: SelectDsl<AsSelect<T, C::Backend>>,
+    Prepared<Select<T::ByIds, AsSelect<T, C::Backend>>>: LoadQuery<'static, C, T> + Send + 'static,
+{
+    fn load(conn: &mut C, ids: Vec<T::Id>) -> impl Future<Output = QueryResult<Loaded<T>>> + Send {
+        Prepared(T::by_ids(ids).select(T::as_select()))
+            .load(conn)
+            .map_ok(Loaded::alone)
+    }
+
+    fn load_stores(
+        _: &mut C,
+        _: Vec<T::StoreKey>,
+    ) -> impl Future<Output = QueryResult<Vec<NoStore>>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
+}
+
+/// The rows of a target with store model `S`, each with its store row in the same query:
+/// `SELECT … FROM table LEFT JOIN stores ON … WHERE id IN (…)`. A left join, so that a row whose
+/// store row is missing still loads.
+impl<T, C, S> LoadWith<T, C> for LoadsWithStore
+where
+    T: SyncTarget<Store = S, Loads = LoadsWithStore> + Selectable<C::Backend>,
+    S: Selectable<C::Backend> + Send,
+    Option<S>: Selectable<C::Backend>,
+    T::SelectExpression: QueryId,
+    S::SelectExpression: QueryId,
+    C: AsyncConnectionCore,
+    JoinedSelection<T, S, C::Backend>: Expression,
+    T::ByIds: SelectDsl<JoinedSelection<T, S, C::Backend>>,
+    Prepared<Select<T::ByIds, JoinedSelection<T, S, C::Backend>>>:
+        LoadQuery<'static, C, (T, Option<S>)> + Send + 'static,
+    T::StoresByKeys: SelectDsl<AsSelect<S, C::Backend>>,
+    Prepared<Select<T::StoresByKeys, AsSelect<S, C::Backend>>>:
+        LoadQuery<'static, C, S> + Send + 'static,
+{
+    fn load(conn: &mut C, ids: Vec<T::Id>) -> impl Future<Output = QueryResult<Loaded<T>>> + Send {
+        Prepared(T::by_ids(ids).select((T::as_select(), Option::<S>::as_select())))
+            .load(conn)
+            .map_ok(Loaded::joined)
+    }
+
+    fn load_stores(
+        conn: &mut C,
+        keys: Vec<T::StoreKey>,
+    ) -> impl Future<Output = QueryResult<Vec<S>>> + Send {
+        Prepared(T::stores_by_keys(keys).select(S::as_select())).load(conn)
+    }
+}
+
+/// What a joined resolve query selects: the target's fields, then its store's, or `NULL`s.
+pub(crate) type JoinedSelection<T, S, DB> = (AsSelect<T, DB>, AsSelect<Option<S>, DB>);
 
 /// A resolve query Diesel keeps prepared. Diesel prepares an `IN (…)` list afresh on every run,
 /// since its length changes the statement; [`padded`] lists have few lengths, and the statement
@@ -143,6 +260,10 @@ where
             resolution.loaded(chunk, loaded);
         }
         resolution.count_stale();
+        for keys in chunks(resolution.stores_missing(), T::CHUNK) {
+            let loaded = T::load_stores(conn, keys.clone()).await;
+            resolution.stores_loaded(keys, loaded);
+        }
     }
     .instrument(span)
     .await;
@@ -162,6 +283,8 @@ pub(crate) struct Resolution<'r, T: SyncTarget> {
     /// The ids of rows the transaction deleted, with their stores: those whose rows do not load
     /// are removals.
     removed: HashMap<T::Id, T::StoreKey>,
+    /// The store rows loaded with the rows, when the target names a store model.
+    stores: HashMap<T::StoreKey, Arc<T::Store>>,
 }
 
 impl<'r, T: SyncTarget> Resolution<'r, T> {
@@ -177,6 +300,7 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
             unresolved: 0,
             rows: Vec::with_capacity(committed),
             removed: pending.removed.clone(),
+            stores: HashMap::new(),
         };
         (resolution, pending.ids.iter().cloned().collect())
     }
@@ -186,11 +310,18 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
         tracing::info_span!("resolve", model = self.model, ids = self.committed)
     }
 
-    /// Takes one chunk's query result: its rows, or its ids dead-lettered.
-    pub(crate) fn loaded(&mut self, chunk: Vec<T::Id>, loaded: QueryResult<Vec<T>>) {
+    /// Takes one chunk's query result: its rows and stores, or its ids dead-lettered.
+    pub(crate) fn loaded(&mut self, chunk: Vec<T::Id>, loaded: QueryResult<Loaded<T>>) {
         Counters::add(&self.dispatcher.counters().resolve_queries, 1);
         match loaded {
-            Ok(loaded) => self.rows.extend(loaded),
+            Ok(loaded) => {
+                self.rows.extend(loaded.rows);
+                for store in loaded.stores {
+                    self.stores
+                        .entry(T::key_of_store(&store))
+                        .or_insert_with(|| Arc::new(store));
+                }
+            }
             Err(error) => {
                 let model = self.model;
                 tracing::error!(model, ids = chunk.len(), %error, "loading committed rows failed; ids dead-lettered");
@@ -235,10 +366,59 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
         }
     }
 
+    /// The stores of removals that no loaded row brought along, when the target names a store
+    /// model: a batch that only removes rows gets its store row from one more query.
+    pub(crate) fn stores_missing(&self) -> Vec<T::StoreKey> {
+        if TypeId::of::<T::Store>() == TypeId::of::<NoStore>() {
+            return Vec::new();
+        }
+        let missing: HashSet<&T::StoreKey> = self
+            .removed
+            .values()
+            .filter(|store| !self.stores.contains_key(store))
+            .collect();
+        missing.into_iter().cloned().collect()
+    }
+
+    /// Takes the store rows of [`Resolution::stores_missing`]. If they cannot be loaded, the
+    /// removals in those stores are dead-lettered: a filter could not be asked about them.
+    pub(crate) fn stores_loaded(
+        &mut self,
+        keys: Vec<T::StoreKey>,
+        loaded: QueryResult<Vec<T::Store>>,
+    ) {
+        Counters::add(&self.dispatcher.counters().resolve_queries, 1);
+        match loaded {
+            Ok(stores) => {
+                for store in stores {
+                    self.stores.insert(T::key_of_store(&store), Arc::new(store));
+                }
+            }
+            Err(error) => {
+                let keys: HashSet<T::StoreKey> = keys.into_iter().collect();
+                let ids: Vec<T::Id> = self
+                    .removed
+                    .iter()
+                    .filter(|(_, store)| keys.contains(store))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let model = self.model;
+                tracing::error!(model, ids = ids.len(), %error, "loading the stores of removed rows failed; ids dead-lettered");
+                for id in &ids {
+                    self.removed.remove(id);
+                }
+                self.dispatcher
+                    .dead_letter(DeadLetter::unresolved::<T>(ids, error.to_string()));
+            }
+        }
+    }
+
     /// Groups the rows and removals by store and hands the batches to the dispatcher.
     pub(crate) fn dispatch(self) {
-        self.dispatcher
-            .dispatch(self.ticket, group_by_store(self.rows, self.removed));
+        self.dispatcher.dispatch(
+            self.ticket,
+            group_by_store(self.rows, self.removed, &self.stores),
+        );
     }
 }
 
@@ -251,10 +431,12 @@ pub(crate) fn chunks<Id>(ids: Vec<Id>, size: usize) -> impl Iterator<Item = Vec<
     })
 }
 
-/// Groups rows and removals by store key, stores in order of their first change.
+/// Groups rows and removals by store key, stores in order of their first change, each with its
+/// store row when one was loaded.
 fn group_by_store<T: SyncTarget>(
     rows: Vec<T>,
     removed: HashMap<T::Id, T::StoreKey>,
+    stores: &HashMap<T::StoreKey, Arc<T::Store>>,
 ) -> Vec<(T::StoreKey, Changes<T>)> {
     let mut groups = Groups::<T>::default();
     for row in rows {
@@ -262,6 +444,9 @@ fn group_by_store<T: SyncTarget>(
     }
     for (id, store) in removed {
         groups.of(store).removed.push(id);
+    }
+    for (store, changes) in &mut groups.list {
+        changes.store = stores.get(store).cloned();
     }
     groups.list
 }

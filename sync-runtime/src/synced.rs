@@ -3,7 +3,8 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use diesel::{Column, SelectableExpression, Table};
+use diesel::associations::HasTable;
+use diesel::{Column, Identifiable, SelectableExpression, Table};
 
 /// A Diesel model whose writes are synced after commit.
 ///
@@ -61,14 +62,74 @@ pub trait SyncTarget: Synced<Target = Self> + Debug + Sync {
     /// The value batches are grouped by (`()` when the model has no store column).
     type StoreKey: Clone + Eq + Hash + Debug + Send + Sync + 'static;
 
-    /// `table.filter(key.eq_any(ids))`, spelled out by the derive with the concrete table.
+    /// The store model loaded with each batch: the parent named by `#[synced(store = Store)]`
+    /// through a `belongs_to(Store)` relation, or [`NoStore`].
+    type Store: Debug + Send + Sync + 'static;
+
+    /// How the rows load: [`LoadsAlone`], or [`LoadsWithStore`] joined with [`Self::Store`].
+    #[doc(hidden)]
+    type Loads: Send + 'static;
+
+    /// `table.filter(key.eq_any(ids))`, spelled out by the derive with the concrete table; with
+    /// a store model, `table.left_join(stores.on(store_column.eq(stores_key)))` filtered so.
     type ByIds: Send + 'static;
+
+    /// `stores.filter(key.eq_any(keys))`: the stores of batches that only remove rows, which no
+    /// target row brings along. `()` without a store model.
+    type StoresByKeys: Send + 'static;
 
     /// The store this row belongs to.
     fn store_key(&self) -> Self::StoreKey;
 
     /// The query selecting the rows of `ids`.
     fn by_ids(ids: Vec<Self::Id>) -> Self::ByIds;
+
+    /// The query selecting the store rows of `keys`.
+    fn stores_by_keys(keys: Vec<Self::StoreKey>) -> Self::StoresByKeys;
+
+    /// The key of a store row: its primary key, which the store column holds.
+    fn key_of_store(store: &Self::Store) -> Self::StoreKey;
+}
+
+/// The [`SyncTarget::Loads`] of a target with no store model: one table's rows.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum LoadsAlone {}
+
+/// The [`SyncTarget::Loads`] of a target with a store model: its rows joined with their stores.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum LoadsWithStore {}
+
+/// The [`SyncTarget::Store`] of a target that names no store model: batches carry no store row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoStore {}
+
+/// A store model: the Diesel model of the table a target's store column points at, loaded with
+/// each batch and handed to [`RegistryBuilder::when`](crate::RegistryBuilder::when).
+///
+/// Implemented for every `Identifiable` model whose primary key has the target's store key
+/// type `Key`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the store model of a target grouped by a `{Key}` column",
+    label = "not a store model",
+    note = "a store model derives `Queryable`, `Selectable` and `Identifiable`, and its primary key has the type of the target's store column, `{Key}`"
+)]
+pub trait StoreModel<Key>: HasTable + Debug + Send + Sync + 'static {
+    /// The store's key: its primary key, which the target's store column holds.
+    fn store_key(&self) -> Key;
+}
+
+#[diagnostic::do_not_recommend]
+impl<S, Key> StoreModel<Key> for S
+where
+    S: HasTable + Debug + Send + Sync + 'static,
+    for<'a> &'a S: Identifiable<Id = &'a Key>,
+    Key: Clone,
+{
+    fn store_key(&self) -> Key {
+        self.id().clone()
+    }
 }
 
 /// Maps a table to the one model that is synced when the table is written.
@@ -143,6 +204,11 @@ pub const fn assert_id<T: SyncId>() {}
 #[doc(hidden)]
 pub const fn assert_store_key<T: SyncStoreKey>() {}
 
+/// Fails to compile, with [`StoreModel`]'s message, unless `S` can be the store model of a
+/// target whose store key is `Key`.
+#[doc(hidden)]
+pub const fn assert_store_model<S: StoreModel<Key>, Key>() {}
+
 /// Fails to compile unless `T` can be a target model: handlers receive its rows on other
 /// threads, and logs and dead letters print them.
 #[doc(hidden)]
@@ -176,7 +242,14 @@ impl Synced for TestRow {
 impl SyncTarget for TestRow {
     type Id = i64;
     type StoreKey = ();
+    type Store = NoStore;
+    type Loads = LoadsAlone;
     type ByIds = ();
+    type StoresByKeys = ();
     fn store_key(&self) {}
     fn by_ids(_: Vec<i64>) {}
+    fn stores_by_keys(_: Vec<()>) {}
+    fn key_of_store(store: &NoStore) {
+        match *store {}
+    }
 }

@@ -100,8 +100,8 @@ macro_rules! async_kind {
                 Checkpoint, End, Failure, Insert, Kind, Scope, Setup, Step, Trace, Write,
             };
             use crate::common::{
-                audit, create_database, listings, price_records, product_notes, products, Capture,
-                PriceChange, Product, Seed,
+                audit, create_database, listings, price_records, product_notes, products, stores,
+                Capture, PriceChange, Product, Seed, Store,
             };
 
             type Conn = SyncedConnection<$conn>;
@@ -117,7 +117,7 @@ macro_rules! async_kind {
                     let url =
                         create_database(backend, &format!("async_{}_{test}", backend.name())).await;
                     let capture = Capture::default();
-                    let registry = capture.registry();
+                    let registry = capture.registry_with(setup.sync_switch);
                     let inner = <$conn>::establish(&url).await.expect("connect");
                     let mut conn = SyncedConnection::new(inner, registry.clone());
                     conn.batch_execute(backend.schema()).await.expect("schema");
@@ -183,6 +183,15 @@ macro_rules! async_kind {
                         .load(self.conn.inner_mut())
                         .await
                         .expect("listing ids")
+                }
+
+                async fn all_stores(&mut self) -> Vec<Store> {
+                    stores::table
+                        .select(Store::as_select())
+                        .order(stores::id)
+                        .load(self.conn.inner_mut())
+                        .await
+                        .expect("stores")
                 }
 
                 async fn all_products(&mut self) -> Vec<Product> {

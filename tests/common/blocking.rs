@@ -127,8 +127,8 @@ macro_rules! blocking_kind {
                 Checkpoint, End, Failure, Insert, Kind, Scope, Setup, Step, Trace, Write,
             };
             use crate::common::{
-                audit, listings, price_records, product_notes, products, Backend, Capture,
-                PriceChange, Product,
+                audit, listings, price_records, product_notes, products, stores, Backend, Capture,
+                PriceChange, Product, Store,
             };
 
             type Conn = SyncedConnection<$conn>;
@@ -146,7 +146,7 @@ macro_rules! blocking_kind {
                         "a synchronous test has no runtime"
                     );
                     let capture = Capture::default();
-                    let registry = capture.registry();
+                    let registry = capture.registry_with(setup.sync_switch);
                     let inner = <$conn>::establish(&url).expect("connect");
                     let mut conn = SyncedConnection::new(inner, registry.clone());
                     conn.batch_execute(backend.schema()).expect("schema");
@@ -216,6 +216,14 @@ macro_rules! blocking_kind {
                         .order(listings::id)
                         .load(self.conn.inner_mut())
                         .expect("listing ids")
+                }
+
+                async fn all_stores(&mut self) -> Vec<Store> {
+                    stores::table
+                        .select(Store::as_select())
+                        .order(stores::id)
+                        .load(self.conn.inner_mut())
+                        .expect("stores")
                 }
 
                 async fn all_products(&mut self) -> Vec<Product> {

@@ -10,7 +10,7 @@ use std::future::Future;
 use diesel_sync::Metrics;
 use futures_util::FutureExt;
 
-use super::{Backend, Capture, NewListing, PriceRecord, Product};
+use super::{Backend, Capture, NewListing, PriceRecord, Product, Store};
 
 /// How a step writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +292,8 @@ pub struct Setup {
     /// Products per store: ids `1..=per_store` are in store 1, and so on.
     pub per_store: i64,
     pub price_records: Vec<PriceRecord>,
+    /// Whether products are delivered only to stores whose row has `sync_enabled`.
+    pub sync_switch: bool,
 }
 
 impl Default for Setup {
@@ -301,6 +303,7 @@ impl Default for Setup {
             products: 300,
             per_store: 100,
             price_records: Vec::new(),
+            sync_switch: false,
         }
     }
 }
@@ -342,6 +345,9 @@ pub trait Kind: Sized {
 
     /// Every product, by id, read on the inner connection.
     async fn all_products(&mut self) -> Vec<Product>;
+
+    /// Every store, by id, read on the inner connection.
+    async fn all_stores(&mut self) -> Vec<Store>;
 
     /// Forgets what the audit and the handlers recorded and drops every note, keeping the
     /// products: a fixture reused for the next program.

@@ -63,12 +63,30 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(stores, products, price_records);
 
-/// A product: the target model, batched by store.
+/// A store: the store model of products, loaded with each batch of them.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, Identifiable)]
+#[diesel(table_name = stores)]
+pub struct Store {
+    pub id: i64,
+    pub name: String,
+    pub sync_enabled: bool,
+}
+
+/// A product: the target model, batched by store, each batch with its store's row.
 #[derive(
-    Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset, Identifiable, Synced,
+    Debug,
+    Clone,
+    PartialEq,
+    Queryable,
+    Selectable,
+    Insertable,
+    AsChangeset,
+    Identifiable,
+    Associations,
+    Synced,
 )]
-#[diesel(table_name = products)]
-#[synced(store = store_id)]
+#[diesel(table_name = products, belongs_to(Store))]
+#[synced(store = Store)]
 pub struct Product {
     pub id: i64,
     pub store_id: i64,
@@ -114,6 +132,8 @@ pub struct PriceChange {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub store: i64,
+    /// The store's row, as the resolve query loaded it with the batch.
+    pub store_row: Option<Store>,
     pub rows: Vec<Product>,
     pub removed: Vec<i64>,
 }
@@ -134,24 +154,40 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// A registry whose handlers record every batch.
     pub fn registry<Conn>(&self) -> Registry<Conn>
+    where
+        Conn: Resolves<Product> + Resolves<Listing>,
+    {
+        self.registry_with(false)
+    }
+
+    /// [`Capture::registry`], delivering products only to stores whose row has `sync_enabled`,
+    /// as read with each batch.
+    pub fn registry_with<Conn>(&self, sync_switch: bool) -> Registry<Conn>
     where
         Conn: Resolves<Product> + Resolves<Listing>,
     {
         let calls = Arc::clone(&self.calls);
         let listings = Arc::clone(&self.listings);
-        Registry::builder()
-            .handler(move |batch: Batch<Product>| {
-                let calls = Arc::clone(&calls);
-                async move {
-                    calls.lock().unwrap().push(Call {
-                        store: *batch.store(),
-                        rows: batch.rows().to_vec(),
-                        removed: batch.removed().to_vec(),
-                    });
-                    Ok::<(), HandlerError>(())
-                }
-            })
+        let products = Registry::builder().handler(move |batch: Batch<Product>| {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.lock().unwrap().push(Call {
+                    store: *batch.store(),
+                    store_row: batch.store_row().cloned(),
+                    rows: batch.rows().to_vec(),
+                    removed: batch.removed().to_vec(),
+                });
+                Ok::<(), HandlerError>(())
+            }
+        });
+        let products = if sync_switch {
+            products.when(|store: &Store| store.sync_enabled)
+        } else {
+            products
+        };
+        products
             .handler(move |batch: Batch<Listing>| {
                 let listings = Arc::clone(&listings);
                 async move {

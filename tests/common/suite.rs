@@ -860,6 +860,133 @@ pub async fn a_key_the_database_generates_is_registered_from_returning<K: Kind>(
     );
 }
 
+/// The store of each product the fixture seeded: ids `1..=per_store` in store 1, and so on.
+fn seeded_store(id: i64, setup: &Setup) -> i64 {
+    (id - 1) / setup.per_store + 1
+}
+
+pub async fn each_batch_carries_its_stores_row_from_the_resolve_query<K: Kind>() {
+    let mut f = K::open("store_rows", Setup::default()).await;
+    // Store 2 has no row: its products still load, through the left join, without one.
+    let trace = f
+        .run(&[
+            Step::RawSql {
+                sql: "INSERT INTO stores (id, name, sync_enabled) VALUES (1, 'one', TRUE), (3, 'three', FALSE)",
+            },
+            Step::transaction(vec![
+                Step::set_price(1, 11),
+                Step::set_price(2, 22),
+                Step::set_price(150, 33),
+                // Store 3 only loses a product: no row brings its store along.
+                Step::DeleteProduct {
+                    id: 300,
+                    write: Write::Typed,
+                },
+            ]),
+        ])
+        .await;
+    assert_committed(&trace);
+    f.settle().await;
+    assert_delivered(&mut f, &[1, 2, 150]).await;
+    let stores = f.all_stores().await;
+    assert_eq!(stores.len(), 2, "the stores the database holds");
+    let mut calls = f.capture().calls();
+    calls.sort_by_key(|c| c.store);
+    let seen: Vec<(i64, Option<i64>)> = calls
+        .iter()
+        .map(|c| (c.store, c.store_row.as_ref().map(|s| s.id)))
+        .collect();
+    assert_eq!(seen, [(1, Some(1)), (2, None), (3, Some(3))]);
+    for call in &calls {
+        let in_database = stores.iter().find(|s| s.id == call.store);
+        assert_eq!(call.store_row.as_ref(), in_database, "store {}", call.store);
+    }
+    assert_eq!(calls[2].removed, [300]);
+    // One joined query for the rows, one for the store of the batch that only removes.
+    assert_eq!(f.metrics().resolve_queries, 2);
+}
+
+/// What must have been delivered under a store switch, by the database: the audited changes
+/// and removals in stores whose switch is on now (a store without a row gets nothing).
+async fn expect_switched_on<K: Kind>(f: &mut K, setup: &Setup) -> (Vec<i64>, Vec<i64>) {
+    let enabled: BTreeSet<i64> = f
+        .all_stores()
+        .await
+        .into_iter()
+        .filter(|s| s.sync_enabled)
+        .map(|s| s.id)
+        .collect();
+    let mut changed = committed_targets(f).await;
+    changed.retain(|&id| enabled.contains(&seeded_store(id, setup)));
+    let mut removed = committed_removals(f).await;
+    removed.retain(|&id| enabled.contains(&seeded_store(id, setup)));
+    (changed, removed)
+}
+
+pub async fn a_store_switch_read_at_each_commit_filters_its_batches<K: Kind>() {
+    let setup = Setup {
+        products: 400,
+        sync_switch: true,
+        ..Setup::default()
+    };
+    let mut f = K::open("store_switch", setup.clone()).await;
+    let switch = Step::RawSql {
+        sql: "INSERT INTO stores (id, name, sync_enabled) VALUES (1, 'one', TRUE), (2, 'two', FALSE), (3, 'three', TRUE)",
+    };
+    let trace = f.run(&[switch]).await;
+    assert!(trace.result.is_ok(), "{trace:?}");
+
+    let first = Step::transaction(vec![
+        Step::set_price(1, 1),
+        Step::set_price(150, 1),
+        Step::set_price(350, 1),
+        Step::DeleteProduct {
+            id: 250,
+            write: Write::Typed,
+        },
+    ]);
+    assert_committed(&f.run(&[first]).await);
+    f.settle().await;
+    let expected = expect_switched_on(&mut f, &setup).await;
+    assert_eq!(expected, (vec![1], vec![250]));
+    assert_eq!((f.capture().ids(), f.capture().removed()), expected);
+    assert_eq!(
+        f.metrics().batches_skipped,
+        2,
+        "stores 2 (off) and 4 (no row)"
+    );
+
+    // Flipped on: the next commit reaches store 2.
+    f.reset_records().await;
+    let on = Step::RawSql {
+        sql: "UPDATE stores SET sync_enabled = TRUE WHERE id = 2",
+    };
+    let second = Step::transaction(vec![Step::set_price(151, 2)]);
+    assert_committed(&f.run(&[on, second]).await);
+    f.settle().await;
+    let expected = expect_switched_on(&mut f, &setup).await;
+    assert_eq!(expected, (vec![151], vec![]));
+    assert_eq!((f.capture().ids(), f.capture().removed()), expected);
+
+    // Flipped off in the transaction that changes the store's product: the switch as
+    // committed wins.
+    f.reset_records().await;
+    let third = Step::transaction(vec![
+        Step::RawSql {
+            sql: "UPDATE stores SET sync_enabled = FALSE WHERE id = 1",
+        },
+        Step::set_price(2, 3),
+        Step::set_price(152, 3),
+    ]);
+    assert_committed(&f.run(&[third]).await);
+    f.settle().await;
+    let expected = expect_switched_on(&mut f, &setup).await;
+    assert_eq!(expected, (vec![152], vec![]));
+    assert_eq!((f.capture().ids(), f.capture().removed()), expected);
+    assert_eq!(f.metrics().batches_skipped, 3, "and store 1, now off");
+    assert_eq!(f.dead_letter_count(), 0, "a skipped batch is not an error");
+}
+
 /// Instantiates the suite's tests that hold on every backend: `$test!($kind, name)` turns one
 /// test body into a test of the caller's kind.
 #[allow(unused_macros)] // Only the suite's two binaries instantiate it.
@@ -896,6 +1023,14 @@ macro_rules! behaviour_suite {
         $test!($kind, stale_ids_are_skipped);
         $test!($kind, one_handler_call_per_store_holding_the_committed_rows);
         $test!($kind, a_hundred_thousand_ids_in_one_transaction);
+        $test!(
+            $kind,
+            each_batch_carries_its_stores_row_from_the_resolve_query
+        );
+        $test!(
+            $kind,
+            a_store_switch_read_at_each_commit_filters_its_batches
+        );
         $test!($kind, test_transaction_is_treated_as_the_outermost);
         $test!(
             $kind,
