@@ -1,6 +1,7 @@
 //! The main job at small size, on every backend: the marketplace example's scenario, with its
-//! end-state checks asserted (every committed price arrived, nothing rolled back arrived, the
-//! store with sync off got nothing, at most one call per store per transaction).
+//! end-state checks asserted (every committed price arrived, nothing rolled back arrived, every
+//! deleted product was unlisted, a store switched on mid-run started syncing, the store with
+//! sync off got nothing, at most one call per store per transaction).
 
 mod common;
 

@@ -1,8 +1,6 @@
 //! The sync handler: sends a store's batch to the marketplace and maps its answers to
 //! retry, do-not-retry and retry-after.
 
-use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use diesel_sync::{Batch, Handler, HandlerError};
@@ -11,40 +9,27 @@ use reqwest::StatusCode;
 use crate::marketplace::Price;
 use crate::shop::Product;
 
-/// Pushes prices to the marketplace, for stores whose "sync prices" toggle is on.
+/// Pushes prices to the marketplace. Which stores sync is the registry's filter's business
+/// (`when`), read from each batch's store row.
 #[derive(Clone)]
 pub(crate) struct MarketplaceClient {
     http: reqwest::Client,
     base: String,
-    /// Stores with sync switched on, read at startup (the shop's settings cache).
-    enabled: Arc<HashSet<i64>>,
 }
 
 impl MarketplaceClient {
-    pub(crate) fn new(base: String, enabled: HashSet<i64>) -> Self {
+    pub(crate) fn new(base: String) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("an HTTP client");
-        Self {
-            http,
-            base,
-            enabled: Arc::new(enabled),
-        }
+        Self { http, base }
     }
 }
 
 impl Handler<Product> for MarketplaceClient {
     async fn handle(&self, batch: Batch<Product>) -> Result<(), HandlerError> {
         let store = *batch.store();
-        if !self.enabled.contains(&store) {
-            tracing::debug!(
-                store,
-                rows = batch.len(),
-                "sync is off for this store; batch skipped"
-            );
-            return Ok(());
-        }
         // A product deleted in the shop is taken off the marketplace. Unlisting is idempotent,
         // so a retry of the whole batch may repeat it.
         if !batch.removed().is_empty() {

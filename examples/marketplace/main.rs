@@ -24,7 +24,7 @@ struct Args {
     /// Database to run on: a SQLite file path, `postgres://…` or `mysql://…`.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
-    /// Stores in the shop (the last one has sync switched off).
+    /// Stores in the shop (the last one has sync off; the one before is switched on mid-run).
     #[arg(long, default_value_t = 10)]
     stores: i64,
     /// Products per store.
@@ -60,7 +60,7 @@ async fn main() -> ExitCode {
     });
     let config = scenario::Config {
         database_url,
-        stores: args.stores.max(2),
+        stores: args.stores.max(3),
         products_per_store: args.products_per_store.max(4),
         import_rows: args.import_rows,
         failure_rate: args.failure_rate.clamp(0.0, 1.0),

@@ -40,6 +40,7 @@ pub(crate) struct Report {
     pub(crate) refused_requests: u64,
     pub(crate) retries: u64,
     pub(crate) dead_letters: u64,
+    pub(crate) batches_skipped: u64,
     pub(crate) elapsed: Duration,
     pub(crate) checks: Vec<Check>,
 }
@@ -70,6 +71,10 @@ impl Report {
             ),
             ("retries", self.retries.to_string()),
             ("dead letters", self.dead_letters.to_string()),
+            (
+                "batches skipped (sync off)",
+                self.batches_skipped.to_string(),
+            ),
             ("time", format!("{:.2} s", self.elapsed.as_secs_f64())),
         ];
         println!("\nsummary");
@@ -86,19 +91,37 @@ impl Report {
 }
 
 /// Who wrote what, so the end state can be checked.
-#[derive(Default)]
 struct Ledger {
     committed: u64,
     rolled_back: u64,
     /// Committed transactions per store they touched.
     per_store: BTreeMap<i64, u64>,
-    /// Products whose price committed work changed.
+    /// Stores whose sync switch is off now.
+    off: BTreeSet<i64>,
+    /// Products whose price committed work changed while their store synced.
     touched: BTreeSet<i64>,
+    /// Products whose price committed work changed while their store's sync was off.
+    unsynced: BTreeSet<i64>,
     /// Products the shop deleted.
     discontinued: BTreeSet<i64>,
+    /// The store switched on mid-run, and after how many committed transactions.
+    switched_on: Option<(i64, u64)>,
 }
 
 impl Ledger {
+    fn new(off: impl IntoIterator<Item = i64>) -> Self {
+        Ledger {
+            committed: 0,
+            rolled_back: 0,
+            per_store: BTreeMap::new(),
+            off: off.into_iter().collect(),
+            touched: BTreeSet::new(),
+            unsynced: BTreeSet::new(),
+            discontinued: BTreeSet::new(),
+            switched_on: None,
+        }
+    }
+
     fn commit(&mut self, products_per_store: i64, ids: impl IntoIterator<Item = i64>) {
         self.committed += 1;
         let ids: Vec<i64> = ids.into_iter().collect();
@@ -109,7 +132,18 @@ impl Ledger {
         for store in stores {
             *self.per_store.entry(store).or_default() += 1;
         }
-        self.touched.extend(ids);
+        for id in ids {
+            if self.off.contains(&store_of(id, products_per_store)) {
+                self.unsynced.insert(id);
+            } else {
+                self.touched.insert(id);
+            }
+        }
+    }
+
+    fn switch_on(&mut self, store: i64) {
+        self.off.remove(&store);
+        self.switched_on = Some((store, self.committed));
     }
 }
 
@@ -196,10 +230,26 @@ fn checks(
         let missing: Vec<i64> = ledger
             .touched
             .iter()
-            .filter(|id| store_of(**id, config.products_per_store) != disabled_store)
             .filter(|id| seen.prices.get(id) != database.get(id) && !dead.contains(id))
             .copied()
             .collect();
+        // The store switched on mid-run: its changes before the switch stay off the
+        // marketplace, unless changed again after it; those after arrive (checked above).
+        let (late_store, switched_after) = ledger.switched_on.unwrap_or((0, 0));
+        let of_late = |id: &&i64| store_of(**id, config.products_per_store) == late_store;
+        let late_after = ledger.touched.iter().filter(of_late).count();
+        let late_only_before: Vec<i64> = ledger
+            .unsynced
+            .iter()
+            .filter(of_late)
+            .filter(|id| !ledger.touched.contains(id))
+            .copied()
+            .collect();
+        let late_missing = missing.iter().filter(of_late).count();
+        let sent_before_switch = late_only_before
+            .iter()
+            .filter(|id| seen.prices.contains_key(id))
+            .count();
         let leaked: Vec<i64> = seen
             .accepted
             .iter()
@@ -260,6 +310,17 @@ fn checks(
                 detail: format!("{} rolled-back prices seen", leaked.len()),
             },
             Check {
+                name: "a store switched on mid-run started syncing",
+                passed: late_after > 0
+                    && late_missing == 0
+                    && !late_only_before.is_empty()
+                    && sent_before_switch == 0,
+                detail: format!(
+                    "store {late_store} on after {switched_after} transactions: {} products changed only before ({sent_before_switch} sent), {late_after} after ({late_missing} missing)",
+                    late_only_before.len()
+                ),
+            },
+            Check {
                 name: "the store with sync off got nothing",
                 passed: disabled_calls == 0,
                 detail: format!("store {disabled_store}: {disabled_calls} calls or rows"),
@@ -308,17 +369,12 @@ macro_rules! scenario {
                     requests_per_second: config.requests_per_second,
                 })
                 .await?;
-                let enabled: HashSet<i64> = stores::table
-                    .filter(stores::sync_enabled.eq(true))
-                    .select(stores::id)
-                    .load(&mut inner)
-                    .await?
-                    .into_iter()
-                    .collect();
-                let client =
-                    MarketplaceClient::new(format!("http://{}", marketplace.address), enabled);
+                let client = MarketplaceClient::new(format!("http://{}", marketplace.address));
+                // The store's switch, as committed with each change: flipping it in the
+                // database takes effect from the next commit.
                 let registry = Registry::builder()
                     .handler(client)
+                    .when(|store: &Store| store.sync_enabled)
                     .retry_policy(
                         RetryPolicy::default()
                             .max_attempts(8)
@@ -381,6 +437,7 @@ macro_rules! scenario {
                     refused_requests,
                     retries: metrics.retries,
                     dead_letters: metrics.dead_letters + drained.abandoned,
+                    batches_skipped: metrics.batches_skipped,
                     elapsed,
                     checks,
                 })
@@ -392,7 +449,8 @@ macro_rules! scenario {
                 config: &Config,
                 transactions: &AtomicU64,
             ) -> Result<Ledger, DieselError> {
-                let mut ledger = Ledger::default();
+                let late_store = config.stores - 1;
+                let mut ledger = Ledger::new([late_store, config.stores]);
                 let mut prices = Prices(42);
                 let products = config.stores * config.products_per_store;
                 let per_store = config.products_per_store;
@@ -432,6 +490,10 @@ macro_rules! scenario {
                     ledger.commit(per_store, changed);
                     transactions.fetch_add(1, Ordering::Relaxed);
                 }
+
+                // The shop owner switches sync on for a store: no restart, no code path told.
+                switch_sync_on(conn, late_store).await?;
+                ledger.switch_on(late_store);
 
                 // The supplier webhook: every third delivery carries a bad row and rolls back.
                 for hook in 0..30_i64 {
@@ -494,7 +556,7 @@ macro_rules! scenario {
                     .map(|id| Store {
                         id,
                         name: format!("store-{id}"),
-                        sync_enabled: id != config.stores,
+                        sync_enabled: id < config.stores - 1,
                     })
                     .collect();
                 let products: Vec<Product> = (0..config.stores * config.products_per_store)
@@ -631,6 +693,15 @@ macro_rules! scenario {
                     Ok(())
                 })
                 .await
+            }
+
+            /// The store settings page: turns a store's price sync on.
+            async fn switch_sync_on(conn: &mut Conn, store: i64) -> Result<(), DieselError> {
+                diesel::update(stores::table.find(store))
+                    .set(stores::sync_enabled.eq(true))
+                    .execute(conn)
+                    .await?;
+                Ok(())
             }
 
             async fn discontinue(conn: &mut Conn, ids: &[i64]) -> Result<(), DieselError> {

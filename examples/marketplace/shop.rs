@@ -1,6 +1,6 @@
 //! The shop's schema and models, as any Diesel application has them, plus `#[derive(Synced)]`.
 
-use diesel::prelude::{AsChangeset, Identifiable, Insertable, Queryable, Selectable};
+use diesel::prelude::{AsChangeset, Associations, Identifiable, Insertable, Queryable, Selectable};
 use diesel_sync::Synced;
 
 diesel::table! {
@@ -31,7 +31,9 @@ diesel::table! {
 diesel::joinable!(products -> stores (store_id));
 diesel::allow_tables_to_appear_in_same_query!(stores, products, price_records);
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+/// A store of the shop, with its "sync prices" switch: the store model of products, loaded
+/// with every batch of them.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Identifiable)]
 #[diesel(table_name = stores)]
 pub(crate) struct Store {
     pub(crate) id: i64,
@@ -39,10 +41,13 @@ pub(crate) struct Store {
     pub(crate) sync_enabled: bool,
 }
 
-/// A product: what the marketplace lists, grouped by the store it is sold in.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, Identifiable, AsChangeset, Synced)]
-#[diesel(table_name = products)]
-#[synced(store = store_id)]
+/// A product: what the marketplace lists, grouped by the store it is sold in, whose row comes
+/// with each batch.
+#[derive(
+    Debug, Clone, Queryable, Selectable, Insertable, Identifiable, Associations, AsChangeset, Synced,
+)]
+#[diesel(table_name = products, belongs_to(Store))]
+#[synced(store = Store)]
 pub(crate) struct Product {
     pub(crate) id: i64,
     pub(crate) store_id: i64,
