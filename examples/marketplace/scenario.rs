@@ -217,6 +217,42 @@ fn progress<Conn: 'static>(
     })
 }
 
+/// The store switched on mid-run: its changes before the switch stay off the marketplace,
+/// unless changed again after it; those after arrive.
+fn switched_on_check(
+    config: &Config,
+    ledger: &Ledger,
+    seen: &crate::marketplace::Ledger,
+    missing: &[i64],
+) -> Check {
+    let (late_store, switched_after) = ledger.switched_on.unwrap_or((0, 0));
+    let of_late = |id: &&i64| store_of(**id, config.products_per_store) == late_store;
+    let late_after = ledger.touched.iter().filter(of_late).count();
+    let late_only_before: Vec<i64> = ledger
+        .unsynced
+        .iter()
+        .filter(of_late)
+        .filter(|id| !ledger.touched.contains(id))
+        .copied()
+        .collect();
+    let late_missing = missing.iter().filter(of_late).count();
+    let sent_before_switch = late_only_before
+        .iter()
+        .filter(|id| seen.prices.contains_key(id))
+        .count();
+    Check {
+        name: "a store switched on mid-run started syncing",
+        passed: late_after > 0
+            && late_missing == 0
+            && !late_only_before.is_empty()
+            && sent_before_switch == 0,
+        detail: format!(
+            "store {late_store} on after {switched_after} transactions: {} products changed only before ({sent_before_switch} sent), {late_after} after ({late_missing} missing)",
+            late_only_before.len()
+        ),
+    }
+}
+
 /// The end-state checks, shared by every backend.
 fn checks(
     config: &Config,
@@ -233,23 +269,6 @@ fn checks(
             .filter(|id| seen.prices.get(id) != database.get(id) && !dead.contains(id))
             .copied()
             .collect();
-        // The store switched on mid-run: its changes before the switch stay off the
-        // marketplace, unless changed again after it; those after arrive (checked above).
-        let (late_store, switched_after) = ledger.switched_on.unwrap_or((0, 0));
-        let of_late = |id: &&i64| store_of(**id, config.products_per_store) == late_store;
-        let late_after = ledger.touched.iter().filter(of_late).count();
-        let late_only_before: Vec<i64> = ledger
-            .unsynced
-            .iter()
-            .filter(of_late)
-            .filter(|id| !ledger.touched.contains(id))
-            .copied()
-            .collect();
-        let late_missing = missing.iter().filter(of_late).count();
-        let sent_before_switch = late_only_before
-            .iter()
-            .filter(|id| seen.prices.contains_key(id))
-            .count();
         let leaked: Vec<i64> = seen
             .accepted
             .iter()
@@ -309,17 +328,7 @@ fn checks(
                 passed: leaked.is_empty(),
                 detail: format!("{} rolled-back prices seen", leaked.len()),
             },
-            Check {
-                name: "a store switched on mid-run started syncing",
-                passed: late_after > 0
-                    && late_missing == 0
-                    && !late_only_before.is_empty()
-                    && sent_before_switch == 0,
-                detail: format!(
-                    "store {late_store} on after {switched_after} transactions: {} products changed only before ({sent_before_switch} sent), {late_after} after ({late_missing} missing)",
-                    late_only_before.len()
-                ),
-            },
+            switched_on_check(config, ledger, seen, &missing),
             Check {
                 name: "the store with sync off got nothing",
                 passed: disabled_calls == 0,

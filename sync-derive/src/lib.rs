@@ -66,6 +66,11 @@ use proc_macro::TokenStream;
 ///   call in flight per store (a shop, a tenant, a marketplace account). Its type must be
 ///   `Clone + Eq + Hash + Debug + Send + Sync`. By default, none: every batch belongs to the
 ///   one store `()`.
+/// * `#[synced(store = Store)]`, on a target with `#[diesel(belongs_to(Store))]`: names the
+///   store model. Batches are grouped by the relation's foreign key field (`store_id`, or its
+///   `foreign_key`), and the resolve query left-joins the store's table, so each batch carries
+///   the store's row (`Batch::store_row`), which `RegistryBuilder::when` can filter by. `Store`
+///   must be `Queryable`, `Selectable` and `Identifiable`, its key of the foreign key's type.
 /// * `#[synced(target = Model, key = field)]`: makes this a reference model. `target` is the
 ///   path of the target model, which derives `Synced` without `target`; `key` is the field
 ///   holding the target's id, of the target's id type. Both are required together, and a

@@ -19,11 +19,13 @@
 //!    the outermost COMMIT hands its frame on once the database accepted it; a transaction left
 //!    open by a `transaction()` that never finished is rolled back before the next one;
 //! 5. **resolve**: each target model's ids are loaded over the connection, as the
-//!    [`Registry`] built for its type knows how, in one prepared query per chunk; a deleted
+//!    [`Registry`] built for its type knows how, in one prepared query per chunk, left-joined
+//!    with the store model's table when the target names one ([`SyncTarget::Store`]); a deleted
 //!    row that did not load is a removal from the store the capture read with its key, other
-//!    ids without a row are skipped as stale; rows and removals are grouped by store key; ids
-//!    a dropped flush did not hand on are dead-lettered;
-//! 6. **dispatch**: each store's batch is queued on the [`Registry`], one call in flight per
+//!    ids without a row are skipped as stale; rows and removals are grouped by store key, each
+//!    group with its store's row; ids a dropped flush did not hand on are dead-lettered;
+//! 6. **dispatch**: each store's batch is asked of the model's store filter
+//!    ([`RegistryBuilder::when`]), then queued on the [`Registry`], one call in flight per
 //!    store, retried by [`RetryPolicy`], dead-lettered when retries run out; a store whose
 //!    runtime shuts down mid-call continues on the registry's own;
 //! 7. **handler**: the [`Handler`] registered for the model delivers the [`Batch`].
