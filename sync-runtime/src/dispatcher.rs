@@ -382,4 +382,43 @@ mod tests {
         dispatcher.settled().await;
         assert_eq!(*delivered.lock().unwrap().last().unwrap(), 3);
     }
+
+    #[tokio::test]
+    async fn a_store_filter_skips_the_batches_of_stores_it_turns_away_or_cannot_ask() {
+        use crate::dispatch::StoreFilter;
+        use crate::synced::{StoredRow, TestStore};
+
+        let delivered: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let seen = Arc::clone(&delivered);
+        let handler = move |batch: Batch<StoredRow>| {
+            seen.lock().unwrap().push(*batch.store());
+            async { Ok(()) }
+        };
+        let filter: StoreFilter<StoredRow> = Box::new(|store: &TestStore| store.on);
+        let queue: Arc<dyn AnyModelQueue> = Arc::new(ModelQueue::new(
+            handler,
+            RetryPolicy::default(),
+            Some(filter),
+        ));
+        let dispatcher = Dispatcher::new(
+            HashMap::from([(TypeId::of::<StoredRow>(), queue)]),
+            None,
+            None,
+        );
+        let changes = |store: i64, row: Option<bool>| Changes {
+            store: row.map(|on| Arc::new(TestStore { id: store, on })),
+            ..Changes::rows(vec![StoredRow(store * 10, store)])
+        };
+        let batches = vec![
+            (1, changes(1, Some(true))),
+            (2, changes(2, Some(false))),
+            (3, changes(3, None)),
+        ];
+        dispatcher.dispatch(dispatcher.ticket::<StoredRow>(), batches);
+        dispatcher.settled().await;
+        assert_eq!(*delivered.lock().unwrap(), [1]);
+        let metrics = dispatcher.metrics();
+        assert_eq!((metrics.batches, metrics.batches_skipped), (1, 2));
+        assert_eq!(metrics.dead_letters, 0);
+    }
 }

@@ -110,8 +110,8 @@ impl<T: SyncTarget> Loaded<T> {
     }
 }
 
-/// How target `T`'s rows load over `C`: alone ([`NoStore`]), or joined with the store model
-/// `Self`. Implemented by the store model type, so that each kind of target has one query.
+/// How target `T`'s rows load over `C`: alone, or joined with its store model. Implemented
+/// by the two markers of [`SyncTarget::Loads`], so that each kind of target has its query.
 #[doc(hidden)]
 pub trait LoadWith<T: SyncTarget, C: Send> {
     fn load(conn: &mut C, ids: Vec<T::Id>) -> impl Future<Output = QueryResult<Loaded<T>>> + Send;

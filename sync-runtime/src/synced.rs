@@ -253,3 +253,44 @@ impl SyncTarget for TestRow {
         match *store {}
     }
 }
+
+/// A store row for tests: its key, and its switch.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct TestStore {
+    pub(crate) id: i64,
+    pub(crate) on: bool,
+}
+
+/// A target with a store model for tests: its id, and its store's.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct StoredRow(pub(crate) i64, pub(crate) i64);
+
+#[cfg(test)]
+impl Synced for StoredRow {
+    type Table = crate::__private::fallback::fallback::table;
+    type Target = Self;
+    type KeyColumn = crate::__private::fallback::fallback::id;
+    fn sync_key(&self) -> i64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+impl SyncTarget for StoredRow {
+    type Id = i64;
+    type StoreKey = i64;
+    type Store = TestStore;
+    type Loads = LoadsWithStore;
+    type ByIds = ();
+    type StoresByKeys = ();
+    fn store_key(&self) -> i64 {
+        self.1
+    }
+    fn by_ids(_: Vec<i64>) {}
+    fn stores_by_keys(_: Vec<i64>) {}
+    fn key_of_store(store: &TestStore) -> i64 {
+        store.id
+    }
+}
