@@ -713,6 +713,113 @@ mod mysql_update_for_rows {
     }
 }
 
+/// When `InnoDB` resolves a deadlock it rolls the victim's whole transaction back, savepoints
+/// included: nothing of it may be delivered, and no `transaction()` may begin inside the calls
+/// still running, or the enclosing call's COMMIT would commit a new transaction in its name.
+#[cfg(diesel_sync_mysql)]
+mod mysql_deadlock {
+    use diesel::result::{DatabaseErrorKind, Error};
+    use diesel::{ExpressionMethods, QueryDsl};
+    use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+    use tokio::sync::oneshot;
+
+    use super::mysql::{audited, fixture, price_of};
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transaction_the_database_rolled_back_delivers_nothing_and_begins_nothing_more() {
+        let mut f = fixture("deadlock").await;
+        let (b_locked, b_has_locked) = oneshot::channel();
+        let (a_waits, a_is_waiting) = oneshot::channel::<()>();
+        // The other session locks products 2–300 first: the heavier transaction, which
+        // `InnoDB` keeps, so the synced one is the victim.
+        let mut other = AsyncMysqlConnection::establish(&f.url).await.unwrap();
+        let other = tokio::spawn(async move {
+            other
+                .transaction(async |other| {
+                    diesel::update(products::table.filter(products::id.ge(2)))
+                        .set(products::price_cents.eq(2))
+                        .execute(other)
+                        .await?;
+                    b_locked.send(()).unwrap();
+                    a_is_waiting.await.unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    diesel::update(products::table.find(1))
+                        .set(products::price_cents.eq(2))
+                        .execute(other)
+                        .await?;
+                    Err::<(), _>(Error::RollbackTransaction)
+                })
+                .await
+        });
+        let mut a_waits = Some(a_waits);
+        let mut b_has_locked = Some(b_has_locked);
+        let mut began_after = None;
+        let result = f
+            .conn
+            .transaction(async |conn| {
+                let nested = conn
+                    .transaction(async |conn| {
+                        diesel::update(products::table.find(1))
+                            .set(products::price_cents.eq(1))
+                            .execute(conn)
+                            .await?;
+                        b_has_locked.take().unwrap().await.unwrap();
+                        a_waits.take().unwrap().send(()).unwrap();
+                        // Waits for product 2, which the other session holds: the deadlock.
+                        diesel::update(products::table.find(2))
+                            .set(products::price_cents.eq(1))
+                            .execute(conn)
+                            .await?;
+                        Ok::<_, Error>(())
+                    })
+                    .await;
+                assert!(nested.is_err(), "the deadlock ends the savepoint");
+                // The caller carries on, as code that catches an error may.
+                began_after = Some(conn.transaction(async |_| Ok::<_, Error>(())).await);
+                Ok::<_, Error>(())
+            })
+            .await;
+        assert_eq!(other.await.unwrap(), Err(Error::RollbackTransaction));
+        let began_after = began_after.expect("the closure ran on");
+        assert!(
+            matches!(
+                began_after,
+                Err(Error::DatabaseError(
+                    DatabaseErrorKind::SerializationFailure,
+                    _
+                ))
+            ),
+            "{began_after:?}"
+        );
+        assert!(
+            result.is_err(),
+            "the outermost call reports the loss: {result:?}"
+        );
+        f.registry.settled().await;
+        assert_ne!(
+            price_of(&mut f.conn, 1).await,
+            1,
+            "rolled back by the database"
+        );
+        assert!(audited(&mut f.conn).await.is_empty());
+        assert!(f.capture.ids().is_empty(), "{:?}", f.capture.calls());
+        // The connection is whole again.
+        f.conn
+            .transaction(async |conn| {
+                diesel::update(products::table.find(1))
+                    .set(products::price_cents.eq(1))
+                    .execute(conn)
+                    .await
+            })
+            .await
+            .unwrap();
+        f.registry.settled().await;
+        assert_eq!(f.capture.ids(), audited(&mut f.conn).await);
+        assert_eq!(f.capture.ids(), [1]);
+    }
+}
+
 /// The models the derive registered and the handlers of a registry are compared at `build()`.
 #[test]
 fn the_registry_reports_a_synced_model_whose_target_has_no_handler() {

@@ -8,7 +8,7 @@
 
 use std::any::{type_name, Any, TypeId};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::dead_letter::DeadLetter;
@@ -288,21 +288,66 @@ impl<T: SyncTarget> PendingSet for PendingIds<T> {
     }
 }
 
-/// Counts the `transaction()` calls running on a connection, whatever ends them: a call that
-/// returned, a future dropped, a closure that panicked.
-pub(crate) struct Running(Arc<AtomicUsize>);
+/// The `transaction()` calls running on a connection, whatever ends them (a call that
+/// returned, a future dropped, a closure that panicked). With none running, an open transaction
+/// was left behind by one that never finished. `lost` says the database rolled back the
+/// transaction the running calls are in, under them (MySQL does after a deadlock).
+#[derive(Debug, Default)]
+pub(crate) struct Calls {
+    running: AtomicUsize,
+    lost: AtomicBool,
+}
+
+impl Calls {
+    /// Whether a `transaction()` call is running.
+    pub(crate) fn running(&self) -> bool {
+        self.running.load(Ordering::Acquire) > 0
+    }
+
+    /// Records that the database rolled the running calls' transaction back. Until the
+    /// outermost returns, no `transaction()` may begin: it would open a new transaction, which
+    /// an enclosing call's COMMIT would then commit.
+    pub(crate) fn lose_transaction(&self) {
+        if self.running() {
+            self.lost.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the database rolled back the transaction the running calls are in.
+    pub(crate) fn transaction_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+}
+
+/// One `transaction()` call running; the outermost one's end clears [`Calls::transaction_lost`].
+pub(crate) struct Running(Arc<Calls>);
 
 impl Running {
-    pub(crate) fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(count))
+    pub(crate) fn enter(calls: &Arc<Calls>) -> Self {
+        calls.running.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(calls))
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.lost.store(false, Ordering::Release);
+        }
     }
+}
+
+/// The error of a `transaction()` begun inside a call whose transaction the database rolled
+/// back: a serialization failure, which callers that retry deadlocks retry.
+pub(crate) fn transaction_lost() -> diesel::result::Error {
+    let message = "the database rolled back the transaction this `transaction()` would run in \
+                   (MySQL does after a deadlock), so it cannot begin: return the error from the \
+                   outermost `transaction()` and run it again";
+    tracing::error!("{message}");
+    diesel::result::Error::DatabaseError(
+        diesel::result::DatabaseErrorKind::SerializationFailure,
+        Box::new(message.to_owned()),
+    )
 }
 
 /// The commit rules, without a database: what each transaction event does to the frames.

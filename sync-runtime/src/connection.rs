@@ -7,7 +7,6 @@ use std::fmt;
 use std::future::Future;
 use std::ops::DerefMut;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -31,7 +30,7 @@ use crate::capture::{
 };
 use crate::catalog::insert_captured;
 use crate::classify::Dialect;
-use crate::collector::{Collector, Frame, Running};
+use crate::collector::{transaction_lost, Calls, Collector, Frame, Running};
 use crate::error::CaptureRefused;
 use crate::registry::{Loader, Registry, Resolves};
 use crate::resolve::{async_loader, unhandled, AsyncLoader, Resolve, Unflushed};
@@ -62,9 +61,8 @@ pub struct SyncedConnection<C> {
     collector: Collector,
     plans: Plans,
     registry: Registry<Self>,
-    /// The `transaction()` calls running: with none running, an open transaction was left
-    /// behind by one that never finished.
-    running: Arc<AtomicUsize>,
+    /// The `transaction()` calls running.
+    calls: Arc<Calls>,
 }
 
 /// A diesel-async connection capture runs on: a backend it knows, and rows it can hold across
@@ -165,7 +163,7 @@ where
                 registry.targets(),
             ),
             registry,
-            running: Arc::default(),
+            calls: Arc::default(),
         }
     }
 
@@ -313,7 +311,7 @@ where
         async move {
             let callback = callback;
             conn.roll_back_abandoned().await?;
-            let _running = Running::enter(&conn.running);
+            let _running = Running::enter(&conn.calls);
             Self::begin_transaction(conn).await?;
             let depth = conn.database_depth();
             let result = callback(&mut *conn).await;
@@ -335,6 +333,9 @@ where
     }
 
     async fn begin_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
+        if conn.calls.transaction_lost() {
+            return Err(transaction_lost());
+        }
         let result = C::TransactionManager::begin_transaction(&mut conn.inner).await;
         let depth = conn.database_depth();
         conn.collector.began(depth);
@@ -352,6 +353,7 @@ where
             // Every level is closed to match, so that what the closures still run is seen as
             // the autocommitted statements it is, and the outermost level reports the failure.
             tracing::warn!("the database rolled the whole transaction back; closing every level");
+            conn.calls.lose_transaction();
             while conn.database_depth() > 0 {
                 if C::TransactionManager::rollback_transaction(&mut conn.inner)
                     .await
@@ -754,11 +756,19 @@ where
     /// Rolls back what a `transaction()` that never finished left open. With no call running,
     /// every level above the test transaction's (if any) is such a leftover.
     async fn roll_back_abandoned(&mut self) -> QueryResult<()> {
-        if self.running.load(Ordering::Acquire) > 0 {
+        if self.calls.running() {
             return Ok(());
         }
         let base = self.collector.base_depth();
-        self.roll_back_above(base).await
+        match self.roll_back_above(base).await {
+            // The levels are gone either way: the database had already rolled the whole
+            // transaction back (on MySQL, after a deadlock), so its savepoints were missing.
+            Err(error) if self.database_depth() <= base => {
+                tracing::warn!(%error, "the abandoned transaction was already rolled back by the database");
+                Ok(())
+            }
+            result => result,
+        }
     }
 
     /// Rolls back every level above database depth `depth`.
