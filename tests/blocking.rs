@@ -836,3 +836,95 @@ mod mysql_refusals {
         assert!(f.capture.ids().is_empty());
     }
 }
+
+/// A deadlock on the synchronous connection: `InnoDB` rolls the victim's whole transaction
+/// back; nothing of it is delivered, and no `transaction()` begins inside the calls still
+/// running.
+#[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
+mod mysql_deadlock {
+    use std::sync::mpsc;
+
+    use diesel::result::{DatabaseErrorKind, Error};
+    use diesel::{Connection, ExpressionMethods, MysqlConnection, QueryDsl, RunQueryDsl};
+
+    use super::mysql_capture::{audited, fixture};
+    use super::*;
+
+    #[test]
+    fn a_transaction_the_database_rolled_back_delivers_nothing_and_begins_nothing_more() {
+        let mut f = fixture("deadlock");
+        let (b_locked, b_has_locked) = mpsc::channel();
+        let (a_waits, a_is_waiting) = mpsc::channel::<()>();
+        let mut other = MysqlConnection::establish(&f.url).unwrap();
+        // The other session locks products 2–300 first: the heavier transaction, which
+        // `InnoDB` keeps, so the synced one is the victim.
+        let other = std::thread::spawn(move || {
+            other.transaction(|other| {
+                diesel::update(products::table.filter(products::id.ge(2)))
+                    .set(products::price_cents.eq(2))
+                    .execute(other)?;
+                b_locked.send(()).unwrap();
+                a_is_waiting.recv().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                diesel::update(products::table.find(1))
+                    .set(products::price_cents.eq(2))
+                    .execute(other)?;
+                Err::<(), _>(Error::RollbackTransaction)
+            })
+        });
+        let mut began_after = None;
+        let result = f.conn.transaction(|conn| {
+            let nested = conn.transaction(|conn| {
+                diesel::update(products::table.find(1))
+                    .set(products::price_cents.eq(1))
+                    .execute(conn)?;
+                b_has_locked.recv().unwrap();
+                a_waits.send(()).unwrap();
+                // Waits for product 2, which the other session holds: the deadlock.
+                diesel::update(products::table.find(2))
+                    .set(products::price_cents.eq(1))
+                    .execute(conn)?;
+                Ok::<_, Error>(())
+            });
+            assert!(nested.is_err(), "the deadlock ends the savepoint");
+            began_after = Some(conn.transaction(|_| Ok::<_, Error>(())));
+            Ok::<_, Error>(())
+        });
+        assert_eq!(other.join().unwrap(), Err(Error::RollbackTransaction));
+        let began_after = began_after.expect("the closure ran on");
+        assert!(
+            matches!(
+                began_after,
+                Err(Error::DatabaseError(
+                    DatabaseErrorKind::SerializationFailure,
+                    _
+                ))
+            ),
+            "{began_after:?}"
+        );
+        assert!(
+            result.is_err(),
+            "the outermost call reports the loss: {result:?}"
+        );
+        f.registry.settled_blocking();
+        let price: i64 = products::table
+            .find(1)
+            .select(products::price_cents)
+            .first(f.conn.inner_mut())
+            .unwrap();
+        assert_ne!(price, 1, "rolled back by the database");
+        assert!(audited(&mut f.conn).is_empty());
+        assert!(f.capture.ids().is_empty(), "{:?}", f.capture.calls());
+        // The connection is whole again.
+        f.conn
+            .transaction(|conn| {
+                diesel::update(products::table.find(1))
+                    .set(products::price_cents.eq(1))
+                    .execute(conn)
+            })
+            .unwrap();
+        f.registry.settled_blocking();
+        assert_eq!(f.capture.ids(), audited(&mut f.conn));
+        assert_eq!(f.capture.ids(), [1]);
+    }
+}

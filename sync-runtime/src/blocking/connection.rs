@@ -261,7 +261,7 @@ where
     fn rollback_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
         let before = conn.database_depth();
         let result = C::TransactionManager::rollback_transaction(&mut conn.inner);
-        if result.is_err()
+        if (result.is_err() || conn.calls.transaction_lost())
             && before > 1
             && <C::Backend as CaptureBackend>::DIALECT == Dialect::Mysql
         {
@@ -309,6 +309,25 @@ where
     C: CaptureConnection,
 {
     fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        let result = self.batch_execute_planned(query);
+        self.note_failure(result.as_ref().err());
+        result
+    }
+}
+
+impl<C> SyncedConnection<C>
+where
+    C: CaptureConnection,
+{
+    /// Notes what a failed statement means for the transaction: see [`note_deadlock`].
+    fn note_failure(&self, error: Option<&Error>) {
+        if let Some(error) = error {
+            note_deadlock::<C>(&self.calls, self.collector.in_transaction(), error);
+        }
+    }
+
+    /// [`SimpleConnection::batch_execute`], each statement planned.
+    fn batch_execute_planned(&mut self, query: &str) -> QueryResult<()> {
         let statements = match self.plans.text(query) {
             Plan::Pass => return self.inner.batch_execute(query),
             Plan::Refuse(refusal) => return Err(refused(refusal)),
@@ -492,12 +511,14 @@ impl<C: CaptureConnection> Connection for SyncedConnection<C> {
     where
         T: QueryFragment<Self::Backend> + QueryId,
     {
-        match self.plans.get(source) {
+        let result = match self.plans.get(source) {
             Plan::Pass => self.inner.execute_returning_count(source),
             Plan::Refuse(refusal) => Err(refused(refusal)),
             Plan::Batch(statements) => Err(refused(in_batch(&statements))),
             Plan::Capture(capture) => self.run_captured(source, &capture),
-        }
+        };
+        self.note_failure(result.as_ref().err());
+        result
     }
 
     fn transaction_state(
@@ -536,8 +557,11 @@ where
     {
         let capture = match self.plans.get(&source) {
             Plan::Pass => {
-                return <C as LoadConnection<B>>::load(&mut self.inner, source)
-                    .map(SyncedCursor::Inner);
+                let loaded = <C as LoadConnection<B>>::load(&mut self.inner, source);
+                if let Err(error) = &loaded {
+                    note_deadlock::<C>(&self.calls, self.collector.in_transaction(), error);
+                }
+                return loaded.map(SyncedCursor::Inner);
             }
             Plan::Refuse(refusal) => return Err(refused(refusal)),
             Plan::Batch(statements) => return Err(refused(in_batch(&statements))),
@@ -651,5 +675,20 @@ impl<C: fmt::Debug> fmt::Debug for SyncedConnection<C> {
             .field("inner", &self.inner)
             .field("registry", &self.registry)
             .finish_non_exhaustive()
+    }
+}
+
+/// Notes a deadlock inside a transaction on MySQL, where `InnoDB` rolls the whole transaction
+/// back, savepoints included. Diesel's synchronous connection then lets the savepoint's
+/// rollback fail silently; the rollback that follows closes every level instead.
+fn note_deadlock<C: CaptureConnection>(calls: &Calls, in_transaction: bool, error: &Error) {
+    if <C::Backend as CaptureBackend>::DIALECT == Dialect::Mysql
+        && in_transaction
+        && matches!(
+            error,
+            Error::DatabaseError(diesel::result::DatabaseErrorKind::SerializationFailure, _)
+        )
+    {
+        calls.lose_transaction();
     }
 }
