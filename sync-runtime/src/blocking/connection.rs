@@ -558,6 +558,7 @@ where
         let capture = match self.plans.get(&source) {
             Plan::Pass => {
                 let loaded = <C as LoadConnection<B>>::load(&mut self.inner, source);
+                // The cursor borrows the inner connection: the note reads the other fields.
                 if let Err(error) = &loaded {
                     note_deadlock::<C>(&self.calls, self.collector.in_transaction(), error);
                 }
