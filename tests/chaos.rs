@@ -833,14 +833,14 @@ async_chaos!(async_postgres, diesel_async::AsyncPgConnection);
 /// it rolls the whole transaction back, savepoints included: the connection then closes every
 /// level, refuses to begin a `transaction()` until the outermost call returns (which fails), and
 /// hands on what the closures still run as the autocommitted statements it is. With that, the
-/// async property finds no leaked ids in repeated runs, but about one run in eight still ends
-/// with a deleted product whose last delivery was a row, not its removal; and the synchronous
-/// one can stall for good inside libmariadb's `mysql_stmt_execute` of a key
+/// async property still fails about three runs in twenty: a few delivered ids no committed
+/// write changed, or a deleted product whose last delivery was a row, not its removal; and the
+/// synchronous one can stall for good inside libmariadb's `mysql_stmt_execute` of a key
 /// `SELECT … FOR UPDATE`, while the server shows the connection idle. Run it with `--ignored`.
 #[cfg(diesel_sync_mysql)]
 macro_rules! mysql_pool {
     () => {
-        "on MySQL, concurrent programs on a pool still miss a removal now and then, and the synchronous client can stall (open bug)"
+        "on MySQL, concurrent programs on a pool still leak an id or miss a removal now and then, and the synchronous client can stall (open bug)"
     };
 }
 
