@@ -927,4 +927,77 @@ mod mysql_deadlock {
         assert_eq!(f.capture.ids(), audited(&mut f.conn));
         assert_eq!(f.capture.ids(), [1]);
     }
+
+    /// The deadlock's error caught at the outermost level, the closure going on: what ran
+    /// before it was rolled back and is not sent, a synced write after it is refused (it would
+    /// need a transaction of its own), and the call reports the loss.
+    #[test]
+    fn a_deadlock_caught_by_the_caller_sends_nothing_and_refuses_what_follows() {
+        let mut f = fixture("deadlock_caught");
+        let (b_locked, b_has_locked) = mpsc::channel();
+        let (a_waits, a_is_waiting) = mpsc::channel::<()>();
+        let mut other = MysqlConnection::establish(&f.url).unwrap();
+        let other = std::thread::spawn(move || {
+            other.transaction(|other| {
+                diesel::update(products::table.filter(products::id.ge(2)))
+                    .set(products::price_cents.eq(2))
+                    .execute(other)?;
+                b_locked.send(()).unwrap();
+                a_is_waiting.recv().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                diesel::update(products::table.find(1))
+                    .set(products::price_cents.eq(2))
+                    .execute(other)?;
+                Err::<(), _>(Error::RollbackTransaction)
+            })
+        });
+        let result = f.conn.transaction(|conn| {
+            diesel::update(products::table.find(1))
+                .set(products::price_cents.eq(1))
+                .execute(conn)?;
+            b_has_locked.recv().unwrap();
+            a_waits.send(()).unwrap();
+            let deadlock = diesel::update(products::table.find(2))
+                .set(products::price_cents.eq(1))
+                .execute(conn);
+            assert!(
+                matches!(
+                    deadlock,
+                    Err(Error::DatabaseError(
+                        DatabaseErrorKind::SerializationFailure,
+                        _
+                    ))
+                ),
+                "{deadlock:?}"
+            );
+            let after = diesel::update(products::table.find(250))
+                .set(products::price_cents.eq(1))
+                .execute(conn);
+            assert!(
+                matches!(
+                    after,
+                    Err(Error::DatabaseError(
+                        DatabaseErrorKind::SerializationFailure,
+                        _
+                    ))
+                ),
+                "{after:?}"
+            );
+            Ok::<_, Error>(())
+        });
+        assert_eq!(other.join().unwrap(), Err(Error::RollbackTransaction));
+        assert!(
+            matches!(
+                result,
+                Err(Error::DatabaseError(
+                    DatabaseErrorKind::SerializationFailure,
+                    _
+                ))
+            ),
+            "{result:?}"
+        );
+        f.registry.settled_blocking();
+        assert!(audited(&mut f.conn).is_empty(), "nothing committed");
+        assert!(f.capture.ids().is_empty(), "{:?}", f.capture.calls());
+    }
 }

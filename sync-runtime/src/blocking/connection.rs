@@ -236,13 +236,18 @@ where
         // left its savepoint open: it is rolled back, or this level's COMMIT would only release
         // it and leave the transaction open.
         conn.roll_back_above(depth)?;
+        // Once the database lost the transaction, every level is closed already: this one
+        // reports the loss, or the caller's own error.
+        let lost = conn.calls.transaction_lost();
         match result {
-            Ok(value) => {
-                Self::commit_transaction(conn)?;
-                Ok(value)
-            }
+            Ok(value) => match Self::commit_transaction(conn) {
+                Ok(()) => Ok(value),
+                Err(Error::NotInTransaction) if lost => Err(transaction_lost().into()),
+                Err(error) => Err(error.into()),
+            },
             Err(user_error) => match Self::rollback_transaction(conn) {
                 Ok(()) | Err(Error::BrokenTransactionManager) => Err(user_error),
+                Err(Error::NotInTransaction) if lost => Err(user_error),
                 Err(rollback_error) => Err(rollback_error.into()),
             },
         }
@@ -319,10 +324,24 @@ impl<C> SyncedConnection<C>
 where
     C: CaptureConnection,
 {
-    /// Notes what a failed statement means for the transaction: see [`note_deadlock`].
-    fn note_failure(&self, error: Option<&Error>) {
-        if let Some(error) = error {
-            note_deadlock::<C>(&self.calls, self.collector.in_transaction(), error);
+    /// Notes what a failed statement means for the transaction: after a deadlock on MySQL
+    /// (see [`note_deadlock`]), every level is closed at once, so that nothing the rolled-back
+    /// statements registered is handed on, and what runs next is seen as the autocommitted
+    /// statements it is.
+    fn note_failure(&mut self, error: Option<&Error>) {
+        let Some(error) = error else {
+            return;
+        };
+        note_deadlock::<C>(&self.calls, self.collector.in_transaction(), error);
+        if self.calls.transaction_lost() && self.database_depth() > 0 {
+            tracing::warn!("the database rolled the whole transaction back; closing every level");
+            while self.database_depth() > 0 {
+                if C::TransactionManager::rollback_transaction(&mut self.inner).is_err() {
+                    break;
+                }
+            }
+            let depth = self.database_depth();
+            self.collector.rolled_back(depth);
         }
     }
 
