@@ -850,14 +850,19 @@ mod mysql_deadlock {
     use super::mysql_capture::{audited, fixture};
     use super::*;
 
-    #[test]
-    fn a_transaction_the_database_rolled_back_delivers_nothing_and_begins_nothing_more() {
-        let mut f = fixture("deadlock");
+    /// Another session that locks products 2–300, says so, and once told the synced session
+    /// waits for product 2, asks for product 1: a deadlock. It holds the heavier transaction,
+    /// which `InnoDB` keeps, so the synced one is the victim; it then rolls back.
+    fn other_session(
+        url: &str,
+    ) -> (
+        std::thread::JoinHandle<Result<(), Error>>,
+        mpsc::Receiver<()>,
+        mpsc::Sender<()>,
+    ) {
         let (b_locked, b_has_locked) = mpsc::channel();
         let (a_waits, a_is_waiting) = mpsc::channel::<()>();
-        let mut other = MysqlConnection::establish(&f.url).unwrap();
-        // The other session locks products 2–300 first: the heavier transaction, which
-        // `InnoDB` keeps, so the synced one is the victim.
+        let mut other = MysqlConnection::establish(url).unwrap();
         let other = std::thread::spawn(move || {
             other.transaction(|other| {
                 diesel::update(products::table.filter(products::id.ge(2)))
@@ -872,6 +877,13 @@ mod mysql_deadlock {
                 Err::<(), _>(Error::RollbackTransaction)
             })
         });
+        (other, b_has_locked, a_waits)
+    }
+
+    #[test]
+    fn a_transaction_the_database_rolled_back_delivers_nothing_and_begins_nothing_more() {
+        let mut f = fixture("deadlock");
+        let (other, b_has_locked, a_waits) = other_session(&f.url);
         let mut began_after = None;
         let result = f.conn.transaction(|conn| {
             let nested = conn.transaction(|conn| {
@@ -934,23 +946,7 @@ mod mysql_deadlock {
     #[test]
     fn a_deadlock_caught_by_the_caller_sends_nothing_and_refuses_what_follows() {
         let mut f = fixture("deadlock_caught");
-        let (b_locked, b_has_locked) = mpsc::channel();
-        let (a_waits, a_is_waiting) = mpsc::channel::<()>();
-        let mut other = MysqlConnection::establish(&f.url).unwrap();
-        let other = std::thread::spawn(move || {
-            other.transaction(|other| {
-                diesel::update(products::table.filter(products::id.ge(2)))
-                    .set(products::price_cents.eq(2))
-                    .execute(other)?;
-                b_locked.send(()).unwrap();
-                a_is_waiting.recv().unwrap();
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                diesel::update(products::table.find(1))
-                    .set(products::price_cents.eq(2))
-                    .execute(other)?;
-                Err::<(), _>(Error::RollbackTransaction)
-            })
-        });
+        let (other, b_has_locked, a_waits) = other_session(&f.url);
         let result = f.conn.transaction(|conn| {
             diesel::update(products::table.find(1))
                 .set(products::price_cents.eq(1))

@@ -273,13 +273,8 @@ where
             // The savepoint is gone: InnoDB rolled the whole transaction back (a deadlock).
             // Every level is closed to match, so that what the closures still run is seen as
             // the autocommitted statements it is, and the outermost level reports the failure.
-            tracing::warn!("the database rolled the whole transaction back; closing every level");
             conn.calls.lose_transaction();
-            while conn.database_depth() > 0 {
-                if C::TransactionManager::rollback_transaction(&mut conn.inner).is_err() {
-                    break;
-                }
-            }
+            conn.close_every_level();
         }
         let depth = conn.database_depth();
         conn.collector.rolled_back(depth);
@@ -334,14 +329,20 @@ where
         };
         note_deadlock::<C>(&self.calls, self.collector.in_transaction(), error);
         if self.calls.transaction_lost() && self.database_depth() > 0 {
-            tracing::warn!("the database rolled the whole transaction back; closing every level");
-            while self.database_depth() > 0 {
-                if C::TransactionManager::rollback_transaction(&mut self.inner).is_err() {
-                    break;
-                }
-            }
+            self.close_every_level();
             let depth = self.database_depth();
             self.collector.rolled_back(depth);
+        }
+    }
+
+    /// Rolls back every level of a transaction the database already rolled back: Diesel's
+    /// savepoint rollbacks fail or are skipped, its outermost ROLLBACK ends the rest.
+    fn close_every_level(&mut self) {
+        tracing::warn!("the database rolled the whole transaction back; closing every level");
+        while self.database_depth() > 0 {
+            if C::TransactionManager::rollback_transaction(&mut self.inner).is_err() {
+                break;
+            }
         }
     }
 
