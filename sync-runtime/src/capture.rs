@@ -798,6 +798,7 @@ mod tests {
         let key = Some(KeyCodec {
             kind: KeyKind::BigInt,
             insert: no_insert,
+            encode: |_| None,
         });
         Catalog::new([model("products", key), model("tags", None)])
     }
@@ -852,10 +853,12 @@ mod tests {
         let key = Some(KeyCodec {
             kind: KeyKind::BigInt,
             insert: no_insert,
+            encode: |_| None,
         });
         let removal = Removal {
             store: Some(("store_id", KeyKind::BigInt)),
             remove: no_remove,
+            encode_stores: |_| None,
         };
         let catalog = Catalog::new([
             ModelFacts {
@@ -1064,6 +1067,7 @@ mod tests {
         let key = Some(KeyCodec {
             kind: KeyKind::BigInt,
             insert: no_insert,
+            encode: |_| None,
         });
         let catalog = Catalog::new([
             ModelFacts {

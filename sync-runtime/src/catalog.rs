@@ -1,7 +1,7 @@
 //! The synced models of the program, by table: `#[derive(Synced)]` registers each one, so a
 //! connection knows which statements to capture without a hand-kept list.
 
-use std::any::{type_name, TypeId};
+use std::any::{type_name, Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -93,6 +93,8 @@ pub struct Removal {
     /// Adds the keys, each with its store key (in step, when there is a store column), to the
     /// frame as removals; false when one does not fit its type.
     pub(crate) remove: fn(&mut Frame, Vec<DynKey>, Vec<DynKey>) -> bool,
+    /// The values of store keys of the target, given as a `Vec` of its store key type.
+    pub(crate) encode_stores: fn(&dyn Any) -> Option<Vec<Option<DynKey>>>,
 }
 
 impl Removal {
@@ -252,7 +254,10 @@ impl<T> UnnamedTable for TableProbe<T> {
 
 /// A key as the database returned it, before it becomes a target's id. Not public API.
 #[doc(hidden)]
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// In the outbox, an integer key is a JSON number and a text key a JSON string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
 pub enum DynKey {
     Int(i64),
     Text(String),
@@ -275,6 +280,8 @@ pub struct KeyCodec {
     pub(crate) kind: KeyKind,
     /// Adds keys to the frame as ids of the target; false when a key does not fit the id type.
     pub(crate) insert: fn(&mut Frame, Vec<DynKey>) -> bool,
+    /// The keys of ids of the target, given as a `Vec` of its id type (the outbox's record).
+    pub(crate) encode: fn(&dyn Any) -> Option<Vec<DynKey>>,
 }
 
 impl fmt::Debug for KeyCodec {
@@ -293,6 +300,9 @@ pub trait CaptureKey: Sized {
     /// The id, when the key fits the type.
     #[doc(hidden)]
     fn from_key(key: DynKey) -> Option<Self>;
+    /// The key of the id.
+    #[doc(hidden)]
+    fn to_key(&self) -> DynKey;
 }
 
 macro_rules! int_keys {
@@ -304,6 +314,9 @@ macro_rules! int_keys {
                     DynKey::Int(value) => value.try_into().ok(),
                     DynKey::Text(_) => None,
                 }
+            }
+            fn to_key(&self) -> DynKey {
+                DynKey::Int((*self).into())
             }
         }
     )*};
@@ -318,6 +331,9 @@ impl CaptureKey for String {
             DynKey::Text(value) => Some(value),
             DynKey::Int(_) => None,
         }
+    }
+    fn to_key(&self) -> DynKey {
+        DynKey::Text(self.clone())
     }
 }
 
@@ -361,6 +377,7 @@ where
         Some(KeyCodec {
             kind: <TargetId<M> as CaptureKey>::KIND,
             insert: insert_keys::<M>,
+            encode: encode_keys::<TargetId<M>>,
         })
     }
 }
@@ -386,6 +403,8 @@ pub trait CaptureStore: Sized {
     const KIND: Option<KeyKind>;
     /// The store key, when the value read fits the type.
     fn from_store(value: Option<DynKey>) -> Option<Self>;
+    /// The value the store key is written as: `None` for `()`.
+    fn to_store(&self) -> Option<DynKey>;
 }
 
 impl CaptureStore for () {
@@ -393,12 +412,18 @@ impl CaptureStore for () {
     fn from_store(_: Option<DynKey>) -> Option<Self> {
         Some(())
     }
+    fn to_store(&self) -> Option<DynKey> {
+        None
+    }
 }
 
 impl<K: CaptureKey> CaptureStore for K {
     const KIND: Option<KeyKind> = Some(K::KIND);
     fn from_store(value: Option<DynKey>) -> Option<Self> {
         value.and_then(K::from_key)
+    }
+    fn to_store(&self) -> Option<DynKey> {
+        Some(self.to_key())
     }
 }
 
@@ -443,6 +468,7 @@ where
         Deletes::Removal(Removal {
             store: column.zip(<M::StoreKey as CaptureStore>::KIND),
             remove: remove_keys::<M>,
+            encode_stores: encode_stores::<M::StoreKey>,
         })
     }
 }
@@ -476,6 +502,16 @@ where
         }
     }
     fits
+}
+
+fn encode_keys<K: CaptureKey + 'static>(ids: &dyn Any) -> Option<Vec<DynKey>> {
+    let ids = ids.downcast_ref::<Vec<K>>()?;
+    Some(ids.iter().map(CaptureKey::to_key).collect())
+}
+
+fn encode_stores<S: CaptureStore + 'static>(stores: &dyn Any) -> Option<Vec<Option<DynKey>>> {
+    let stores = stores.downcast_ref::<Vec<S>>()?;
+    Some(stores.iter().map(CaptureStore::to_store).collect())
 }
 
 fn insert_keys<M: Synced>(frame: &mut Frame, keys: Vec<DynKey>) -> bool
@@ -576,6 +612,12 @@ impl Catalog {
             (Some(model), None) => Ok(Some(model)),
             _ => Err(models.iter().map(|m| m.model).collect()),
         }
+    }
+
+    /// The facts of target model `target` itself (not of a model that references it).
+    pub(crate) fn target(&self, target: TypeId) -> Option<&ModelFacts> {
+        self.models()
+            .find(|facts| facts.target == target && facts.model == facts.target_name)
     }
 
     /// Every registered model.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::dead_letter::DeadLetter;
+use crate::outbox::{self, NewEntry};
 use crate::synced::SyncTarget;
 
 /// The frames of one connection, innermost last. `frames.len()` follows the transaction depth.
@@ -40,6 +41,8 @@ pub(crate) trait PendingSet: Send + std::fmt::Debug {
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
     /// The ids as a dead letter, for a flush that could not finish.
     fn unresolved(&self, error: String) -> DeadLetter;
+    /// The outbox rows recording the ids.
+    fn outbox_entries(&self) -> Result<Vec<NewEntry>, String>;
     /// Adds another set of the same target model, given as [`PendingSet::into_any`] returned it.
     fn absorb(&mut self, other: Box<dyn Any>);
 }
@@ -163,14 +166,22 @@ impl Collector {
         }
     }
 
-    /// Whether a transaction is open.
     /// The database depth that counts as no transaction: 1 inside a test transaction.
     pub(crate) fn base_depth(&self) -> usize {
         self.flush_depth
     }
 
+    /// Whether a transaction is open.
     pub(crate) fn in_transaction(&self) -> bool {
         !self.frames.is_empty()
+    }
+
+    /// The frame the next COMMIT hands on when it closes the outermost level: `Some` while
+    /// exactly that level is open.
+    pub(crate) fn outermost(&self) -> Option<&Frame> {
+        (self.frames.len() == self.flush_depth + 1)
+            .then(|| self.frames.last())
+            .flatten()
     }
 
     /// Ids pending at every level, for diagnostics.
@@ -225,7 +236,8 @@ impl Frame {
         self.targets.iter().all(|p| p.len() == 0)
     }
 
-    fn merge(&mut self, child: Frame) {
+    /// Adds the ids of another frame, the other's deletions winning.
+    pub(crate) fn merge(&mut self, child: Frame) {
         for pending in child.targets {
             match self
                 .targets
@@ -236,6 +248,18 @@ impl Frame {
                 None => self.targets.push(pending),
             }
         }
+    }
+
+    /// The outbox rows recording the ids of the target models in `handled` (the others have no
+    /// handler: their ids are dropped, as they would be after COMMIT).
+    pub(crate) fn outbox_entries(&self, handled: &[TypeId]) -> Result<Vec<NewEntry>, String> {
+        let mut entries = Vec::new();
+        for pending in &self.targets {
+            if handled.contains(&pending.target()) {
+                entries.extend(pending.outbox_entries()?);
+            }
+        }
+        Ok(entries)
     }
 
     /// Each target model's pending ids, ready to flush.
@@ -271,6 +295,21 @@ impl<T: SyncTarget> PendingSet for PendingIds<T> {
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
+    }
+
+    fn outbox_entries(&self) -> Result<Vec<NewEntry>, String> {
+        let changed: Vec<T::Id> = self
+            .ids
+            .iter()
+            .filter(|id| !self.removed.contains_key(id))
+            .cloned()
+            .collect();
+        let removed: Vec<(T::Id, T::StoreKey)> = self
+            .removed
+            .iter()
+            .map(|(id, store)| (id.clone(), store.clone()))
+            .collect();
+        outbox::entries::<T>(&changed, &removed)
     }
 
     fn absorb(&mut self, other: Box<dyn Any>) {

@@ -32,6 +32,7 @@ use crate::catalog::insert_captured;
 use crate::classify::Dialect;
 use crate::collector::{transaction_lost, Calls, Collector, Frame, Running};
 use crate::error::CaptureRefused;
+use crate::outbox::{NewEntry, OutboxBackend};
 use crate::registry::{Loader, Registry, Resolves};
 use crate::resolve::{async_loader, unhandled, AsyncLoader, Resolve, Unflushed};
 use crate::synced::{SyncTarget, Synced};
@@ -226,9 +227,30 @@ where
     }
 
     /// Resolves and dispatches a committed frame. Never fails: errors become dead letters.
+    ///
+    /// A durable registry's frame committed on its own (a write outside a transaction) is
+    /// recorded in the outbox for the worker instead, or, if that fails, delivered from here.
     async fn flush(&mut self, frame: Frame) {
         if frame.is_empty() {
             return;
+        }
+        if let Some(outbox) = self
+            .registry
+            .outbox()
+            .filter(|_| self.collector.base_depth() == 0)
+        {
+            let wake = Arc::clone(&outbox.state);
+            let entries = self.outbox_entries(&frame);
+            let recorded = match entries {
+                Ok(entries) => self.append(entries).await,
+                Err(error) => Err(error),
+            };
+            match recorded {
+                Ok(()) => return wake.rows_written(),
+                Err(error) => {
+                    tracing::error!(%error, "recording committed ids in the outbox failed; delivering them from memory");
+                }
+            }
         }
         let span = tracing::info_span!("flush", ids = frame.len());
         async {
@@ -246,6 +268,27 @@ where
         .await;
     }
 
+    /// The outbox rows recording `frame`'s ids of the models with a handler.
+    fn outbox_entries(&self, frame: &Frame) -> QueryResult<Vec<NewEntry>> {
+        frame
+            .outbox_entries(&self.registry.targets())
+            .map_err(|error| Error::QueryBuilderError(error.into()))
+    }
+
+    /// Writes outbox rows in one statement, when the registry is durable.
+    async fn append(&mut self, entries: Vec<NewEntry>) -> QueryResult<()> {
+        let Some(outbox) = self.registry.outbox() else {
+            return Ok(());
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows = entries.len();
+        outbox.append::<Append<C>>()(&mut self.inner, entries).await?;
+        tracing::debug!(rows, "committed ids recorded in the outbox");
+        Ok(())
+    }
+
     /// The inner connection's transaction depth; a broken transaction manager counts as none
     /// open, so nothing from it is ever handed on.
     fn database_depth(&mut self) -> usize {
@@ -256,6 +299,22 @@ where
             Err(_) => 0,
         }
     }
+}
+
+/// How a durable registry's connections of kind `C` write outbox rows, as the registry stores
+/// it.
+pub(crate) type Append<C> = for<'a> fn(&'a mut C, Vec<NewEntry>) -> BoxFuture<'a, QueryResult<()>>;
+
+/// The [`Append`] of `C`.
+pub(crate) fn append_entries<C>(
+    conn: &mut C,
+    entries: Vec<NewEntry>,
+) -> BoxFuture<'_, QueryResult<()>>
+where
+    C: AsyncConnectionCore,
+    C::Backend: OutboxBackend,
+{
+    Box::pin(<C::Backend as OutboxBackend>::append(conn, entries))
 }
 
 /// A transaction closure whose future can be named, so its `Send` can be required: the shape
@@ -368,11 +427,31 @@ where
         result
     }
 
+    /// A durable registry's outermost COMMIT first writes the frame's outbox rows in the same
+    /// transaction; if that fails, the transaction is rolled back and the error returned.
     async fn commit_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
+        // Inside a test transaction nothing commits: its ids are delivered from memory.
+        let outermost = conn.database_depth() == 1 && conn.collector.base_depth() == 0;
+        let entries = match conn.collector.outermost() {
+            Some(frame) if outermost && conn.registry.is_durable() => conn.outbox_entries(frame),
+            _ => Ok(Vec::new()),
+        };
+        let recorded = match entries {
+            Ok(entries) => conn.append(entries).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = recorded {
+            tracing::error!(%error, "recording committed ids in the outbox failed; rolling back");
+            let _ = Self::rollback_transaction(conn).await;
+            return Err(error);
+        }
         let result = C::TransactionManager::commit_transaction(&mut conn.inner).await;
         let depth = conn.database_depth();
         if let Some(frame) = conn.collector.committed(result.is_ok(), depth) {
-            conn.flush(frame).await;
+            match conn.registry.outbox().filter(|_| outermost) {
+                Some(outbox) => outbox.state.rows_written(),
+                None => conn.flush(frame).await,
+            }
         }
         result
     }
@@ -678,13 +757,20 @@ where
     C: CaptureConnection,
 {
     /// Runs a write to a synced table and registers the keys of the rows it wrote: in the open
-    /// transaction, or handed on now when none is open. Returns the rows written.
+    /// transaction, or handed on now when none is open (with a durable registry, in a
+    /// transaction of its own, so that the write and its outbox rows commit together).
+    /// Returns the rows written.
     async fn run_captured(
         &mut self,
         statement: OwnedStatement<C::Backend>,
         capture: Capture,
         read: ReadKeys<C::Backend>,
     ) -> QueryResult<usize> {
+        if self.registry.is_durable() && !self.collector.in_transaction() {
+            self.begin_unless_open().await?;
+            let result = Box::pin(self.run_captured(statement, capture, read)).await;
+            return self.end_opened(true, result).await;
+        }
         let (written, captured) = match read {
             ReadKeys::Returning => self.write_returning_keys(statement, &capture).await?,
             ReadKeys::SelectedFirst(select) => {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::handler::Batch;
+use crate::outbox::{dead_entries, NewEntry};
 use crate::synced::SyncTarget;
 
 /// A batch that could not be delivered, with the reason.
@@ -15,7 +16,11 @@ pub struct DeadLetter {
     error: String,
     attempts: u32,
     payload: Box<dyn Any + Send + Sync>,
+    /// The dead outbox rows recording it, in durable mode.
+    record: Record,
 }
+
+type Record = fn(&(dyn Any + Send + Sync), &str, u32) -> Result<Vec<NewEntry>, String>;
 
 impl DeadLetter {
     pub(crate) fn undelivered<T: SyncTarget>(
@@ -34,6 +39,7 @@ impl DeadLetter {
             error,
             attempts,
             payload: Box::new(batch),
+            record: dead_entries::<T>,
         }
     }
 
@@ -45,6 +51,7 @@ impl DeadLetter {
             error,
             attempts: 0,
             payload: Box::new(ids),
+            record: dead_entries::<T>,
         }
     }
 
@@ -71,6 +78,11 @@ impl DeadLetter {
     /// How many calls were made (0 when the rows could not be loaded after commit).
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// The dead outbox rows that keep this letter in durable mode.
+    pub(crate) fn outbox_entries(&self) -> Result<Vec<NewEntry>, String> {
+        (self.record)(&*self.payload, &self.error, self.attempts)
     }
 
     /// The undelivered batch, typed, to send again.

@@ -414,7 +414,7 @@ async fn deliver<T: SyncTarget>(shared: &Shared, queue: &ModelQueue<T>, batch: B
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

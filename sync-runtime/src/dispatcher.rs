@@ -18,6 +18,7 @@ use crate::dispatch::{dispatch, AnyModelQueue, ModelQueue};
 use crate::handler::Changes;
 use crate::metrics::{Counters, Metrics};
 use crate::synced::SyncTarget;
+use crate::worker::DurableState;
 
 /// Everything that happens after resolve: the model queues, the dead letters and the counters.
 /// Cheap to clone: every clone (and so every clone of the [`Registry`](crate::Registry) that
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pending: AtomicU64,
     settled: Notify,
     background: OnceLock<Runtime>,
+    /// In durable mode: where dead letters go, to become dead outbox rows.
+    durable: OnceLock<Arc<DurableState>>,
     /// One hand-off order per target model.
     sequences: Mutex<HashMap<TypeId, Sequence>>,
 }
@@ -102,6 +105,7 @@ impl Dispatcher {
                 pending: AtomicU64::new(0),
                 settled: Notify::new(),
                 background: OnceLock::new(),
+                durable: OnceLock::new(),
                 sequences: Mutex::default(),
             }),
         }
@@ -164,25 +168,6 @@ impl Dispatcher {
         }
     }
 
-    /// `Registry::settled` for synchronous code: blocks the calling thread until every batch
-    /// handed on so far is delivered or dead-lettered. No tokio runtime is needed.
-    ///
-    /// # Panics
-    /// When called on a tokio runtime's worker thread (from async code); await
-    /// `Registry::settled` there. A `spawn_blocking` thread may call it.
-    pub(crate) fn settled_blocking(&self) {
-        self.background_or_panic().block_on(self.settled());
-    }
-
-    /// `Registry::shutdown` for synchronous code: blocks the calling thread for at most
-    /// `deadline`, then dead-letters whatever is still pending. No tokio runtime is needed.
-    ///
-    /// # Panics
-    /// When called on a tokio runtime's worker thread; await `Registry::shutdown` there.
-    pub(crate) fn shutdown_blocking(&self, deadline: Duration) -> ShutdownReport {
-        self.background_or_panic().block_on(self.shutdown(deadline))
-    }
-
     /// The registry's own runtime, for the blocking waits (never on a commit's path).
     fn background_or_panic(&self) -> &Runtime {
         self.shared
@@ -225,6 +210,24 @@ impl Dispatcher {
         self.shared.finish(ticket.model, ticket.number, hand_off);
     }
 
+    /// A handle to the registry's own runtime, started on first use.
+    pub(crate) fn background_handle(&self) -> Result<Handle, String> {
+        self.shared.background_handle()
+    }
+
+    /// Sends dead letters to the outbox worker of a durable registry.
+    pub(crate) fn make_durable(&self, state: Arc<DurableState>) {
+        let _ = self.shared.durable.set(state);
+    }
+
+    /// Runs `future` to completion on the registry's own runtime, blocking the calling thread.
+    ///
+    /// # Panics
+    /// When called on a tokio runtime's worker thread.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.background_or_panic().block_on(future)
+    }
+
     pub(crate) fn counters(&self) -> &Counters {
         &self.shared.counters
     }
@@ -259,6 +262,10 @@ impl Shared {
 
     pub(crate) fn dead_letter(&self, letter: DeadLetter) {
         Counters::add(&self.counters.dead_letters, 1);
+        if let Some(durable) = self.durable.get() {
+            durable.dead_letter(letter);
+            return;
+        }
         match &self.sink {
             Some(sink) => sink.put(letter),
             None => self.memory.put(letter),
@@ -301,7 +308,7 @@ impl Shared {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("diesel-sync-dispatch")
-            .enable_time()
+            .enable_all()
             .build()
             .map_err(|error| {
                 format!("the diesel-sync dispatch runtime could not start: {error}")

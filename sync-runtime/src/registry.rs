@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::catalog::{Catalog, ModelFacts};
+use crate::connection::{append_entries, Append, CaptureConnection, SyncedConnection};
 use crate::dead_letter::{DeadLetterSink, DeadLetters};
 use crate::dispatch::{AnyModelQueue, ModelQueue, StoreFilter};
 use crate::dispatcher::{Dispatcher, ShutdownReport};
 use crate::handler::Handler;
 use crate::metrics::Metrics;
+use crate::outbox::{Durable, OutboxBackend};
 use crate::retry::RetryPolicy;
 use crate::synced::{StoreModel, SyncTarget};
+use crate::worker::{self, check_target, DurableState};
 
 /// Handlers per target model, and everything that happens after commit, for connections of
 /// type `Conn` ([`SyncedConnection<C>`](crate::SyncedConnection) or
@@ -51,7 +54,33 @@ use crate::synced::{StoreModel, SyncTarget};
 pub struct Registry<Conn> {
     dispatcher: Dispatcher,
     loaders: Arc<HashMap<TypeId, Loader>>,
+    outbox: Option<Arc<OutboxLink>>,
     connection: PhantomData<fn() -> Conn>,
+}
+
+/// A durable registry's outbox: how its connections write to it, and what they share with its
+/// delivery worker.
+pub(crate) struct OutboxLink {
+    pub(crate) state: Arc<DurableState>,
+    /// The connection kind's [`Append`](crate::connection::Append), type-erased.
+    append: Box<dyn Any + Send + Sync>,
+}
+
+impl OutboxLink {
+    /// The function that writes outbox rows over connection type `C`'s inner connection.
+    pub(crate) fn append<F: Any>(&self) -> &F {
+        self.append
+            .downcast_ref::<F>()
+            .expect("a durable registry's append comes from its connection type")
+    }
+}
+
+impl fmt::Debug for OutboxLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxLink")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A connection type whose committed ids of target model `T` can be loaded: implemented by
@@ -98,6 +127,7 @@ impl<Conn> Clone for Registry<Conn> {
         Self {
             dispatcher: self.dispatcher.clone(),
             loaders: Arc::clone(&self.loaders),
+            outbox: self.outbox.clone(),
             connection: PhantomData,
         }
     }
@@ -112,6 +142,7 @@ impl<Conn: 'static> Registry<Conn> {
             default_policy: RetryPolicy::default(),
             sink: None,
             max_concurrent_calls: None,
+            durable: None,
             connection: PhantomData,
         }
     }
@@ -139,14 +170,26 @@ impl<Conn: 'static> Registry<Conn> {
 
     /// Resolves once every batch handed on so far is delivered or dead-lettered.
     ///
-    /// Commits do not wait for handlers; scripts and tests await this when they need to.
+    /// Commits do not wait for handlers; scripts and tests await this when they need to. A
+    /// durable registry resolves once its worker found no row left to deliver in the outbox
+    /// (dead rows aside), whichever process wrote them.
     pub async fn settled(&self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.state.drained().await;
+        }
         self.dispatcher.settled().await;
     }
 
     /// Drains before the process exits: waits up to `deadline` for pending batches (retries
     /// included), then dead-letters whatever is still queued or in flight.
+    ///
+    /// A durable registry's worker stops claiming rows; what it had not delivered by the
+    /// deadline stays in the outbox, and is delivered after the next start once the rows'
+    /// lease ends.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        if let Some(outbox) = &self.outbox {
+            outbox.state.stop();
+        }
         self.dispatcher.shutdown(deadline).await
     }
 
@@ -157,7 +200,7 @@ impl<Conn: 'static> Registry<Conn> {
     /// When called on a tokio runtime's worker thread (from async code); await
     /// [`Registry::settled`] there. A `spawn_blocking` thread may call it.
     pub fn settled_blocking(&self) {
-        self.dispatcher.settled_blocking();
+        self.dispatcher.block_on(self.settled());
     }
 
     /// [`Registry::shutdown`] for synchronous code: blocks the calling thread for at most
@@ -166,7 +209,17 @@ impl<Conn: 'static> Registry<Conn> {
     /// # Panics
     /// When called on a tokio runtime's worker thread; await [`Registry::shutdown`] there.
     pub fn shutdown_blocking(&self, deadline: Duration) -> ShutdownReport {
-        self.dispatcher.shutdown_blocking(deadline)
+        self.dispatcher.block_on(self.shutdown(deadline))
+    }
+
+    /// Whether the registry is durable: its connections record committed ids in the outbox.
+    pub fn is_durable(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// The outbox of a durable registry.
+    pub(crate) fn outbox(&self) -> Option<&OutboxLink> {
+        self.outbox.as_deref()
     }
 
     /// The target models with a handler.
@@ -200,8 +253,18 @@ pub struct RegistryBuilder<Conn, Last = ()> {
     default_policy: RetryPolicy,
     sink: Option<Box<dyn DeadLetterSink>>,
     max_concurrent_calls: Option<usize>,
+    durable: Option<DurableSetup<Conn>>,
     connection: PhantomData<fn() -> Conn>,
 }
+
+/// What [`RegistryBuilder::durable`] set up, for `build` to start.
+struct DurableSetup<Conn> {
+    append: Box<dyn Any + Send + Sync>,
+    start: StartWorker<Conn>,
+}
+
+/// Spawns the delivery worker of the registry built.
+type StartWorker<Conn> = Box<dyn FnOnce(Registry<Conn>, Arc<DurableState>) -> Result<(), String>>;
 
 /// A handler waiting for `build`, which fixes its retry policy.
 struct PendingModel {
@@ -293,6 +356,7 @@ impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
             default_policy: self.default_policy,
             sink: self.sink,
             max_concurrent_calls: self.max_concurrent_calls,
+            durable: self.durable,
             connection: PhantomData,
         }
     }
@@ -331,7 +395,12 @@ impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
         mismatches(Catalog::get().models(), &handled)
     }
 
-    /// Builds the registry.
+    /// Builds the registry; a durable one starts its delivery worker.
+    ///
+    /// # Panics
+    /// For a durable registry: when a handled model's ids cannot be recorded in the outbox
+    /// (an id type other than `i16`, `i32`, `i64` or `String`), or the registry's runtime
+    /// cannot start.
     pub fn build(self) -> Registry<Conn> {
         if !self.models.is_empty() {
             for mismatch in self.mismatches() {
@@ -341,6 +410,11 @@ impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
         let default_policy = self.default_policy;
         let mut queues = HashMap::new();
         let mut loaders = HashMap::new();
+        for model in &self.models {
+            if self.durable.is_some() {
+                check_target(model.target, model.name);
+            }
+        }
         for model in self.models {
             tracing::debug!(model = model.name, "sync handler registered");
             queues.insert(
@@ -349,11 +423,65 @@ impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
             );
             loaders.insert(model.target, model.loader);
         }
-        Registry {
+        let mut registry = Registry {
             dispatcher: Dispatcher::new(queues, self.sink, self.max_concurrent_calls),
             loaders: Arc::new(loaders),
+            outbox: None,
             connection: PhantomData,
+        };
+        if let Some(durable) = self.durable {
+            let state = Arc::new(DurableState::new());
+            registry.dispatcher.make_durable(Arc::clone(&state));
+            registry.outbox = Some(Arc::new(OutboxLink {
+                state: Arc::clone(&state),
+                append: durable.append,
+            }));
+            if let Err(error) = (durable.start)(registry.clone(), state) {
+                panic!("the durable registry's worker cannot start: {error}");
+            }
         }
+        registry
+    }
+}
+
+impl<C, Last> RegistryBuilder<SyncedConnection<C>, Last>
+where
+    C: CaptureConnection,
+    C::Backend: OutboxBackend,
+{
+    /// Makes delivery durable: the outermost COMMIT of each connection also writes the ids it
+    /// collected to the outbox table (see [`migrations`](crate::migrations)), in the same
+    /// transaction, and a worker of the registry's own delivers from there, on a connection of
+    /// its own to `durable`'s URL. A row leaves the outbox only once its batches were
+    /// delivered, so a crash or a deploy between COMMIT and delivery loses nothing: the next
+    /// start (or another process with a durable registry on the same database) delivers it.
+    ///
+    /// `transaction()` returns right after COMMIT: the rows are loaded and dispatched off the
+    /// caller's path. Delivery is at least once; see the crate documentation.
+    ///
+    /// ```no_run
+    /// # use diesel_sync_runtime as diesel_sync;
+    /// use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+    /// use diesel_sync::{Durable, Registry, SyncedConnection};
+    ///
+    /// type Conn = SyncedConnection<SyncConnectionWrapper<diesel::SqliteConnection>>;
+    /// let registry: Registry<Conn> = Registry::builder()
+    ///     // .handler(…)
+    ///     .durable(Durable::new("shop.db"))
+    ///     .build();
+    /// ```
+    #[must_use]
+    pub fn durable(mut self, durable: Durable) -> Self {
+        let append: Append<C> = append_entries::<C>;
+        self.durable = Some(DurableSetup {
+            append: Box::new(append),
+            start: Box::new(move |registry: Registry<SyncedConnection<C>>, state| {
+                let runtime = registry.dispatcher().background_handle()?;
+                runtime.spawn(worker::supervise(registry, durable, state));
+                Ok(())
+            }),
+        });
+        self
     }
 }
 
@@ -466,6 +594,7 @@ impl<Conn> fmt::Debug for Registry<Conn> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("models", &self.loaders.len())
+            .field("durable", &self.outbox.is_some())
             .field("dispatcher", &self.dispatcher)
             .finish()
     }

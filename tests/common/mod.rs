@@ -7,7 +7,7 @@ pub mod suite;
 use std::sync::{Arc, Mutex};
 
 use diesel::prelude::*;
-use diesel_sync::{Batch, HandlerError, Registry, Resolves, RetryPolicy, Synced};
+use diesel_sync::{Batch, HandlerError, Registry, RegistryBuilder, Resolves, RetryPolicy, Synced};
 
 diesel::table! {
     stores (id) {
@@ -168,19 +168,19 @@ impl Capture {
     where
         Conn: Resolves<Product> + Resolves<Listing>,
     {
-        let calls = Arc::clone(&self.calls);
+        self.builder(sync_switch).build()
+    }
+
+    /// The builder of [`Capture::registry_with`], to add to before it is built.
+    pub fn builder<Conn>(&self, sync_switch: bool) -> RegistryBuilder<Conn, Listing>
+    where
+        Conn: Resolves<Product> + Resolves<Listing>,
+    {
+        let calls = self.clone();
         let listings = Arc::clone(&self.listings);
         let products = Registry::builder().handler(move |batch: Batch<Product>| {
-            let calls = Arc::clone(&calls);
-            async move {
-                calls.lock().unwrap().push(Call {
-                    store: *batch.store(),
-                    store_row: batch.store_row().cloned(),
-                    rows: batch.rows().to_vec(),
-                    removed: batch.removed().to_vec(),
-                });
-                Ok::<(), HandlerError>(())
-            }
+            calls.record(&batch);
+            async { Ok::<(), HandlerError>(()) }
         });
         let products = if sync_switch {
             products.when(|store: &Store| store.sync_enabled)
@@ -199,7 +199,16 @@ impl Capture {
                 }
             })
             .retry_policy(RetryPolicy::never())
-            .build()
+    }
+
+    /// Records one call of the products' handler.
+    pub fn record(&self, batch: &Batch<Product>) {
+        self.calls.lock().unwrap().push(Call {
+            store: *batch.store(),
+            store_row: batch.store_row().cloned(),
+            rows: batch.rows().to_vec(),
+            removed: batch.removed().to_vec(),
+        });
     }
 
     /// Every delivered listing, by id.

@@ -1,0 +1,535 @@
+//! Durable mode's record: the outbox table. The outermost COMMIT of a durable registry's
+//! connection writes the keys it collected into the outbox inside the same transaction, so the
+//! change and its sync record commit or roll back together; the delivery worker
+//! ([`crate::worker`]) claims rows, resolves and dispatches them, and deletes a row only once
+//! its batches were delivered. A crash between COMMIT and delivery loses nothing: the rows wait
+//! for the next worker.
+
+use std::any::{type_name, Any, TypeId};
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use diesel::backend::Backend;
+use diesel::prelude::*;
+use diesel::QueryResult;
+use diesel_async::{AsyncConnection, AsyncConnectionCore, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+
+use crate::catalog::{Catalog, Deletes, DynKey, ModelFacts};
+use crate::collector::Frame;
+use crate::handler::Batch;
+use crate::synced::SyncTarget;
+
+diesel::table! {
+    /// The outbox: one row per target model and chunk of committed keys.
+    diesel_sync_outbox (id) {
+        id -> BigInt,
+        model -> Text,
+        changed -> Text,
+        removed -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        available_at -> BigInt,
+        claimed_by -> Nullable<Text>,
+        dead_at -> Nullable<BigInt>,
+    }
+}
+
+use diesel_sync_outbox as outbox;
+
+/// The outbox table's schema, one set of migrations per backend, to run with
+/// [`diesel_migrations`](https://docs.rs/diesel_migrations) before a durable registry starts:
+///
+/// ```no_run
+/// # use diesel_sync_runtime as diesel_sync;
+/// use diesel::Connection;
+/// use diesel_migrations::MigrationHarness;
+///
+/// let mut conn = diesel::SqliteConnection::establish("shop.db")?;
+/// conn.run_pending_migrations(diesel_sync::migrations::SQLITE)?;
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+/// ```
+///
+/// An async-only application runs them through diesel-async's `AsyncConnectionWrapper`.
+pub mod migrations {
+    use super::{embed_migrations, EmbeddedMigrations};
+
+    /// The outbox on PostgreSQL.
+    pub const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+    /// The outbox on MySQL and MariaDB.
+    pub const MYSQL: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+    /// The outbox on SQLite (a database file: the delivery worker opens a connection of its own).
+    pub const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+}
+
+/// Durable mode's settings: where the delivery worker connects, and how it claims outbox rows.
+/// Given to [`RegistryBuilder::durable`](crate::RegistryBuilder::durable).
+///
+/// On SQLite the worker's connection writes to the application's database file: give the
+/// application's connections a busy timeout (`PRAGMA busy_timeout = 5000`), as any program with
+/// two connections to one file needs.
+///
+/// ```
+/// # use diesel_sync_runtime as diesel_sync;
+/// use std::time::Duration;
+/// use diesel_sync::Durable;
+///
+/// let durable = Durable::new("postgres://localhost/shop").lease(Duration::from_secs(120));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Durable {
+    pub(crate) url: String,
+    pub(crate) lease: Duration,
+    pub(crate) poll_interval: Duration,
+    pub(crate) claim_rows: i64,
+}
+
+impl Durable {
+    /// Durable delivery from the outbox of the database at `url`, which the worker connects to.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            claim_rows: 64,
+        }
+    }
+
+    /// How long a claimed row stays the worker's (default 60 s). A worker that dies leaves its
+    /// rows to the next one once the lease ends; a delivery slower than the lease may be made
+    /// twice.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How often an idle worker looks for rows other processes wrote (default 1 s); rows this
+    /// process commits wake it at once.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The most outbox rows one delivery round claims (default 64, each up to
+    /// 10,000 keys).
+    #[must_use]
+    pub fn claim_rows(mut self, rows: u32) -> Self {
+        self.claim_rows = i64::from(rows.max(1));
+        self
+    }
+}
+
+/// The most keys one outbox row holds.
+const KEYS_PER_ROW: usize = 10_000;
+
+/// The keys of one outbox row, as its JSON columns hold them.
+#[derive(Debug, Default)]
+pub(crate) struct Keys {
+    changed: Vec<DynKey>,
+    removed: Vec<(DynKey, Option<DynKey>)>,
+}
+
+/// An outbox row to write. Not public API.
+#[doc(hidden)]
+#[derive(Debug, Insertable)]
+#[diesel(table_name = diesel_sync_outbox, treat_none_as_default_value = false)]
+pub struct NewEntry {
+    model: String,
+    changed: String,
+    removed: String,
+    attempts: i32,
+    last_error: Option<String>,
+    available_at: i64,
+    dead_at: Option<i64>,
+}
+
+/// A claimed outbox row. Not public API.
+#[doc(hidden)]
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = diesel_sync_outbox)]
+pub struct Entry {
+    pub(crate) id: i64,
+    pub(crate) model: String,
+    changed: String,
+    removed: String,
+    pub(crate) attempts: i32,
+}
+
+/// Milliseconds since the Unix epoch: the outbox's clock.
+pub(crate) fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The outbox rows recording target `T`'s committed `changed` ids and `removed` rows, at most
+/// [`KEYS_PER_ROW`] keys each. Fails, before anything is written, for a target whose keys the
+/// outbox cannot hold (an id type other than `i16`, `i32`, `i64` or `String`).
+pub(crate) fn entries<T: SyncTarget>(
+    changed: &[T::Id],
+    removed: &[(T::Id, T::StoreKey)],
+) -> Result<Vec<NewEntry>, String> {
+    let facts = target_facts(TypeId::of::<T>(), type_name::<T>())?;
+    let codec = facts.key.ok_or_else(|| unreadable::<T>())?;
+    let encode_ids = |ids: Vec<T::Id>| (codec.encode)(&ids).ok_or_else(unreadable::<T>);
+    let mut keys = Vec::new();
+    for chunk in changed.chunks(KEYS_PER_ROW) {
+        keys.push(Keys {
+            changed: encode_ids(chunk.to_vec())?,
+            removed: Vec::new(),
+        });
+    }
+    if !removed.is_empty() {
+        let Deletes::Removal(removal) = facts.deletes else {
+            return Err(format!(
+                "the removals of `{}` cannot be recorded in the outbox: its store key type is not one a key can be",
+                type_name::<T>()
+            ));
+        };
+        for chunk in removed.chunks(KEYS_PER_ROW) {
+            let (ids, stores): (Vec<T::Id>, Vec<T::StoreKey>) = chunk.iter().cloned().unzip();
+            let stores = (removal.encode_stores)(&stores).ok_or_else(unreadable::<T>)?;
+            keys.push(Keys {
+                changed: Vec::new(),
+                removed: encode_ids(ids)?.into_iter().zip(stores).collect(),
+            });
+        }
+    }
+    let available_at = now_ms();
+    Ok(keys
+        .into_iter()
+        .map(|keys| keys.entry(facts.table, available_at))
+        .collect())
+}
+
+/// The outbox rows recording a dead letter's ids, kept as dead rows with its error and
+/// attempts.
+pub(crate) fn dead_entries<T: SyncTarget>(
+    payload: &(dyn Any + Send + Sync),
+    error: &str,
+    attempts: u32,
+) -> Result<Vec<NewEntry>, String> {
+    let mut entries = if let Some(batch) = payload.downcast_ref::<Batch<T>>() {
+        let removed: Vec<_> = batch
+            .removed()
+            .iter()
+            .map(|id| (id.clone(), batch.store().clone()))
+            .collect();
+        entries::<T>(&batch.ids().collect::<Vec<_>>(), &removed)?
+    } else if let Some(ids) = payload.downcast_ref::<Vec<T::Id>>() {
+        entries::<T>(ids, &[])?
+    } else {
+        return Err(format!(
+            "a dead letter of `{}` holds no ids",
+            type_name::<T>()
+        ));
+    };
+    let dead_at = now_ms();
+    for entry in &mut entries {
+        entry.attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        entry.last_error = Some(error.to_owned());
+        entry.dead_at = Some(dead_at);
+    }
+    Ok(entries)
+}
+
+/// Adds a claimed row's keys to `frame`, as ids of the target whose table the row names.
+/// Returns the target, or why the row cannot be delivered.
+pub(crate) fn decode(
+    entry: &Entry,
+    handled: &[TypeId],
+    frame: &mut Frame,
+) -> Result<TypeId, String> {
+    let facts = Catalog::get()
+        .model(&entry.model, handled)
+        .ok()
+        .flatten()
+        .filter(|facts| facts.model == facts.target_name)
+        .ok_or_else(|| format!("no synced target model has the table `{}`", entry.model))?;
+    let codec = facts
+        .key
+        .ok_or_else(|| format!("the keys of `{}` cannot be read", facts.target_name))?;
+    let changed: Vec<DynKey> = serde_json::from_str(&entry.changed)
+        .map_err(|error| format!("the outbox row's `changed` is not a list of keys: {error}"))?;
+    let removed: Vec<(DynKey, Option<DynKey>)> = serde_json::from_str(&entry.removed)
+        .map_err(|error| format!("the outbox row's `removed` is not a list of keys: {error}"))?;
+    let mut fits = (codec.insert)(frame, changed);
+    if !removed.is_empty() {
+        let Deletes::Removal(removal) = facts.deletes else {
+            return Err(format!(
+                "the removals of `{}` cannot be read",
+                facts.target_name
+            ));
+        };
+        let (ids, stores): (Vec<DynKey>, Vec<Option<DynKey>>) = removed.into_iter().unzip();
+        fits &= (removal.remove)(frame, ids, stores.into_iter().flatten().collect());
+    }
+    if !fits {
+        return Err(format!(
+            "a key of the outbox row does not fit the id type of `{}`",
+            facts.target_name
+        ));
+    }
+    Ok(facts.target)
+}
+
+fn target_facts(target: TypeId, name: &str) -> Result<&'static ModelFacts, String> {
+    Catalog::get()
+        .target(target)
+        .ok_or_else(|| format!("`{name}` is not registered by `#[derive(Synced)]`"))
+}
+
+fn unreadable<T>() -> String {
+    format!(
+        "`{}` cannot be recorded in the outbox: durable mode needs an id of type i16, i32, i64 or String",
+        type_name::<T>()
+    )
+}
+
+/// Whether the outbox can record target `T`'s ids: what a durable registry checks of each
+/// model it handles, when it is built.
+pub(crate) fn check_recordable(target: TypeId, name: &str) -> Result<(), String> {
+    let facts = target_facts(target, name)?;
+    match facts.key {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "`{name}` cannot be recorded in the outbox: durable mode needs an id of type i16, i32, i64 or String"
+        )),
+    }
+}
+
+impl NewEntry {
+    /// A claimed row again, as a dead row with `error`.
+    pub(crate) fn dead_copy(entry: &Entry, error: String) -> Self {
+        Self {
+            model: entry.model.clone(),
+            changed: entry.changed.clone(),
+            removed: entry.removed.clone(),
+            attempts: entry.attempts,
+            last_error: Some(error),
+            available_at: now_ms(),
+            dead_at: Some(now_ms()),
+        }
+    }
+}
+
+impl Keys {
+    fn entry(self, model: &str, available_at: i64) -> NewEntry {
+        NewEntry {
+            model: model.to_owned(),
+            changed: serde_json::to_string(&self.changed).expect("keys serialize"),
+            removed: serde_json::to_string(&self.removed).expect("keys serialize"),
+            attempts: 0,
+            last_error: None,
+            available_at,
+            dead_at: None,
+        }
+    }
+}
+
+/// What a delivery round claims: up to `rows` rows available now, leased to `worker` until
+/// `lease_ends`.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub(crate) worker: String,
+    pub(crate) rows: i64,
+    pub(crate) now: i64,
+    pub(crate) lease_ends: i64,
+}
+
+/// A backend the outbox runs on: the statements of durable mode, spelled with the concrete
+/// backend. Implemented for PostgreSQL, MySQL and SQLite.
+pub trait OutboxBackend: Backend {
+    /// Writes `entries` in one statement. Not public API.
+    #[doc(hidden)]
+    fn append<C: AsyncConnectionCore<Backend = Self>>(
+        conn: &mut C,
+        entries: Vec<NewEntry>,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
+
+    /// Claims rows, skipping those another worker holds locked. Not public API.
+    #[doc(hidden)]
+    fn claim<C: AsyncConnection<Backend = Self>>(
+        conn: &mut C,
+        claim: Claim,
+    ) -> impl Future<Output = QueryResult<Vec<Entry>>> + Send;
+
+    /// Deletes the delivered rows `done` and writes the dead rows `dead`, in one transaction.
+    /// Not public API.
+    #[doc(hidden)]
+    fn finish<C: AsyncConnection<Backend = Self>>(
+        conn: &mut C,
+        done: Vec<i64>,
+        dead: Vec<NewEntry>,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
+
+    /// Sets up the worker's own connection (SQLite: waits for a busy database rather than
+    /// failing at once). Not public API.
+    #[doc(hidden)]
+    fn prepare<C: AsyncConnection<Backend = Self>>(
+        conn: &mut C,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
+
+    /// How many rows wait for delivery, dead ones left out. Not public API.
+    #[doc(hidden)]
+    fn live<C: AsyncConnectionCore<Backend = Self>>(
+        conn: &mut C,
+    ) -> impl Future<Output = QueryResult<i64>> + Send;
+}
+
+/// Runs `body` in a transaction of its own on `conn`.
+async fn in_transaction<C, T>(
+    conn: &mut C,
+    body: impl AsyncFnOnce(&mut C) -> QueryResult<T>,
+) -> QueryResult<T>
+where
+    C: AsyncConnection,
+{
+    use diesel_async::TransactionManager as _;
+    C::TransactionManager::begin_transaction(conn).await?;
+    match body(conn).await {
+        Ok(value) => {
+            C::TransactionManager::commit_transaction(conn).await?;
+            Ok(value)
+        }
+        Err(error) => {
+            let _ = C::TransactionManager::rollback_transaction(conn).await;
+            Err(error)
+        }
+    }
+}
+
+/// Implements [`OutboxBackend`] for a backend; `$lock` turns the claim's `SELECT` into one that
+/// locks the rows it reads and skips those another worker locked (`FOR UPDATE SKIP LOCKED`,
+/// where the backend has it: SQLite has one writer at a time). `$append` writes the rows.
+macro_rules! outbox_backend {
+    ($backend:ty, $prepare:expr, |$select:ident| $lock:expr, |$conn:ident, $entries:ident| $append:expr) => {
+        impl OutboxBackend for $backend {
+            async fn prepare<C: AsyncConnection<Backend = Self>>(conn: &mut C) -> QueryResult<()> {
+                match $prepare {
+                    Some(sql) => {
+                        diesel_async::SimpleAsyncConnection::batch_execute(conn, sql).await
+                    }
+                    None => Ok(()),
+                }
+            }
+
+            async fn append<C: AsyncConnectionCore<Backend = Self>>(
+                $conn: &mut C,
+                $entries: Vec<NewEntry>,
+            ) -> QueryResult<()> {
+                $append
+            }
+
+            async fn claim<C: AsyncConnection<Backend = Self>>(
+                conn: &mut C,
+                claim: Claim,
+            ) -> QueryResult<Vec<Entry>> {
+                in_transaction(conn, async move |conn: &mut C| {
+                    let $select = outbox::table
+                        .select(outbox::id)
+                        .filter(outbox::dead_at.is_null())
+                        .filter(outbox::available_at.le(claim.now))
+                        .order(outbox::id)
+                        .limit(claim.rows);
+                    let ids: Vec<i64> = $lock.load(conn).await?;
+                    if ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+                        .set((
+                            outbox::available_at.eq(claim.lease_ends),
+                            outbox::claimed_by.eq(&claim.worker),
+                            outbox::attempts.eq(outbox::attempts + 1),
+                        ))
+                        .execute(conn)
+                        .await?;
+                    outbox::table
+                        .filter(outbox::id.eq_any(&ids))
+                        .order(outbox::id)
+                        .select(Entry::as_select())
+                        .load(conn)
+                        .await
+                })
+                .await
+            }
+
+            async fn finish<C: AsyncConnection<Backend = Self>>(
+                conn: &mut C,
+                done: Vec<i64>,
+                dead: Vec<NewEntry>,
+            ) -> QueryResult<()> {
+                in_transaction(conn, async move |conn: &mut C| {
+                    if !done.is_empty() {
+                        diesel::delete(outbox::table.filter(outbox::id.eq_any(&done)))
+                            .execute(conn)
+                            .await?;
+                    }
+                    if !dead.is_empty() {
+                        Self::append(conn, dead).await?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+
+            async fn live<C: AsyncConnectionCore<Backend = Self>>(
+                conn: &mut C,
+            ) -> QueryResult<i64> {
+                outbox::table
+                    .filter(outbox::dead_at.is_null())
+                    .count()
+                    .get_result(conn)
+                    .await
+            }
+        }
+    };
+}
+
+#[cfg(feature = "postgres")]
+outbox_backend!(
+    diesel::pg::Pg,
+    None::<&str>,
+    |select| select.for_update().skip_locked(),
+    |conn, entries| diesel::insert_into(outbox::table)
+        .values(entries)
+        .execute(conn)
+        .await
+        .map(drop)
+);
+#[cfg(feature = "mysql")]
+outbox_backend!(
+    diesel::mysql::Mysql,
+    None::<&str>,
+    |select| select.for_update().skip_locked(),
+    |conn, entries| diesel::insert_into(outbox::table)
+        .values(entries)
+        .execute(conn)
+        .await
+        .map(drop)
+);
+// One statement per row (per target model and chunk of keys): diesel-async has no multi-row
+// insert on SQLite.
+#[cfg(feature = "sqlite")]
+outbox_backend!(
+    diesel::sqlite::Sqlite,
+    Some("PRAGMA busy_timeout = 5000"),
+    |select| select,
+    |conn, entries| {
+        for entry in entries {
+            diesel::insert_into(outbox::table)
+                .values(entry)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+);

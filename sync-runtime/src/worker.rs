@@ -1,0 +1,262 @@
+//! Durable delivery: the worker that claims outbox rows, resolves and dispatches their keys over
+//! a connection of its own, and deletes a row only once every batch made from it was delivered.
+//! A batch that runs out of retries becomes a dead outbox row, with its error and attempts.
+//!
+//! A worker runs one round at a time: claim → resolve → dispatch → wait until the round's
+//! batches are delivered or dead-lettered → delete the claimed rows and write the dead ones, in
+//! one transaction. Rows another process holds are skipped while its lease lasts.
+
+use std::any::TypeId;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::{watch, Notify};
+use tracing::Instrument;
+
+use crate::collector::Frame;
+use crate::connection::{CaptureConnection, SyncedConnection};
+use crate::dead_letter::DeadLetter;
+use crate::dispatch::panic_message;
+use crate::outbox::{self, millis, now_ms, Claim, Durable, Entry, NewEntry, OutboxBackend};
+use crate::registry::Registry;
+use crate::resolve::{unhandled, AsyncLoader, Unflushed};
+
+/// What a durable registry's clones share with its worker.
+#[derive(Debug)]
+pub(crate) struct DurableState {
+    /// Wakes the worker: a commit wrote rows, or `settled()` asks.
+    wake: Notify,
+    /// Bumped by each `settled()`; a worker round that began after it and found no live row
+    /// publishes it in `drained`.
+    asked: AtomicU64,
+    drained: watch::Sender<u64>,
+    stopping: AtomicBool,
+    /// The dead letters of the rounds, made into dead rows when the round finishes.
+    dead_letters: Mutex<Vec<DeadLetter>>,
+}
+
+impl DurableState {
+    pub(crate) fn new() -> Self {
+        Self {
+            wake: Notify::new(),
+            asked: AtomicU64::new(0),
+            drained: watch::Sender::new(0),
+            stopping: AtomicBool::new(false),
+            dead_letters: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Rows were written: the worker looks at once.
+    pub(crate) fn rows_written(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Keeps a dead letter for the round to write as a dead row.
+    pub(crate) fn dead_letter(&self, letter: DeadLetter) {
+        self.letters().push(letter);
+    }
+
+    /// Resolves once a worker round that began after this call found no live row in the
+    /// outbox: every row written before it was delivered, or is dead.
+    pub(crate) async fn drained(&self) {
+        let asked = self.asked.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut drained = self.drained.subscribe();
+        self.wake.notify_one();
+        // The sender lives as long as this state.
+        let _ = drained.wait_for(|round| *round >= asked).await;
+    }
+
+    /// Stops the worker after its current round; rows it holds return to the outbox when
+    /// their lease ends.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn letters(&self) -> std::sync::MutexGuard<'_, Vec<DeadLetter>> {
+        self.dead_letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The worker's name in `claimed_by`: the process and a number of its own.
+fn worker_name() -> String {
+    static WORKERS: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "pid {} worker {}",
+        std::process::id(),
+        WORKERS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs the delivery loop until the registry is shut down, restarting it after a panic (its
+/// claimed rows come back when their lease ends).
+pub(crate) async fn supervise<C>(
+    registry: Registry<SyncedConnection<C>>,
+    durable: Durable,
+    state: Arc<DurableState>,
+) where
+    C: CaptureConnection,
+    C::Backend: OutboxBackend,
+{
+    while !state.stopping() {
+        let run = run(registry.clone(), durable.clone(), Arc::clone(&state));
+        if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+            let message = panic_message(&*panic);
+            tracing::error!(panic = message, "the outbox worker panicked; restarting it");
+            tokio::time::sleep(durable.poll_interval).await;
+        }
+    }
+}
+
+/// The delivery loop of a durable registry, until it is shut down.
+async fn run<C>(registry: Registry<SyncedConnection<C>>, durable: Durable, state: Arc<DurableState>)
+where
+    C: CaptureConnection,
+    C::Backend: OutboxBackend,
+{
+    let name = worker_name();
+    let mut conn: Option<C> = None;
+    tracing::info!(worker = name, "outbox delivery started");
+    while !state.stopping() {
+        let asked = state.asked.load(Ordering::Acquire);
+        let connection = match &mut conn {
+            Some(connection) => connection,
+            None => match connect::<C>(&durable.url).await {
+                Ok(connection) => conn.insert(connection),
+                Err(error) => {
+                    tracing::error!(worker = name, %error, "the outbox worker cannot connect; retrying");
+                    tokio::time::sleep(durable.poll_interval).await;
+                    continue;
+                }
+            },
+        };
+        let now = now_ms();
+        let claim = Claim {
+            worker: name.clone(),
+            rows: durable.claim_rows,
+            now,
+            lease_ends: now.saturating_add(millis(durable.lease)),
+        };
+        let claimed = C::Backend::claim(connection, claim).await;
+        match claimed {
+            Ok(rows) if rows.is_empty() => {
+                if let Ok(0) = C::Backend::live(connection).await {
+                    state.drained.send_if_modified(|round| {
+                        let newer = asked > *round;
+                        *round = (*round).max(asked);
+                        newer
+                    });
+                }
+                idle(&state, durable.poll_interval).await;
+            }
+            Ok(rows) => {
+                let span = tracing::info_span!("outbox_round", worker = name, rows = rows.len());
+                let finished = deliver(&registry, connection, rows, &state)
+                    .instrument(span)
+                    .await;
+                if let Err(error) = finished {
+                    tracing::error!(worker = name, %error, "the outbox round could not be recorded; its rows return when their lease ends");
+                    conn = None;
+                }
+            }
+            Err(error) => {
+                tracing::error!(worker = name, %error, "claiming outbox rows failed; reconnecting");
+                conn = None;
+                idle(&state, durable.poll_interval).await;
+            }
+        }
+    }
+    tracing::info!(worker = name, "outbox delivery stopped");
+}
+
+/// The worker's own connection.
+async fn connect<C>(url: &str) -> diesel::ConnectionResult<C>
+where
+    C: CaptureConnection,
+    C::Backend: OutboxBackend,
+{
+    let mut conn = C::establish(url).await?;
+    C::Backend::prepare(&mut conn)
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+/// Waits for a wake-up, or the poll interval: rows other processes write wake no one here.
+async fn idle(state: &DurableState, interval: Duration) {
+    let _ = tokio::time::timeout(interval, state.wake.notified()).await;
+}
+
+/// One round: the claimed rows' keys resolved and dispatched, then the rows deleted, and the
+/// round's dead letters written as dead rows. Rows that cannot be read are made dead as they
+/// are.
+async fn deliver<C>(
+    registry: &Registry<SyncedConnection<C>>,
+    conn: &mut C,
+    rows: Vec<Entry>,
+    state: &DurableState,
+) -> diesel::QueryResult<()>
+where
+    C: CaptureConnection,
+    C::Backend: OutboxBackend,
+{
+    let handled = registry.targets();
+    let mut frame = Frame::default();
+    let mut done = Vec::with_capacity(rows.len());
+    let mut dead: Vec<NewEntry> = Vec::new();
+    for entry in &rows {
+        let mut keys = Frame::default();
+        match outbox::decode(entry, &handled, &mut keys) {
+            Ok(_) => frame.merge(keys),
+            Err(error) => {
+                tracing::error!(row = entry.id, model = entry.model, %error, "outbox row cannot be delivered; kept as dead");
+                dead.push(NewEntry::dead_copy(entry, error));
+            }
+        }
+        done.push(entry.id);
+    }
+    let dispatcher = registry.dispatcher();
+    let mut unflushed = Unflushed::new(dispatcher, frame);
+    while let Some(pending) = unflushed.next() {
+        match registry.loader::<AsyncLoader<C>>(pending.target()) {
+            Some(load) => load(conn, dispatcher, pending).await,
+            None => unhandled(dispatcher, pending),
+        }
+        unflushed.handed_on();
+    }
+    drop(unflushed);
+    dispatcher.settled().await;
+    if state.stopping() {
+        // Shutdown abandoned what was still in flight: the rows stay for the next start.
+        return Ok(());
+    }
+    let letters = std::mem::take(&mut *state.letters());
+    for letter in letters {
+        match letter.outbox_entries() {
+            Ok(entries) => dead.extend(entries),
+            Err(error) => {
+                // Nothing is deleted: the round's rows come back when their lease ends.
+                tracing::error!(model = letter.model(), %error, "a dead letter cannot be recorded in the outbox");
+                return Ok(());
+            }
+        }
+    }
+    C::Backend::finish(conn, done, dead).await
+}
+
+/// Whether target `target` of a durable registry can be recorded; panics with what to do when
+/// it cannot.
+pub(crate) fn check_target(target: TypeId, name: &str) {
+    if let Err(error) = outbox::check_recordable(target, name) {
+        panic!("{error}; register its handler on a registry that is not durable");
+    }
+}

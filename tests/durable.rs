@@ -1,0 +1,274 @@
+//! Durable delivery through the outbox, on every backend (async connections): committed ids
+//! reach the handler through the outbox and leave it once delivered, the outbox row commits and
+//! rolls back with the change, and a batch that runs out of retries stays in the outbox as a
+//! dead row. What must arrive is read from the database's audit. (A process killed between
+//! COMMIT and delivery: `tests/crash.rs`.)
+//!
+//! `SQLite` always runs; `PostgreSQL` and `MySQL` when their URLs are set (see `build.rs`).
+
+mod common;
+
+#[path = "common/outbox.rs"]
+mod outbox;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::result::Error;
+use diesel_sync::{Batch, HandlerError, Registry, RetryPolicy, SyncedConnection};
+
+use common::{audit, products, Capture, Product};
+use outbox::{diesel_sync_outbox, durable, Audit, OutboxRow};
+
+/// Waits for `registry` to settle, failing the test instead of hanging.
+async fn settle<Conn: 'static>(registry: &Registry<Conn>) {
+    tokio::time::timeout(Duration::from_secs(60), registry.settled())
+        .await
+        .expect("the outbox was not drained within a minute");
+}
+
+macro_rules! durable_tests {
+    ($module:ident, $conn:ty, $backend:expr) => {
+        mod $module {
+            use super::*;
+            use diesel_async::{AsyncConnection, RunQueryDsl};
+
+            type Conn = SyncedConnection<$conn>;
+
+            /// A fresh database with the test schema, the outbox, and `count` products.
+            async fn database(test: &str, count: i64) -> (String, $conn) {
+                let url = outbox::database::<$conn>($backend, test, count).await;
+                let mut conn = <$conn>::establish(&url).await.expect("connect");
+                outbox::share_the_database(&mut conn, $backend).await;
+                (url, conn)
+            }
+
+            async fn audited(conn: &mut $conn) -> Audit {
+                let rows: Vec<(i64, bool)> = audit::table
+                    .select((audit::target_id, audit::removed))
+                    .load(conn)
+                    .await
+                    .expect("audit");
+                Audit::from_rows(rows)
+            }
+
+            async fn outbox_rows(conn: &mut $conn) -> Vec<OutboxRow> {
+                diesel_sync_outbox::table
+                    .select(OutboxRow::as_select())
+                    .order(diesel_sync_outbox::id)
+                    .load(conn)
+                    .await
+                    .expect("outbox")
+            }
+
+            async fn set_prices(
+                conn: &mut Conn,
+                ids: std::ops::RangeInclusive<i64>,
+                cents: i64,
+            ) -> QueryResult<usize> {
+                diesel::update(
+                    products::table.filter(products::id.between(*ids.start(), *ids.end())),
+                )
+                .set(products::price_cents.eq(cents))
+                .execute(conn)
+                .await
+            }
+
+            #[tokio::test]
+            async fn committed_ids_reach_the_handler_through_the_outbox_and_leave_it() {
+                let (url, inner) = database(concat!(stringify!($module), "_through"), 40).await;
+                let capture = Capture::default();
+                let registry: Registry<Conn> =
+                    capture.builder(false).durable(durable(&url)).build();
+                assert!(registry.is_durable());
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                conn.transaction(async |conn| {
+                    set_prices(conn, 1..=10, 500).await?;
+                    set_prices(conn, 5..=12, 600).await
+                })
+                .await
+                .expect("committed");
+                let rolled_back = conn
+                    .transaction(async |conn| {
+                        set_prices(conn, 13..=20, 700).await?;
+                        Err::<usize, _>(Error::RollbackTransaction)
+                    })
+                    .await;
+                assert!(rolled_back.is_err());
+                set_prices(&mut conn, 21..=22, 800)
+                    .await
+                    .expect("outside a transaction");
+                conn.transaction(async |conn| {
+                    diesel::delete(products::table.find(30)).execute(conn).await
+                })
+                .await
+                .expect("deleted");
+                settle(&registry).await;
+
+                let audit = audited(conn.inner_mut()).await;
+                assert_eq!(
+                    audit.changed.len(),
+                    14,
+                    "the database committed 1..=12, 21, 22"
+                );
+                let delivered: BTreeSet<i64> = capture.ids().into_iter().collect();
+                assert_eq!(delivered, audit.changed);
+                assert_eq!(
+                    capture.removed().into_iter().collect::<BTreeSet<_>>(),
+                    audit.removed
+                );
+                // Each id's last delivery is its committed row.
+                let current: Vec<Product> = products::table
+                    .select(Product::as_select())
+                    .filter(products::id.eq_any(audit.changed.iter().copied().collect::<Vec<_>>()))
+                    .load(conn.inner_mut())
+                    .await
+                    .expect("products");
+                let last = outbox::last_delivered(&capture);
+                for product in current {
+                    assert_eq!(last.get(&product.id), Some(&product), "id {}", product.id);
+                }
+                assert!(
+                    outbox_rows(conn.inner_mut()).await.is_empty(),
+                    "delivered rows leave the outbox"
+                );
+                assert_eq!(registry.metrics().dead_letters, 0);
+            }
+
+            #[tokio::test]
+            async fn the_outbox_row_commits_with_the_change_and_rolls_back_with_it() {
+                let (url, inner) = database(concat!(stringify!($module), "_atomic"), 20).await;
+                let gate = Arc::new(tokio::sync::Semaphore::new(0));
+                let capture = Capture::default();
+                let calls = capture.clone();
+                let held = Arc::clone(&gate);
+                let registry: Registry<Conn> = Registry::builder()
+                    .handler(move |batch: Batch<Product>| {
+                        let (gate, calls) = (Arc::clone(&held), calls.clone());
+                        async move {
+                            gate.acquire().await.expect("gate").forget();
+                            calls.record(&batch);
+                            Ok::<(), HandlerError>(())
+                        }
+                    })
+                    .durable(durable(&url))
+                    .build();
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                conn.transaction(async |conn| set_prices(conn, 1..=5, 900).await)
+                    .await
+                    .expect("committed");
+                let recorded = outbox_rows(conn.inner_mut()).await;
+                assert_eq!(
+                    recorded.len(),
+                    1,
+                    "one row for the model's keys: {recorded:?}"
+                );
+                assert_eq!(recorded[0].model, "products");
+                let audit = audited(conn.inner_mut()).await;
+                assert_eq!(
+                    recorded[0].changed(),
+                    audit.changed,
+                    "the row holds what the database committed"
+                );
+
+                let rolled_back = conn
+                    .transaction(async |conn| {
+                        set_prices(conn, 6..=10, 901).await?;
+                        Err::<usize, _>(Error::RollbackTransaction)
+                    })
+                    .await;
+                assert!(rolled_back.is_err());
+                assert_eq!(
+                    outbox_rows(conn.inner_mut()).await.len(),
+                    1,
+                    "a rollback writes no outbox row"
+                );
+                assert!(capture.ids().is_empty(), "the handler has not returned yet");
+
+                gate.add_permits(100);
+                settle(&registry).await;
+                assert_eq!(
+                    capture.ids().into_iter().collect::<BTreeSet<_>>(),
+                    audited(conn.inner_mut()).await.changed
+                );
+                assert!(outbox_rows(conn.inner_mut()).await.is_empty());
+            }
+
+            #[tokio::test]
+            async fn a_batch_out_of_retries_stays_in_the_outbox_as_a_dead_row() {
+                let (url, inner) = database(concat!(stringify!($module), "_dead"), 20).await;
+                let calls = Arc::new(AtomicUsize::new(0));
+                let counted = Arc::clone(&calls);
+                let registry: Registry<Conn> = Registry::builder()
+                    .handler_with_policy(
+                        move |_: Batch<Product>| {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            async { Err::<(), _>(HandlerError::retryable("marketplace down")) }
+                        },
+                        RetryPolicy::default()
+                            .max_attempts(2)
+                            .initial_delay(Duration::from_millis(1)),
+                    )
+                    .durable(durable(&url))
+                    .build();
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                conn.transaction(async |conn| set_prices(conn, 1..=3, 1_000).await)
+                    .await
+                    .expect("committed");
+                settle(&registry).await;
+
+                assert_eq!(
+                    AtomicUsize::load(&calls, Ordering::SeqCst),
+                    2,
+                    "both attempts were made"
+                );
+                let rows = outbox_rows(conn.inner_mut()).await;
+                assert_eq!(rows.len(), 1, "{rows:?}");
+                let dead = &rows[0];
+                assert!(dead.dead_at.is_some(), "{dead:?}");
+                assert_eq!(dead.attempts, 2);
+                assert!(
+                    dead.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("marketplace down")),
+                    "{dead:?}"
+                );
+                assert_eq!(dead.changed(), audited(conn.inner_mut()).await.changed);
+                assert!(
+                    registry.dead_letters().is_empty(),
+                    "kept in the outbox, not in memory"
+                );
+                assert_eq!(registry.metrics().dead_letters, 1);
+
+                // A dead row is not claimed again: a registry started later leaves it alone.
+                let capture = Capture::default();
+                let restarted: Registry<Conn> =
+                    capture.builder(false).durable(durable(&url)).build();
+                settle(&restarted).await;
+                assert!(capture.ids().is_empty());
+                assert_eq!(outbox_rows(conn.inner_mut()).await.len(), 1);
+            }
+        }
+    };
+}
+
+durable_tests!(
+    sqlite,
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
+    common::Backend::Sqlite
+);
+#[cfg(diesel_sync_postgres)]
+durable_tests!(
+    postgres,
+    diesel_async::AsyncPgConnection,
+    common::Backend::Postgres
+);
+#[cfg(diesel_sync_mysql)]
+durable_tests!(
+    mysql,
+    diesel_async::AsyncMysqlConnection,
+    common::Backend::Mysql
+);
