@@ -58,6 +58,12 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// The changed ids whose rows were not deleted later: what arrives as rows (the deleted
+    /// ones arrive as removals).
+    pub fn still_present(&self) -> BTreeSet<i64> {
+        self.changed.difference(&self.removed).copied().collect()
+    }
+
     pub fn from_rows(rows: Vec<(i64, bool)>) -> Self {
         let mut audit = Self::default();
         for (id, removed) in rows {
