@@ -17,7 +17,10 @@
 //!    model;
 //! 4. **commit**: a released savepoint merges into its parent, a rollback drops its frame, and
 //!    the outermost COMMIT hands its frame on once the database accepted it; a transaction left
-//!    open by a `transaction()` that never finished is rolled back before the next one;
+//!    open by a `transaction()` that never finished is rolled back before the next one. A
+//!    [durable](RegistryBuilder::durable) registry's COMMIT first writes the frame to the
+//!    outbox table in the same transaction (`outbox`), and its worker (`worker`) claims the
+//!    rows and runs the next steps on a connection of its own, deleting a row once delivered;
 //! 5. **resolve**: each target model's ids are loaded over the connection, as the
 //!    [`Registry`] built for its type knows how, in one prepared query per chunk, left-joined
 //!    with the store model's table when the target names one ([`SyncTarget::Store`]); a deleted
