@@ -198,7 +198,7 @@ macro_rules! durable_tests {
             }
 
             #[tokio::test]
-            async fn a_batch_out_of_retries_stays_in_the_outbox_as_a_dead_row() {
+            async fn a_batch_out_of_retries_stays_dead_across_a_restart_until_retried() {
                 let (url, inner) = database(concat!(stringify!($module), "_dead"), 20).await;
                 let calls = Arc::new(AtomicUsize::new(0));
                 let counted = Arc::clone(&calls);
@@ -244,12 +244,97 @@ macro_rules! durable_tests {
                 assert_eq!(registry.metrics().dead_letters, 1);
 
                 // A dead row is not claimed again: a registry started later leaves it alone.
+                registry.shutdown(Duration::ZERO).await;
                 let capture = Capture::default();
-                let restarted: Registry<Conn> =
-                    capture.builder(false).durable(durable(&url)).build();
+                let restarted: Registry<Conn> = capture.builder(false).durable(durable(&url)).build();
                 settle(&restarted).await;
                 assert!(capture.ids().is_empty());
-                assert_eq!(outbox_rows(conn.inner_mut()).await.len(), 1);
+                let listed = restarted.dead_rows(&mut conn).await.expect("dead rows");
+                assert_eq!(listed.len(), 1);
+                assert_eq!((listed[0].id, listed[0].attempts), (dead.id, 2));
+                assert!(listed[0].error.contains("marketplace down"));
+
+                // Retried once the handler works: delivered, and gone from the outbox.
+                assert!(restarted.retry_dead_row(&mut conn, dead.id).await.expect("retry"));
+                settle(&restarted).await;
+                assert_eq!(
+                    capture.ids().into_iter().collect::<BTreeSet<_>>(),
+                    audited(conn.inner_mut()).await.changed
+                );
+                assert!(outbox_rows(conn.inner_mut()).await.is_empty());
+                assert!(!restarted.retry_dead_row(&mut conn, dead.id).await.expect("retry"), "no such dead row");
+            }
+
+            #[tokio::test]
+            async fn a_failed_batch_waits_in_the_outbox_with_its_backoff_and_a_restart_continues_its_attempts() {
+                let (url, inner) = database(concat!(stringify!($module), "_backoff"), 20).await;
+                let registry: Registry<Conn> = Registry::builder()
+                    .handler_with_policy(
+                        |_: Batch<Product>| async { Err::<(), _>(HandlerError::retryable("marketplace down")) },
+                        RetryPolicy::default()
+                            .max_attempts(5)
+                            .initial_delay(Duration::from_secs(3_600))
+                            .jitter(false),
+                    )
+                    .durable(durable(&url))
+                    .build();
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                let committed_at = outbox::now_ms();
+                conn.transaction(async |conn| set_prices(conn, 1..=3, 1_100).await)
+                    .await
+                    .expect("committed");
+                let waiting = outbox::wait_for(async || {
+                    let rows = outbox_rows(conn.inner_mut()).await;
+                    rows.into_iter().find(|row| row.last_error.is_some())
+                })
+                .await;
+                assert_eq!(waiting.attempts, 1);
+                assert!(waiting.dead_at.is_none(), "retried, not dead: {waiting:?}");
+                assert!(
+                    waiting.available_at >= committed_at + 3_600_000,
+                    "the next attempt waits the backoff: {waiting:?}"
+                );
+                registry.shutdown(Duration::ZERO).await;
+
+                // An hour later, a restarted process makes the second attempt.
+                diesel::update(diesel_sync_outbox::table)
+                    .set(diesel_sync_outbox::available_at.eq(outbox::now_ms()))
+                    .execute(conn.inner_mut())
+                    .await
+                    .expect("an hour passes");
+                let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+                let seen = Arc::clone(&attempts);
+                let restarted: Registry<Conn> = Registry::builder()
+                    .handler(move |batch: Batch<Product>| {
+                        seen.lock().unwrap().push((batch.attempt(), batch.ids().collect::<BTreeSet<_>>()));
+                        async { Ok::<(), HandlerError>(()) }
+                    })
+                    .durable(durable(&url))
+                    .build();
+                settle(&restarted).await;
+                let attempts = attempts.lock().unwrap().clone();
+                assert_eq!(attempts, [(2, audited(conn.inner_mut()).await.changed)]);
+                assert!(outbox_rows(conn.inner_mut()).await.is_empty());
+            }
+
+            #[tokio::test]
+            async fn dead_rows_can_be_discarded() {
+                let (url, inner) = database(concat!(stringify!($module), "_discard"), 20).await;
+                let registry: Registry<Conn> = Registry::builder()
+                    .handler(|_: Batch<Product>| async { Err::<(), _>(HandlerError::permanent("rejected")) })
+                    .durable(durable(&url))
+                    .build();
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                conn.transaction(async |conn| set_prices(conn, 1..=10, 1_200).await)
+                    .await
+                    .expect("committed");
+                settle(&registry).await;
+                let dead = registry.dead_rows(&mut conn).await.expect("dead rows");
+                assert_eq!(dead.len(), 2, "one per store: {dead:?}");
+                assert!(dead.iter().all(|row| row.attempts == 1 && row.error.contains("rejected")));
+                assert!(registry.discard_dead_row(&mut conn, dead[0].id).await.expect("discard"));
+                assert_eq!(registry.discard_dead_rows(&mut conn).await.expect("discard"), 1);
+                assert!(outbox_rows(conn.inner_mut()).await.is_empty());
             }
         }
     };

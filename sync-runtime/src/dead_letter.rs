@@ -3,9 +3,10 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::handler::Batch;
-use crate::outbox::{dead_entries, NewEntry};
+use crate::outbox::{failed_entries, NewEntry};
 use crate::synced::SyncTarget;
 
 /// A batch that could not be delivered, with the reason.
@@ -20,7 +21,8 @@ pub struct DeadLetter {
     record: Record,
 }
 
-type Record = fn(&(dyn Any + Send + Sync), &str, u32) -> Result<Vec<NewEntry>, String>;
+type Record =
+    fn(&(dyn Any + Send + Sync), &str, u32, Option<Duration>) -> Result<Vec<NewEntry>, String>;
 
 impl DeadLetter {
     pub(crate) fn undelivered<T: SyncTarget>(
@@ -39,7 +41,7 @@ impl DeadLetter {
             error,
             attempts,
             payload: Box::new(batch),
-            record: dead_entries::<T>,
+            record: failed_entries::<T>,
         }
     }
 
@@ -51,7 +53,7 @@ impl DeadLetter {
             error,
             attempts: 0,
             payload: Box::new(ids),
-            record: dead_entries::<T>,
+            record: failed_entries::<T>,
         }
     }
 
@@ -80,9 +82,9 @@ impl DeadLetter {
         self.attempts
     }
 
-    /// The dead outbox rows that keep this letter in durable mode.
-    pub(crate) fn outbox_entries(&self) -> Result<Vec<NewEntry>, String> {
-        (self.record)(&*self.payload, &self.error, self.attempts)
+    /// The outbox rows that keep this letter in durable mode: to retry after `retry`, or dead.
+    pub(crate) fn outbox_entries(&self, retry: Option<Duration>) -> Result<Vec<NewEntry>, String> {
+        (self.record)(&*self.payload, &self.error, self.attempts, retry)
     }
 
     /// The undelivered batch, typed, to send again.

@@ -25,6 +25,7 @@ use crate::handler::{Batch, Changes, Handler};
 use crate::metrics::Counters;
 use crate::retry::RetryPolicy;
 use crate::synced::SyncTarget;
+use crate::worker::DurableState;
 
 type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
 
@@ -358,11 +359,14 @@ impl<T: SyncTarget> Drop for StoreWorker<T> {
     }
 }
 
-/// Calls the handler until the batch is delivered or the policy gives up.
+/// Calls the handler until the batch is delivered or the policy gives up. A durable registry
+/// makes one call per delivery round, the round's attempt: a failure is retried by a later
+/// round, the outbox holding the attempt count, the next attempt's time and the error.
 async fn deliver<T: SyncTarget>(shared: &Shared, queue: &ModelQueue<T>, batch: Batch<T>) {
     let model = type_name::<T>();
-    let mut delays = queue.policy.delays();
-    let mut attempt = 1;
+    let durable = shared.durable();
+    let mut attempt = durable.map_or(1, DurableState::round_attempt);
+    let mut delays = queue.policy.delays().skip(attempt as usize - 1);
     loop {
         let span = tracing::info_span!("dispatch", model, store = ?batch.store(), rows = batch.len(), attempt);
         let outcome = async {
@@ -407,8 +411,16 @@ async fn deliver<T: SyncTarget>(shared: &Shared, queue: &ModelQueue<T>, batch: B
             shared.dead_letter(DeadLetter::undelivered(batch, error.to_string(), attempt));
             return;
         };
-        tracing::warn!(model, store = ?batch.store(), attempt, ?delay, %error, "handler failed; retrying");
         Counters::add(&shared.counters.retries, 1);
+        if let Some(durable) = durable {
+            tracing::warn!(model, store = ?batch.store(), attempt, ?delay, %error, "handler failed; the outbox retries it");
+            durable.retry_later(
+                DeadLetter::undelivered(batch, error.to_string(), attempt),
+                delay,
+            );
+            return;
+        }
+        tracing::warn!(model, store = ?batch.store(), attempt, ?delay, %error, "handler failed; retrying");
         tokio::time::sleep(delay).await;
         attempt += 1;
     }

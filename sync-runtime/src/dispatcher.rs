@@ -272,6 +272,11 @@ impl Shared {
         }
     }
 
+    /// The state of a durable registry's worker, if the registry is durable.
+    pub(crate) fn durable(&self) -> Option<&DurableState> {
+        self.durable.get().map(Arc::as_ref)
+    }
+
     pub(crate) fn start_one(&self) {
         self.pending.fetch_add(1, Ordering::AcqRel);
     }

@@ -83,7 +83,7 @@ pub use dispatcher::ShutdownReport;
 pub use error::{CaptureRefused, HandlerError};
 pub use handler::{Batch, Handler};
 pub use metrics::Metrics;
-pub use outbox::{migrations, Durable, OutboxBackend};
+pub use outbox::{migrations, DeadRow, Durable, OutboxBackend};
 pub use registry::{Mismatch, Registry, RegistryBuilder, Resolves, WithStoreModel};
 pub use resolve::{Loaded, Resolve};
 pub use retry::RetryPolicy;
@@ -103,7 +103,7 @@ pub mod __private {
         SyncedModel, TableProbe, UnnamedTable, Unregistered,
     };
     pub use crate::classify::{Dialect, InsertedKey};
-    pub use crate::outbox::{Claim, Entry, NewEntry};
+    pub use crate::outbox::{Claim, DeadEntry, Entry, NewEntry};
     pub use crate::synced::{
         assert_id, assert_model, assert_store_key, assert_store_model, assert_target,
         assert_target_model, KeyBounds, KeyInRow, LoadsAlone, LoadsWithStore, NoStore, StoreModel,

@@ -157,6 +157,56 @@ pub struct Entry {
     pub(crate) attempts: i32,
 }
 
+/// A dead outbox row. Not public API: read as a [`DeadRow`].
+#[doc(hidden)]
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = diesel_sync_outbox)]
+pub struct DeadEntry {
+    id: i64,
+    model: String,
+    changed: String,
+    removed: String,
+    attempts: i32,
+    last_error: Option<String>,
+    dead_at: Option<i64>,
+}
+
+/// A batch whose retries ran out, as a durable registry keeps it in the outbox; see
+/// [`Registry::dead_rows`](crate::Registry::dead_rows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadRow {
+    /// The outbox row's id, to retry or discard it by.
+    pub id: i64,
+    /// The table of the target model.
+    pub model: String,
+    /// The ids of changed rows, as a JSON list (numbers or strings).
+    pub changed: String,
+    /// The ids of removed rows with their stores, as JSON pairs.
+    pub removed: String,
+    /// The calls made.
+    pub attempts: u32,
+    /// The handler's last error.
+    pub error: String,
+    /// When delivery gave up.
+    pub dead_at: SystemTime,
+}
+
+impl From<DeadEntry> for DeadRow {
+    fn from(entry: DeadEntry) -> Self {
+        let dead_at = u64::try_from(entry.dead_at.unwrap_or_default()).unwrap_or_default();
+        Self {
+            id: entry.id,
+            model: entry.model,
+            changed: entry.changed,
+            removed: entry.removed,
+            attempts: u32::try_from(entry.attempts).unwrap_or_default(),
+            error: entry.last_error.unwrap_or_default(),
+            dead_at: UNIX_EPOCH + Duration::from_millis(dead_at),
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch: the outbox's clock.
 pub(crate) fn now_ms() -> i64 {
     let since = SystemTime::now()
@@ -209,12 +259,13 @@ pub(crate) fn entries<T: SyncTarget>(
         .collect())
 }
 
-/// The outbox rows recording a dead letter's ids, kept as dead rows with its error and
-/// attempts.
-pub(crate) fn dead_entries<T: SyncTarget>(
+/// The outbox rows recording a failed batch's ids with its error and attempts: to claim again
+/// after `retry`, or dead when it is `None`.
+pub(crate) fn failed_entries<T: SyncTarget>(
     payload: &(dyn Any + Send + Sync),
     error: &str,
     attempts: u32,
+    retry: Option<Duration>,
 ) -> Result<Vec<NewEntry>, String> {
     let mut entries = if let Some(batch) = payload.downcast_ref::<Batch<T>>() {
         let removed: Vec<_> = batch
@@ -231,11 +282,14 @@ pub(crate) fn dead_entries<T: SyncTarget>(
             type_name::<T>()
         ));
     };
-    let dead_at = now_ms();
+    let now = now_ms();
     for entry in &mut entries {
         entry.attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
         entry.last_error = Some(error.to_owned());
-        entry.dead_at = Some(dead_at);
+        match retry {
+            Some(delay) => entry.available_at = now.saturating_add(millis(delay)),
+            None => entry.dead_at = Some(now),
+        }
     }
     Ok(entries)
 }
@@ -378,6 +432,27 @@ pub trait OutboxBackend: Backend {
         conn: &mut C,
     ) -> impl Future<Output = QueryResult<()>> + Send;
 
+    /// The dead rows, oldest first. Not public API.
+    #[doc(hidden)]
+    fn dead<C: AsyncConnectionCore<Backend = Self>>(
+        conn: &mut C,
+    ) -> impl Future<Output = QueryResult<Vec<DeadEntry>>> + Send;
+
+    /// Makes dead row `id` (every dead row with `None`) claimable again, its attempts reset.
+    /// Not public API.
+    #[doc(hidden)]
+    fn revive<C: AsyncConnectionCore<Backend = Self>>(
+        conn: &mut C,
+        id: Option<i64>,
+    ) -> impl Future<Output = QueryResult<usize>> + Send;
+
+    /// Deletes dead row `id` (every dead row with `None`). Not public API.
+    #[doc(hidden)]
+    fn discard<C: AsyncConnectionCore<Backend = Self>>(
+        conn: &mut C,
+        id: Option<i64>,
+    ) -> impl Future<Output = QueryResult<usize>> + Send;
+
     /// How many rows wait for delivery, dead ones left out. Not public API.
     #[doc(hidden)]
     fn live<C: AsyncConnectionCore<Backend = Self>>(
@@ -479,6 +554,58 @@ macro_rules! outbox_backend {
                     Ok(())
                 })
                 .await
+            }
+
+            async fn dead<C: AsyncConnectionCore<Backend = Self>>(
+                conn: &mut C,
+            ) -> QueryResult<Vec<DeadEntry>> {
+                outbox::table
+                    .filter(outbox::dead_at.is_not_null())
+                    .order(outbox::id)
+                    .select(DeadEntry::as_select())
+                    .load(conn)
+                    .await
+            }
+
+            async fn revive<C: AsyncConnectionCore<Backend = Self>>(
+                conn: &mut C,
+                id: Option<i64>,
+            ) -> QueryResult<usize> {
+                let dead = outbox::table
+                    .filter(outbox::dead_at.is_not_null())
+                    .into_boxed();
+                let dead = match id {
+                    Some(id) => dead.filter(outbox::id.eq(id)),
+                    None => dead,
+                };
+                diesel::update(outbox::table.filter(outbox::id.eq_any(dead.select(outbox::id))))
+                    .set((
+                        outbox::dead_at.eq(None::<i64>),
+                        outbox::attempts.eq(0),
+                        outbox::available_at.eq(now_ms()),
+                        outbox::claimed_by.eq(None::<String>),
+                    ))
+                    .execute(conn)
+                    .await
+            }
+
+            async fn discard<C: AsyncConnectionCore<Backend = Self>>(
+                conn: &mut C,
+                id: Option<i64>,
+            ) -> QueryResult<usize> {
+                let dead = outbox::dead_at.is_not_null();
+                match id {
+                    Some(id) => {
+                        diesel::delete(outbox::table.filter(dead).filter(outbox::id.eq(id)))
+                            .execute(conn)
+                            .await
+                    }
+                    None => {
+                        diesel::delete(outbox::table.filter(dead))
+                            .execute(conn)
+                            .await
+                    }
+                }
             }
 
             async fn live<C: AsyncConnectionCore<Backend = Self>>(

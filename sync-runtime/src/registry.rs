@@ -9,6 +9,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use diesel::QueryResult;
+
 use crate::catalog::{Catalog, ModelFacts};
 use crate::connection::{append_entries, Append, CaptureConnection, SyncedConnection};
 use crate::dead_letter::{DeadLetterSink, DeadLetters};
@@ -16,7 +18,7 @@ use crate::dispatch::{AnyModelQueue, ModelQueue, StoreFilter};
 use crate::dispatcher::{Dispatcher, ShutdownReport};
 use crate::handler::Handler;
 use crate::metrics::Metrics;
-use crate::outbox::{Durable, OutboxBackend};
+use crate::outbox::{DeadRow, Durable, OutboxBackend};
 use crate::retry::RetryPolicy;
 use crate::synced::{StoreModel, SyncTarget};
 use crate::worker::{self, check_target, DurableState};
@@ -441,6 +443,60 @@ impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
             }
         }
         registry
+    }
+}
+
+/// The dead rows of a durable registry's outbox: batches whose retries ran out, kept with their
+/// error until they are retried or discarded. Each method runs one statement on `conn`'s inner
+/// connection; `conn` may be any connection to the outbox's database.
+impl<C> Registry<SyncedConnection<C>>
+where
+    C: CaptureConnection,
+    C::Backend: OutboxBackend,
+{
+    /// The dead rows, oldest first.
+    pub async fn dead_rows(&self, conn: &mut SyncedConnection<C>) -> QueryResult<Vec<DeadRow>> {
+        let rows = C::Backend::dead(conn.inner_mut()).await?;
+        Ok(rows.into_iter().map(DeadRow::from).collect())
+    }
+
+    /// Delivers dead row `id` again (once its handler is fixed, say), its attempts counted
+    /// afresh. Returns whether there was such a dead row.
+    pub async fn retry_dead_row(
+        &self,
+        conn: &mut SyncedConnection<C>,
+        id: i64,
+    ) -> QueryResult<bool> {
+        let revived = C::Backend::revive(conn.inner_mut(), Some(id)).await?;
+        self.wake_worker();
+        Ok(revived > 0)
+    }
+
+    /// Delivers every dead row again. Returns how many there were.
+    pub async fn retry_dead_rows(&self, conn: &mut SyncedConnection<C>) -> QueryResult<usize> {
+        let revived = C::Backend::revive(conn.inner_mut(), None).await?;
+        self.wake_worker();
+        Ok(revived)
+    }
+
+    /// Deletes dead row `id` without delivering it. Returns whether there was such a dead row.
+    pub async fn discard_dead_row(
+        &self,
+        conn: &mut SyncedConnection<C>,
+        id: i64,
+    ) -> QueryResult<bool> {
+        Ok(C::Backend::discard(conn.inner_mut(), Some(id)).await? > 0)
+    }
+
+    /// Deletes every dead row. Returns how many there were.
+    pub async fn discard_dead_rows(&self, conn: &mut SyncedConnection<C>) -> QueryResult<usize> {
+        C::Backend::discard(conn.inner_mut(), None).await
+    }
+
+    fn wake_worker(&self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.state.rows_written();
+        }
     }
 }
 

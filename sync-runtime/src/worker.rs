@@ -8,7 +8,7 @@
 
 use std::any::TypeId;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,8 +34,11 @@ pub(crate) struct DurableState {
     asked: AtomicU64,
     drained: watch::Sender<u64>,
     stopping: AtomicBool,
-    /// The dead letters of the rounds, made into dead rows when the round finishes.
-    dead_letters: Mutex<Vec<DeadLetter>>,
+    /// The attempt the current round makes: the highest of its rows' attempts.
+    attempt: AtomicU32,
+    /// The batches of the rounds that failed, each with when to try it again (`None`: dead),
+    /// written as outbox rows when the round finishes.
+    failed: Mutex<Vec<(DeadLetter, Option<Duration>)>>,
 }
 
 impl DurableState {
@@ -45,7 +48,8 @@ impl DurableState {
             asked: AtomicU64::new(0),
             drained: watch::Sender::new(0),
             stopping: AtomicBool::new(false),
-            dead_letters: Mutex::new(Vec::new()),
+            attempt: AtomicU32::new(1),
+            failed: Mutex::new(Vec::new()),
         }
     }
 
@@ -56,7 +60,17 @@ impl DurableState {
 
     /// Keeps a dead letter for the round to write as a dead row.
     pub(crate) fn dead_letter(&self, letter: DeadLetter) {
-        self.letters().push(letter);
+        self.failures().push((letter, None));
+    }
+
+    /// Keeps a failed batch for the round to write back as a row to retry after `delay`.
+    pub(crate) fn retry_later(&self, letter: DeadLetter, delay: Duration) {
+        self.failures().push((letter, Some(delay)));
+    }
+
+    /// The attempt the current round makes.
+    pub(crate) fn round_attempt(&self) -> u32 {
+        self.attempt.load(Ordering::Acquire).max(1)
     }
 
     /// Resolves once a worker round that began after this call found no live row in the
@@ -80,10 +94,8 @@ impl DurableState {
         self.stopping.load(Ordering::Acquire)
     }
 
-    fn letters(&self) -> std::sync::MutexGuard<'_, Vec<DeadLetter>> {
-        self.dead_letters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn failures(&self) -> std::sync::MutexGuard<'_, Vec<(DeadLetter, Option<Duration>)>> {
+        self.failed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -197,8 +209,8 @@ async fn idle(state: &DurableState, interval: Duration) {
 }
 
 /// One round: the claimed rows' keys resolved and dispatched, then the rows deleted, and the
-/// round's dead letters written as dead rows. Rows that cannot be read are made dead as they
-/// are.
+/// round's failed batches written as rows to retry later, or as dead rows once their attempts
+/// ran out. Rows that cannot be read are made dead as they are.
 async fn deliver<C>(
     registry: &Registry<SyncedConnection<C>>,
     conn: &mut C,
@@ -224,6 +236,10 @@ where
         }
         done.push(entry.id);
     }
+    let attempt = rows.iter().map(|row| row.attempts).max().unwrap_or(1);
+    state
+        .attempt
+        .store(u32::try_from(attempt).unwrap_or(1), Ordering::Release);
     let dispatcher = registry.dispatcher();
     let mut unflushed = Unflushed::new(dispatcher, frame);
     while let Some(pending) = unflushed.next() {
@@ -239,9 +255,9 @@ where
         // Shutdown abandoned what was still in flight: the rows stay for the next start.
         return Ok(());
     }
-    let letters = std::mem::take(&mut *state.letters());
-    for letter in letters {
-        match letter.outbox_entries() {
+    let failures = std::mem::take(&mut *state.failures());
+    for (letter, retry) in failures {
+        match letter.outbox_entries(retry) {
             Ok(entries) => dead.extend(entries),
             Err(error) => {
                 // Nothing is deleted: the round's rows come back when their lease ends.

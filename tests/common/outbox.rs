@@ -37,6 +37,7 @@ pub struct OutboxRow {
     pub removed: String,
     pub attempts: i32,
     pub last_error: Option<String>,
+    pub available_at: i64,
     pub dead_at: Option<i64>,
 }
 
@@ -121,6 +122,29 @@ where
         .await
         .expect("clear the audit");
     url
+}
+
+/// Milliseconds since the Unix epoch, as the outbox counts time.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    i64::try_from(since.as_millis()).expect("in range")
+}
+
+/// Polls `probe` until it finds something, failing the test after a minute.
+pub async fn wait_for<T>(mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not seen within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Lets `conn` wait while the worker's own connection writes: on SQLite, both share one file.
