@@ -82,6 +82,7 @@ pub struct Durable {
     pub(crate) lease: Duration,
     pub(crate) poll_interval: Duration,
     pub(crate) claim_rows: i64,
+    pub(crate) deliver: bool,
 }
 
 impl Durable {
@@ -91,7 +92,8 @@ impl Durable {
             url: url.into(),
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
-            claim_rows: 64,
+            claim_rows: 256,
+            deliver: true,
         }
     }
 
@@ -112,7 +114,16 @@ impl Durable {
         self
     }
 
-    /// The most outbox rows one delivery round claims (default 64, each up to
+    /// Records committed ids in the outbox and leaves their delivery to other processes: a
+    /// web server whose writes worker processes deliver. No worker starts here, and
+    /// [`Registry::settled`](crate::Registry::settled) does not wait for the outbox.
+    #[must_use]
+    pub fn record_only(mut self) -> Self {
+        self.deliver = false;
+        self
+    }
+
+    /// The most outbox rows one delivery round claims (default 256, each up to
     /// 10,000 keys).
     #[must_use]
     pub fn claim_rows(mut self, rows: u32) -> Self {
@@ -453,6 +464,22 @@ pub trait OutboxBackend: Backend {
         id: Option<i64>,
     ) -> impl Future<Output = QueryResult<usize>> + Send;
 
+    /// Waits until this connection holds the delivery lock of target model `model` (its
+    /// table): one delivery round per model at a time across every process, so that a store
+    /// never receives rows older than a delivery that already succeeded for it. Not public API.
+    #[doc(hidden)]
+    fn lock_model<C: AsyncConnectionCore<Backend = Self>>(
+        conn: &mut C,
+        model: &str,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
+
+    /// Releases the lock [`OutboxBackend::lock_model`] took. Not public API.
+    #[doc(hidden)]
+    fn unlock_model<C: AsyncConnectionCore<Backend = Self>>(
+        conn: &mut C,
+        model: &str,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
+
     /// How many rows wait for delivery, dead ones left out. Not public API.
     #[doc(hidden)]
     fn live<C: AsyncConnectionCore<Backend = Self>>(
@@ -486,8 +513,43 @@ where
 /// locks the rows it reads and skips those another worker locked (`FOR UPDATE SKIP LOCKED`,
 /// where the backend has it: SQLite has one writer at a time). `$append` writes the rows.
 macro_rules! outbox_backend {
-    ($backend:ty, $prepare:expr, |$select:ident| $lock:expr, |$conn:ident, $entries:ident| $append:expr) => {
+    (
+        $backend:ty,
+        $prepare:expr,
+        lock: $lock_model:expr,
+        unlock: $unlock_model:expr,
+        |$select:ident| $lock:expr,
+        |$conn:ident, $entries:ident| $append:expr
+    ) => {
         impl OutboxBackend for $backend {
+            async fn lock_model<C: AsyncConnectionCore<Backend = Self>>(
+                conn: &mut C,
+                model: &str,
+            ) -> QueryResult<()> {
+                let Some(sql) = $lock_model else {
+                    return Ok(());
+                };
+                let rows = diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Text, _>(lock_name(model))
+                    .load(conn)
+                    .await?;
+                lock_taken(model, rows)
+            }
+
+            async fn unlock_model<C: AsyncConnectionCore<Backend = Self>>(
+                conn: &mut C,
+                model: &str,
+            ) -> QueryResult<()> {
+                let Some(sql) = $unlock_model else {
+                    return Ok(());
+                };
+                let rows = diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Text, _>(lock_name(model))
+                    .load(conn)
+                    .await?;
+                lock_taken(model, rows)
+            }
+
             async fn prepare<C: AsyncConnection<Backend = Self>>(conn: &mut C) -> QueryResult<()> {
                 match $prepare {
                     Some(sql) => {
@@ -621,10 +683,34 @@ macro_rules! outbox_backend {
     };
 }
 
+/// The name of a model's delivery lock.
+fn lock_name(model: &str) -> String {
+    format!("diesel_sync_outbox:{model}")
+}
+
+/// Whether a lock statement's row says it took (or released) `model`'s lock.
+fn lock_taken(model: &str, rows: Vec<LockTaken>) -> QueryResult<()> {
+    match rows.into_iter().next().and_then(|row| row.taken) {
+        Some(true) => Ok(()),
+        _ => Err(diesel::result::Error::QueryBuilderError(
+            format!("the delivery lock of `{model}` was not taken").into(),
+        )),
+    }
+}
+
+/// What a lock statement returns: whether it took (or released) the lock.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct LockTaken {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bool>)]
+    taken: Option<bool>,
+}
+
 #[cfg(feature = "postgres")]
 outbox_backend!(
     diesel::pg::Pg,
     None::<&str>,
+    lock: Some("SELECT pg_advisory_lock(hashtextextended($1, 0)) IS NOT NULL AS taken"),
+    unlock: Some("SELECT pg_advisory_unlock(hashtextextended($1, 0)) AS taken"),
     |select| select.for_update().skip_locked(),
     |conn, entries| diesel::insert_into(outbox::table)
         .values(entries)
@@ -636,6 +722,9 @@ outbox_backend!(
 outbox_backend!(
     diesel::mysql::Mysql,
     None::<&str>,
+    // GET_LOCK returns 1 once taken; a day's timeout stands for "wait".
+    lock: Some("SELECT GET_LOCK(?, 86400) = 1 AS taken"),
+    unlock: Some("SELECT RELEASE_LOCK(?) = 1 AS taken"),
     |select| select.for_update().skip_locked(),
     |conn, entries| diesel::insert_into(outbox::table)
         .values(entries)
@@ -649,6 +738,8 @@ outbox_backend!(
 outbox_backend!(
     diesel::sqlite::Sqlite,
     Some("PRAGMA busy_timeout = 5000"),
+    lock: None::<&str>,
+    unlock: None::<&str>,
     |select| select,
     |conn, entries| {
         for entry in entries {

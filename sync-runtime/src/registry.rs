@@ -532,6 +532,10 @@ where
         self.durable = Some(DurableSetup {
             append: Box::new(append),
             start: Box::new(move |registry: Registry<SyncedConnection<C>>, state| {
+                if !durable.deliver {
+                    state.record_only();
+                    return Ok(());
+                }
                 let runtime = registry.dispatcher().background_handle()?;
                 runtime.spawn(worker::supervise(registry, durable, state));
                 Ok(())

@@ -34,6 +34,8 @@ pub(crate) struct DurableState {
     asked: AtomicU64,
     drained: watch::Sender<u64>,
     stopping: AtomicBool,
+    /// No worker runs in this process: other processes deliver what it records.
+    record_only: AtomicBool,
     /// The attempt the current round makes: the highest of its rows' attempts.
     attempt: AtomicU32,
     /// The batches of the rounds that failed, each with when to try it again (`None`: dead),
@@ -48,6 +50,7 @@ impl DurableState {
             asked: AtomicU64::new(0),
             drained: watch::Sender::new(0),
             stopping: AtomicBool::new(false),
+            record_only: AtomicBool::new(false),
             attempt: AtomicU32::new(1),
             failed: Mutex::new(Vec::new()),
         }
@@ -76,11 +79,19 @@ impl DurableState {
     /// Resolves once a worker round that began after this call found no live row in the
     /// outbox: every row written before it was delivered, or is dead.
     pub(crate) async fn drained(&self) {
+        if self.record_only.load(Ordering::Acquire) {
+            return;
+        }
         let asked = self.asked.fetch_add(1, Ordering::AcqRel) + 1;
         let mut drained = self.drained.subscribe();
         self.wake.notify_one();
         // The sender lives as long as this state.
         let _ = drained.wait_for(|round| *round >= asked).await;
+    }
+
+    /// No worker will run: `drained` returns at once.
+    pub(crate) fn record_only(&self) {
+        self.record_only.store(true, Ordering::Release);
     }
 
     /// Stops the worker after its current round; rows it holds return to the outbox when
@@ -208,10 +219,36 @@ async fn idle(state: &DurableState, interval: Duration) {
     let _ = tokio::time::timeout(interval, state.wake.notified()).await;
 }
 
+/// One round, under the delivery lock of each model it holds (taken in name order, so rounds
+/// of several processes never wait on each other in a cycle). An error leaves the locks to the
+/// connection's end: the worker drops its connection after one.
+async fn deliver<C>(
+    registry: &Registry<SyncedConnection<C>>,
+    conn: &mut C,
+    rows: Vec<Entry>,
+    state: &DurableState,
+) -> diesel::QueryResult<()>
+where
+    C: CaptureConnection,
+    C::Backend: OutboxBackend,
+{
+    let mut models: Vec<String> = rows.iter().map(|row| row.model.clone()).collect();
+    models.sort_unstable();
+    models.dedup();
+    for model in &models {
+        C::Backend::lock_model(conn, model).await?;
+    }
+    deliver_locked(registry, conn, rows, state).await?;
+    for model in models.iter().rev() {
+        C::Backend::unlock_model(conn, model).await?;
+    }
+    Ok(())
+}
+
 /// One round: the claimed rows' keys resolved and dispatched, then the rows deleted, and the
 /// round's failed batches written as rows to retry later, or as dead rows once their attempts
 /// ran out. Rows that cannot be read are made dead as they are.
-async fn deliver<C>(
+async fn deliver_locked<C>(
     registry: &Registry<SyncedConnection<C>>,
     conn: &mut C,
     rows: Vec<Entry>,
