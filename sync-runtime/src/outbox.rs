@@ -487,6 +487,20 @@ pub trait OutboxBackend: Backend {
     ) -> impl Future<Output = QueryResult<i64>> + Send;
 }
 
+/// The rows a round claims of those available, oldest first: the ones with as many attempts
+/// as the oldest, so that the round's attempt is every batch's own (a retried batch does not
+/// lend its count to fresh ones).
+fn same_attempts(available: Vec<(i64, i32)>) -> Vec<i64> {
+    let Some(&(_, attempts)) = available.as_slice().first() else {
+        return Vec::new();
+    };
+    available
+        .into_iter()
+        .filter(|&(_, a)| a == attempts)
+        .map(|(id, _)| id)
+        .collect()
+}
+
 /// Runs `body` in a transaction of its own on `conn`.
 async fn in_transaction<C, T>(
     conn: &mut C,
@@ -572,12 +586,13 @@ macro_rules! outbox_backend {
             ) -> QueryResult<Vec<Entry>> {
                 in_transaction(conn, async move |conn: &mut C| {
                     let $select = outbox::table
-                        .select(outbox::id)
+                        .select((outbox::id, outbox::attempts))
                         .filter(outbox::dead_at.is_null())
                         .filter(outbox::available_at.le(claim.now))
                         .order(outbox::id)
                         .limit(claim.rows);
-                    let ids: Vec<i64> = $lock.load(conn).await?;
+                    let available: Vec<(i64, i32)> = $lock.load(conn).await?;
+                    let ids = same_attempts(available);
                     if ids.is_empty() {
                         return Ok(Vec::new());
                     }
@@ -751,3 +766,16 @@ outbox_backend!(
         Ok(())
     }
 );
+
+/// Which available rows a round claims, without a database.
+#[cfg(test)]
+mod tests {
+    use super::same_attempts;
+
+    #[test]
+    fn a_round_claims_the_rows_with_as_many_attempts_as_the_oldest() {
+        assert_eq!(same_attempts(vec![(3, 2), (4, 0), (5, 2), (9, 1)]), [3, 5]);
+        assert_eq!(same_attempts(vec![(1, 0), (2, 0)]), [1, 2]);
+        assert!(same_attempts(Vec::new()).is_empty());
+    }
+}

@@ -273,6 +273,7 @@ where
         }
         done.push(entry.id);
     }
+    // A round's rows share their attempt count (see the claim).
     let attempt = rows.iter().map(|row| row.attempts).max().unwrap_or(1);
     state
         .attempt
