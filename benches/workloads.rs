@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench workloads -- --backend sqlite|postgres|mysql|all
-//!     [--runs N] [--scale] [--smoke] [--memory] [--only W1,W2,W3,W4,W5,scale,latency,collector]
+//!     [--runs N] [--scale] [--smoke] [--memory] [--durable] [--only W1,W2,W3,W4,W5,scale,latency,collector]
 //! ```
 //!
 //! PostgreSQL: `DIESEL_SYNC_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
@@ -38,7 +38,7 @@ use crate::schema::Backend;
 // the timed runs pay little for the collector measurements.
 use allocation_counter as _;
 
-const USAGE: &str = "usage: workloads [--backend sqlite|postgres|mysql|all] [--runs N] [--scale] [--smoke] [--memory] [--only W1,W2,W3,W4,W5,scale,latency,collector]";
+const USAGE: &str = "usage: workloads [--backend sqlite|postgres|mysql|all] [--runs N] [--scale] [--smoke] [--memory] [--durable] [--only W1,W2,W3,W4,W5,scale,latency,collector]";
 
 /// The command line.
 #[derive(Debug)]
@@ -48,6 +48,7 @@ struct Args {
     scale: bool,
     smoke: bool,
     memory: bool,
+    durable: bool,
     only: Option<Vec<String>>,
 }
 
@@ -59,6 +60,7 @@ impl Args {
             scale: false,
             smoke: false,
             memory: false,
+            durable: false,
             only: None,
         };
         let mut runs = None;
@@ -83,6 +85,7 @@ impl Args {
                 "--scale" => args.scale = true,
                 "--smoke" => args.smoke = true,
                 "--memory" => args.memory = true,
+                "--durable" => args.durable = true,
                 "--only" => {
                     let list = words.next().ok_or("--only takes a list")?;
                     args.only = Some(list.split(',').map(str::to_lowercase).collect());
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         runs: args.runs,
         tag: format!("diesel_sync_bench_{}", std::process::id()),
         memory: args.memory,
+        durable: args.durable,
     };
     let mut failed = false;
     for &backend in &args.backends {

@@ -12,7 +12,7 @@ use diesel_async::{
     AsyncConnection, AsyncConnectionCore, AsyncMysqlConnection, AsyncPgConnection, RunQueryDsl,
     SimpleAsyncConnection,
 };
-use diesel_sync::{CaptureConnection, Registry, SyncBackend, SyncedConnection};
+use diesel_sync::{CaptureConnection, Durable, Registry, SyncBackend, SyncedConnection};
 
 use crate::recorder::Recorder;
 use crate::schema::{price_records, products, Backend, PriceRecord, Product};
@@ -44,6 +44,8 @@ pub(crate) trait Db: 'static {
 
     /// A registry whose only handler is `recorder`, for this connection kind.
     fn registry(recorder: &Recorder) -> Registry<SyncedConn<Self>>;
+    /// [`Db::registry`], durable: delivered from the outbox of the database at `url`.
+    fn durable_registry(recorder: &Recorder, url: &str) -> Registry<SyncedConn<Self>>;
 
     async fn seed_products(conn: &mut Self::Conn, rows: Vec<Product>) -> QueryResult<()>;
     async fn seed_price_records(conn: &mut Self::Conn, rows: Vec<PriceRecord>) -> QueryResult<()>;
@@ -342,6 +344,10 @@ macro_rules! db {
 
             fn registry(recorder: &Recorder) -> Registry<SyncedConn<Self>> {
                 recorder.registry()
+            }
+
+            fn durable_registry(recorder: &Recorder, url: &str) -> Registry<SyncedConn<Self>> {
+                recorder.builder().durable(Durable::new(url)).build()
             }
 
             async fn seed_products(conn: &mut $conn, rows: Vec<Product>) -> QueryResult<()> {

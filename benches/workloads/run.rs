@@ -68,6 +68,9 @@ pub(crate) struct Bench {
     /// `--memory`: synchronous SQLite on in-memory databases, so no fsync at COMMIT hides the
     /// library's own cost.
     pub(crate) memory: bool,
+    /// `--durable`: W1 and W2 run once more with durable delivery (the outbox), compared with
+    /// the in-memory runs.
+    pub(crate) durable: bool,
 }
 
 /// The per-id time of W1 on this backend, for the scale run's comparison.
@@ -93,6 +96,13 @@ impl Fresh {
             .await
             .map_err(|e| format!("connect to {url}: {e}"))?;
         conn.batch_execute(D::BACKEND.schema()).await.map_err(db)?;
+        conn.batch_execute(D::BACKEND.outbox()).await.map_err(db)?;
+        if D::BACKEND == Backend::Sqlite {
+            // Durable runs: the outbox worker's connection writes to the same file.
+            conn.batch_execute("PRAGMA busy_timeout = 5000")
+                .await
+                .map_err(db)?;
+        }
         conn.batch_execute(&stores_sql()).await.map_err(db)?;
         let rows = (0..products).map(|i| product(i, per_store)).collect();
         D::seed_products(&mut conn, rows).await.map_err(db)?;
@@ -226,8 +236,9 @@ impl Runs {
         chunk: usize,
         keys_from_rows: bool,
         expected: &Expected,
+        durable: Option<&str>,
     ) -> Result<SyncedConn<D>, String> {
-        let (mut conn, recorder, registry) = synced::<D>(conn);
+        let (mut conn, recorder, registry) = synced::<D>(conn, durable);
         let seconds = timed_synced_insert::<D>(
             &mut conn,
             &registry,
@@ -325,10 +336,17 @@ fn with_footprint(line: Line, footprint: Option<Footprint>) -> Line {
     }
 }
 
-/// A synced connection with a fresh recorder.
-fn synced<D: Db>(conn: D::Conn) -> (SyncedConn<D>, Recorder, Registry<SyncedConn<D>>) {
+/// A synced connection with a fresh recorder; with `durable`, delivered through the outbox of
+/// the database at that URL.
+fn synced<D: Db>(
+    conn: D::Conn,
+    durable: Option<&str>,
+) -> (SyncedConn<D>, Recorder, Registry<SyncedConn<D>>) {
     let recorder = Recorder::default();
-    let registry = D::registry(&recorder);
+    let registry = match durable {
+        Some(url) => D::durable_registry(&recorder, url),
+        None => D::registry(&recorder),
+    };
     (
         SyncedConnection::new(conn, registry.clone()),
         recorder,
@@ -405,6 +423,8 @@ pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String>
     let mut keyed = Runs::default();
     let mut returning = Vec::new();
     let mut returning_phases = Phases::default();
+    // The same inserts delivered through the outbox (`--durable`).
+    let mut durable = Runs::default();
     for _ in 0..bench.runs {
         let (fresh, mut conn) =
             Fresh::new::<D>(bench, "w1base", size.products, size.per_store).await?;
@@ -438,7 +458,7 @@ pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String>
 
         let (fresh, conn) = Fresh::new::<D>(bench, "w1", size.products, size.per_store).await?;
         let conn = runs
-            .synced_insert::<D>(conn, &rows, size.insert_chunk, false, &expected)
+            .synced_insert::<D>(conn, &rows, size.insert_chunk, false, &expected, None)
             .await?;
         drop(conn);
         fresh.remove().await;
@@ -447,7 +467,18 @@ pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String>
             let (fresh, conn) =
                 Fresh::new::<D>(bench, "w1_keys", size.products, size.per_store).await?;
             let conn = keyed
-                .synced_insert::<D>(conn, &rows, size.insert_chunk, true, &expected)
+                .synced_insert::<D>(conn, &rows, size.insert_chunk, true, &expected, None)
+                .await?;
+            drop(conn);
+            fresh.remove().await;
+        }
+
+        if bench.durable {
+            let (fresh, conn) =
+                Fresh::new::<D>(bench, "w1_durable", size.products, size.per_store).await?;
+            let url = fresh.url.clone();
+            let conn = durable
+                .synced_insert::<D>(conn, &rows, size.insert_chunk, false, &expected, Some(&url))
                 .await?;
             drop(conn);
             fresh.remove().await;
@@ -477,6 +508,11 @@ pub(crate) async fn w1<D: Db>(bench: &Bench) -> Result<(Vec<Line>, f64), String>
     if has_returning {
         keyed.bare.clone_from(&runs.bare);
         lines.push(keyed.line::<D>("W1_keys_from_rows", "W1base"));
+    }
+    if bench.durable {
+        // Against the in-memory W1 of the same run.
+        durable.bare.clone_from(&runs.synced);
+        lines.push(durable.line::<D>("W1durable", "W1"));
     }
     Ok((lines, per_id))
 }
@@ -519,6 +555,8 @@ pub(crate) async fn w2_w3<D: Db>(bench: &Bench, rollback: bool) -> Result<Vec<Li
     let expected = w2_w3_expected(&transactions, rollback, size, D::RESOLVE_CHUNK);
     let (workload, label) = if rollback { ("W3", "w3") } else { ("W2", "w2") };
     let mut runs = Runs::default();
+    // W2 delivered through the outbox (`--durable`).
+    let mut durable = Runs::default();
     for _ in 0..bench.runs {
         let (fresh, mut conn) = Fresh::new::<D>(
             bench,
@@ -536,7 +574,7 @@ pub(crate) async fn w2_w3<D: Db>(bench: &Bench, rollback: bool) -> Result<Vec<Li
         fresh.remove().await;
 
         let (fresh, conn) = Fresh::new::<D>(bench, label, size.products, size.per_store).await?;
-        let (mut conn, recorder, registry) = synced::<D>(conn);
+        let (mut conn, recorder, registry) = synced::<D>(conn, None);
         let start = Instant::now();
         for (t, rows) in transactions.iter().enumerate() {
             expect_outcome(D::saves_synced(&mut conn, rows, fails(t)).await, fails(t))?;
@@ -555,6 +593,23 @@ pub(crate) async fn w2_w3<D: Db>(bench: &Bench, rollback: bool) -> Result<Vec<Li
         }
         drop(conn);
         fresh.remove().await;
+
+        if bench.durable && !rollback {
+            let (fresh, conn) =
+                Fresh::new::<D>(bench, "w2_durable", size.products, size.per_store).await?;
+            let (mut conn, recorder, registry) = synced::<D>(conn, Some(&fresh.url));
+            let start = Instant::now();
+            for rows in &transactions {
+                expect_outcome(D::saves_synced(&mut conn, rows, false).await, false)?;
+            }
+            registry.settled().await;
+            durable.synced.push(elapsed(start));
+            durable
+                .outcomes
+                .push(Outcome::check(&recorder.take(), &expected, &registry));
+            drop(conn);
+            fresh.remove().await;
+        }
     }
     let baseline = format!("{workload}base");
     let committed = if rollback {
@@ -562,10 +617,20 @@ pub(crate) async fn w2_w3<D: Db>(bench: &Bench, rollback: bool) -> Result<Vec<Li
     } else {
         transactions.len()
     };
-    Ok(vec![runs
+    let mut lines = vec![runs
         .line::<D>(workload, &baseline)
         .int("transactions", transactions.len() as u64)
-        .int("committed_transactions", committed as u64)])
+        .int("committed_transactions", committed as u64)];
+    if !durable.synced.is_empty() {
+        // Against the in-memory W2 of the same run.
+        durable.bare.clone_from(&runs.synced);
+        lines.push(
+            durable
+                .line::<D>("W2durable", workload)
+                .int("transactions", transactions.len() as u64),
+        );
+    }
+    Ok(lines)
 }
 
 /// W4: one transaction saves 100 products, a savepoint saves 100 others and fails, the outer
@@ -595,7 +660,7 @@ pub(crate) async fn w4<D: Db>(bench: &Bench) -> Result<Vec<Line>, String> {
         fresh.remove().await;
 
         let (fresh, conn) = Fresh::new::<D>(bench, "w4", size.products, size.per_store).await?;
-        let (mut conn, recorder, registry) = synced::<D>(conn);
+        let (mut conn, recorder, registry) = synced::<D>(conn, None);
         let start = Instant::now();
         D::savepoint_synced(&mut conn, outer, inner)
             .await
@@ -657,7 +722,7 @@ pub(crate) async fn w5<D: Db>(bench: &Bench) -> Result<Vec<Line>, String> {
         fresh.remove().await;
 
         let (fresh, conn, ids) = setup("w5").await?;
-        let (mut conn, recorder, registry) = synced::<D>(conn);
+        let (mut conn, recorder, registry) = synced::<D>(conn, None);
         let start = Instant::now();
         let updated = D::bulk_update_synced(&mut conn, &ids).await.map_err(db)?;
         registry.settled().await;
@@ -718,7 +783,7 @@ pub(crate) async fn scale<D: Db>(bench: &Bench, w1_per_id: W1PerId) -> Result<Ve
             .map_err(db)?;
 
         let synced = runs
-            .synced_insert::<D>(bare, &rows, size.insert_chunk, false, &expected)
+            .synced_insert::<D>(bare, &rows, size.insert_chunk, false, &expected, None)
             .await?;
         conn = Some(synced.into_inner());
     }
@@ -747,7 +812,7 @@ pub(crate) async fn latency<D: Db>(bench: &Bench) -> Result<Vec<Line>, String> {
     let size = bench.size;
     let transactions = w2_transactions(size);
     let (fresh, conn) = Fresh::new::<D>(bench, "latency", size.products, size.per_store).await?;
-    let (mut conn, recorder, registry) = synced::<D>(conn);
+    let (mut conn, recorder, registry) = synced::<D>(conn, None);
     let mut to_handler = Vec::new();
     let mut in_commit = Vec::new();
     let mut all_calls = Vec::new();
@@ -821,7 +886,7 @@ fn percentiles(line: Line, name: &str, sorted: &[Duration]) -> Line {
 #[allow(clippy::cast_precision_loss)]
 pub(crate) async fn collector<D: Db>(bench: &Bench) -> Result<Vec<Line>, String> {
     let (fresh, conn) = Fresh::new::<D>(bench, "collector", 0, 1).await?;
-    let (mut conn, _recorder, _registry) = synced::<D>(conn);
+    let (mut conn, _recorder, _registry) = synced::<D>(conn, None);
     let mut lines = Vec::new();
     for ids in bench.size.collector_ids {
         let all: Vec<i64> = (1..=i64::try_from(ids).expect("ids fit in i64")).collect();

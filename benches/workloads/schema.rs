@@ -72,6 +72,15 @@ impl Backend {
     }
 
     /// The tables, in this backend's dialect. SQLite runs in WAL mode, as the tests do.
+    /// The outbox table of durable delivery, as its migration creates it.
+    pub(crate) fn outbox(self) -> &'static str {
+        match self {
+            Backend::Sqlite => include_str!("../../sync-runtime/migrations/sqlite/2026-12-01-000000_create_diesel_sync_outbox/up.sql"),
+            Backend::Postgres => include_str!("../../sync-runtime/migrations/postgres/2026-12-01-000000_create_diesel_sync_outbox/up.sql"),
+            Backend::Mysql => include_str!("../../sync-runtime/migrations/mysql/2026-12-01-000000_create_diesel_sync_outbox/up.sql"),
+        }
+    }
+
     pub(crate) fn schema(self) -> &'static str {
         match self {
             Backend::Sqlite => {
