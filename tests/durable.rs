@@ -1,10 +1,11 @@
-//! Durable delivery through the outbox, on every backend (async connections): committed ids
-//! reach the handler through the outbox and leave it once delivered, the outbox row commits and
-//! rolls back with the change, and a batch that runs out of retries stays in the outbox as a
+//! Durable delivery through the outbox, on every backend and both connection kinds: committed
+//! ids reach the handler through the outbox and leave it once delivered, the outbox row commits
+//! and rolls back with the change, and a batch that runs out of retries stays in the outbox as a
 //! dead row. What must arrive is read from the database's audit. (A process killed between
-//! COMMIT and delivery: `tests/crash.rs`.)
+//! COMMIT and delivery: `tests/crash.rs`; four worker processes: `tests/workers.rs`.)
 //!
-//! `SQLite` always runs; `PostgreSQL` and `MySQL` when their URLs are set (see `build.rs`).
+//! `SQLite` always runs; `PostgreSQL` and `MySQL` when their URLs are set (see `build.rs`). A
+//! durable registry serves the synchronous connection on `SQLite`.
 
 mod common;
 
@@ -356,4 +357,205 @@ durable_tests!(
     mysql,
     diesel_async::AsyncMysqlConnection,
     common::Backend::Mysql
+);
+
+/// The synchronous connection's durable delivery: the same outbox, written by
+/// `diesel_sync::blocking::SyncedConnection`, delivered by the registry's worker without a
+/// tokio runtime of the application's.
+macro_rules! blocking_durable_tests {
+    ($module:ident, $conn:ty, $setup:ty, $backend:expr) => {
+        mod $module {
+            use super::*;
+            use diesel::{Connection, RunQueryDsl};
+            use diesel_sync::blocking::SyncedConnection;
+
+            type Conn = SyncedConnection<$conn>;
+
+            /// A fresh database with the test schema, the outbox and `count` products, set up
+            /// over the async connection; then a synchronous connection to it.
+            fn database(test: &str, count: i64) -> (String, $conn) {
+                let runtime = tokio::runtime::Runtime::new().expect("runtime");
+                let url = runtime.block_on(outbox::database::<$setup>($backend, test, count));
+                let mut conn = <$conn>::establish(&url).expect("connect");
+                if $backend == common::Backend::Sqlite {
+                    diesel::connection::SimpleConnection::batch_execute(
+                        &mut conn,
+                        "PRAGMA busy_timeout = 5000",
+                    )
+                    .expect("busy timeout");
+                }
+                (url, conn)
+            }
+
+            fn audited(conn: &mut $conn) -> Audit {
+                let rows: Vec<(i64, bool)> = audit::table
+                    .select((audit::target_id, audit::removed))
+                    .load(conn)
+                    .expect("audit");
+                Audit::from_rows(rows)
+            }
+
+            fn outbox_rows(conn: &mut $conn) -> Vec<OutboxRow> {
+                diesel_sync_outbox::table
+                    .select(OutboxRow::as_select())
+                    .order(diesel_sync_outbox::id)
+                    .load(conn)
+                    .expect("outbox")
+            }
+
+            fn set_prices(
+                conn: &mut Conn,
+                ids: std::ops::RangeInclusive<i64>,
+                cents: i64,
+            ) -> QueryResult<usize> {
+                diesel::update(
+                    products::table.filter(products::id.between(*ids.start(), *ids.end())),
+                )
+                .set(products::price_cents.eq(cents))
+                .execute(conn)
+            }
+
+            /// Waits for `registry` to settle, failing the test instead of hanging.
+            fn settle(registry: &Registry<Conn>) {
+                let registry = registry.clone();
+                let (done, settled) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    registry.settled_blocking();
+                    let _ = done.send(());
+                });
+                settled
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("the outbox was not drained within a minute");
+            }
+
+            #[test]
+            fn committed_ids_reach_the_handler_through_the_outbox_and_leave_it() {
+                let (url, inner) =
+                    database(concat!("blocking_", stringify!($module), "_through"), 40);
+                let capture = Capture::default();
+                let registry: Registry<Conn> =
+                    capture.builder(false).durable(durable(&url)).build();
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                conn.transaction(|conn| {
+                    set_prices(conn, 1..=10, 500)?;
+                    set_prices(conn, 5..=12, 600)
+                })
+                .expect("committed");
+                let rolled_back = conn.transaction(|conn| {
+                    set_prices(conn, 13..=20, 700)?;
+                    Err::<usize, _>(Error::RollbackTransaction)
+                });
+                assert!(rolled_back.is_err());
+                set_prices(&mut conn, 21..=22, 800).expect("outside a transaction");
+                conn.transaction(|conn| diesel::delete(products::table.find(30)).execute(conn))
+                    .expect("deleted");
+                settle(&registry);
+
+                let audit = audited(conn.inner_mut());
+                assert_eq!(
+                    audit.changed.len(),
+                    14,
+                    "the database committed 1..=12, 21, 22"
+                );
+                assert_eq!(
+                    capture.ids().into_iter().collect::<BTreeSet<_>>(),
+                    audit.changed
+                );
+                assert_eq!(
+                    capture.removed().into_iter().collect::<BTreeSet<_>>(),
+                    audit.removed
+                );
+                assert!(
+                    outbox_rows(conn.inner_mut()).is_empty(),
+                    "delivered rows leave the outbox"
+                );
+            }
+
+            #[test]
+            fn the_outbox_row_commits_with_the_change_and_rolls_back_with_it() {
+                let (url, inner) =
+                    database(concat!("blocking_", stringify!($module), "_atomic"), 20);
+                let gate = Arc::new(tokio::sync::Semaphore::new(0));
+                let capture = Capture::default();
+                let calls = capture.clone();
+                let held = Arc::clone(&gate);
+                let registry: Registry<Conn> = Registry::builder()
+                    .handler(move |batch: Batch<Product>| {
+                        let (gate, calls) = (Arc::clone(&held), calls.clone());
+                        async move {
+                            gate.acquire().await.expect("gate").forget();
+                            calls.record(&batch);
+                            Ok::<(), HandlerError>(())
+                        }
+                    })
+                    .durable(durable(&url))
+                    .build();
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                conn.transaction(|conn| set_prices(conn, 1..=5, 900))
+                    .expect("committed");
+                let recorded = outbox_rows(conn.inner_mut());
+                assert_eq!(
+                    recorded.len(),
+                    1,
+                    "one row for the model's keys: {recorded:?}"
+                );
+                assert_eq!(recorded[0].changed(), audited(conn.inner_mut()).changed);
+                let rolled_back = conn.transaction(|conn| {
+                    set_prices(conn, 6..=10, 901)?;
+                    Err::<usize, _>(Error::RollbackTransaction)
+                });
+                assert!(rolled_back.is_err());
+                assert_eq!(
+                    outbox_rows(conn.inner_mut()).len(),
+                    1,
+                    "a rollback writes no outbox row"
+                );
+                assert!(capture.ids().is_empty(), "the handler has not returned yet");
+
+                gate.add_permits(100);
+                settle(&registry);
+                assert_eq!(
+                    capture.ids().into_iter().collect::<BTreeSet<_>>(),
+                    audited(conn.inner_mut()).changed
+                );
+                assert!(outbox_rows(conn.inner_mut()).is_empty());
+            }
+
+            #[test]
+            fn a_batch_out_of_retries_stays_in_the_outbox_as_a_dead_row() {
+                let (url, inner) = database(concat!("blocking_", stringify!($module), "_dead"), 20);
+                let registry: Registry<Conn> = Registry::builder()
+                    .handler_with_policy(
+                        |_: Batch<Product>| async {
+                            Err::<(), _>(HandlerError::retryable("marketplace down"))
+                        },
+                        RetryPolicy::default()
+                            .max_attempts(2)
+                            .initial_delay(Duration::from_millis(1)),
+                    )
+                    .durable(durable(&url))
+                    .build();
+                let mut conn = SyncedConnection::new(inner, registry.clone());
+                conn.transaction(|conn| set_prices(conn, 1..=3, 1_000))
+                    .expect("committed");
+                settle(&registry);
+                let rows = outbox_rows(conn.inner_mut());
+                assert_eq!(rows.len(), 1, "{rows:?}");
+                assert!(rows[0].dead_at.is_some(), "{rows:?}");
+                assert_eq!(rows[0].attempts, 2);
+                assert!(rows[0]
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("marketplace down")));
+                assert_eq!(rows[0].changed(), audited(conn.inner_mut()).changed);
+            }
+        }
+    };
+}
+
+blocking_durable_tests!(
+    blocking_sqlite,
+    diesel::SqliteConnection,
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
+    common::Backend::Sqlite
 );

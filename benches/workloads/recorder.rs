@@ -214,9 +214,15 @@ impl Outcome {
 
     /// The fields that do not depend on timing (merging does), for comparing runs.
     pub(crate) fn deterministic(&self) -> (u64, u64, u64, u64, u64, u64) {
+        // Durable delivery: how many commits a worker round loads at once depends on timing.
+        let resolve_queries = if self.resolve_queries_at_most {
+            0
+        } else {
+            self.resolve_queries
+        };
         (
             self.ids_distinct,
-            self.resolve_queries,
+            resolve_queries,
             self.leaked,
             self.missed,
             self.misrouted_calls,

@@ -251,6 +251,9 @@ impl Runs {
         self.synced.push(seconds);
         self.outcomes
             .push(Outcome::check(&recorder.take(), expected, &registry));
+        // A durable registry's worker stops here, before the next run's database of the same
+        // name exists.
+        registry.shutdown(Duration::from_secs(5)).await;
         self.resolve_load
             .push(time_resolve_load::<D>(conn.inner_mut(), rows).await?);
         if self.footprint.is_none() {
@@ -607,6 +610,7 @@ pub(crate) async fn w2_w3<D: Db>(bench: &Bench, rollback: bool) -> Result<Vec<Li
             durable
                 .outcomes
                 .push(Outcome::check(&recorder.take(), &expected, &registry));
+            registry.shutdown(Duration::from_secs(5)).await;
             drop(conn);
             fresh.remove().await;
         }

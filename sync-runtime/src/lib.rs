@@ -84,7 +84,9 @@ pub use error::{CaptureRefused, HandlerError};
 pub use handler::{Batch, Handler};
 pub use metrics::Metrics;
 pub use outbox::{migrations, DeadRow, Durable, OutboxBackend};
-pub use registry::{Mismatch, Registry, RegistryBuilder, Resolves, WithStoreModel};
+pub use registry::{
+    DurableConnection, Mismatch, Registry, RegistryBuilder, Resolves, WithStoreModel,
+};
 pub use resolve::{Loaded, Resolve};
 pub use retry::RetryPolicy;
 pub use synced::{KeyInRow, NoStore, StoreModel, SyncTarget, Synced, SyncedTable, TargetId};
@@ -104,6 +106,7 @@ pub mod __private {
     };
     pub use crate::classify::{Dialect, InsertedKey};
     pub use crate::outbox::{Claim, DeadEntry, Entry, NewEntry};
+    pub use crate::registry::DurableSetup;
     pub use crate::synced::{
         assert_id, assert_model, assert_store_key, assert_store_model, assert_target,
         assert_target_model, KeyBounds, KeyInRow, LoadsAlone, LoadsWithStore, NoStore, StoreModel,

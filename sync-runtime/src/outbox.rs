@@ -420,6 +420,13 @@ pub trait OutboxBackend: Backend {
         entries: Vec<NewEntry>,
     ) -> impl Future<Output = QueryResult<()>> + Send;
 
+    /// Writes `entries` over a synchronous Diesel connection, in one statement. Not public API.
+    #[doc(hidden)]
+    fn append_blocking<C: diesel::Connection<Backend = Self>>(
+        conn: &mut C,
+        entries: Vec<NewEntry>,
+    ) -> QueryResult<()>;
+
     /// Claims rows, skipping those another worker holds locked. Not public API.
     #[doc(hidden)]
     fn claim<C: AsyncConnection<Backend = Self>>(
@@ -536,6 +543,17 @@ macro_rules! outbox_backend {
         |$conn:ident, $entries:ident| $append:expr
     ) => {
         impl OutboxBackend for $backend {
+            fn append_blocking<C: diesel::Connection<Backend = Self>>(
+                conn: &mut C,
+                entries: Vec<NewEntry>,
+            ) -> QueryResult<()> {
+                diesel::RunQueryDsl::execute(
+                    diesel::insert_into(outbox::table).values(entries),
+                    conn,
+                )
+                .map(drop)
+            }
+
             async fn lock_model<C: AsyncConnectionCore<Backend = Self>>(
                 conn: &mut C,
                 model: &str,
@@ -720,7 +738,7 @@ pub(crate) struct LockTaken {
     taken: Option<bool>,
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
 outbox_backend!(
     diesel::pg::Pg,
     None::<&str>,
@@ -733,7 +751,7 @@ outbox_backend!(
         .await
         .map(drop)
 );
-#[cfg(feature = "mysql")]
+#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
 outbox_backend!(
     diesel::mysql::Mysql,
     None::<&str>,

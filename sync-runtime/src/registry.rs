@@ -11,6 +11,12 @@ use std::time::Duration;
 
 use diesel::QueryResult;
 
+#[cfg(any(
+    feature = "sqlite",
+    feature = "blocking-postgres",
+    feature = "blocking-mysql"
+))]
+use crate::blocking::{append_entries_blocking, AppendBlocking};
 use crate::catalog::{Catalog, ModelFacts};
 use crate::connection::{append_entries, Append, CaptureConnection, SyncedConnection};
 use crate::dead_letter::{DeadLetterSink, DeadLetters};
@@ -219,6 +225,15 @@ impl<Conn: 'static> Registry<Conn> {
         self.outbox.is_some()
     }
 
+    /// Whether a clone of this durable registry other than the worker's own is left: once the
+    /// application dropped every registry and connection, the worker stops after its round
+    /// (what it did not deliver waits in the outbox for the next start).
+    pub(crate) fn has_users(&self) -> bool {
+        self.outbox
+            .as_ref()
+            .is_none_or(|outbox| Arc::strong_count(outbox) > 1)
+    }
+
     /// The outbox of a durable registry.
     pub(crate) fn outbox(&self) -> Option<&OutboxLink> {
         self.outbox.as_deref()
@@ -259,10 +274,37 @@ pub struct RegistryBuilder<Conn, Last = ()> {
     connection: PhantomData<fn() -> Conn>,
 }
 
-/// What [`RegistryBuilder::durable`] set up, for `build` to start.
-struct DurableSetup<Conn> {
+/// What [`RegistryBuilder::durable`] set up, for `build` to start. Not public API.
+#[doc(hidden)]
+pub struct DurableSetup<Conn> {
     append: Box<dyn Any + Send + Sync>,
     start: StartWorker<Conn>,
+}
+
+impl<Conn> fmt::Debug for DurableSetup<Conn> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurableSetup").finish_non_exhaustive()
+    }
+}
+
+/// Durable mode with `append`, the connection kind's function that writes outbox rows; the
+/// registry built starts a worker unless `durable` is record-only.
+fn durable_setup<Conn: worker::Delivers>(
+    append: Box<dyn Any + Send + Sync>,
+    durable: Durable,
+) -> DurableSetup<Conn> {
+    DurableSetup {
+        append,
+        start: Box::new(move |registry: Registry<Conn>, state| {
+            if !durable.deliver {
+                state.record_only();
+                return Ok(());
+            }
+            let runtime = registry.dispatcher().background_handle()?;
+            runtime.spawn(worker::supervise(registry, durable, state));
+            Ok(())
+        }),
+    }
 }
 
 /// Spawns the delivery worker of the registry built.
@@ -500,11 +542,7 @@ where
     }
 }
 
-impl<C, Last> RegistryBuilder<SyncedConnection<C>, Last>
-where
-    C: CaptureConnection,
-    C::Backend: OutboxBackend,
-{
+impl<Conn: DurableConnection, Last> RegistryBuilder<Conn, Last> {
     /// Makes delivery durable: the outermost COMMIT of each connection also writes the ids it
     /// collected to the outbox table (see [`migrations`](crate::migrations)), in the same
     /// transaction, and a worker of the registry's own delivers from there, on a connection of
@@ -526,22 +564,58 @@ where
     ///     .durable(Durable::new("shop.db"))
     ///     .build();
     /// ```
+    ///
+    /// The same holds for the synchronous
+    /// [`blocking::SyncedConnection`](crate::blocking::SyncedConnection) on SQLite: its worker
+    /// runs a Diesel connection on a blocking thread of the registry's own runtime, so the
+    /// application needs no tokio runtime. See [`DurableConnection`] for what is served.
     #[must_use]
     pub fn durable(mut self, durable: Durable) -> Self {
-        let append: Append<C> = append_entries::<C>;
-        self.durable = Some(DurableSetup {
-            append: Box::new(append),
-            start: Box::new(move |registry: Registry<SyncedConnection<C>>, state| {
-                if !durable.deliver {
-                    state.record_only();
-                    return Ok(());
-                }
-                let runtime = registry.dispatcher().background_handle()?;
-                runtime.spawn(worker::supervise(registry, durable, state));
-                Ok(())
-            }),
-        });
+        self.durable = Some(Conn::durable_setup(durable));
         self
+    }
+}
+
+/// A connection kind a durable registry serves: [`SyncedConnection`] on PostgreSQL, MySQL and
+/// SQLite, and [`blocking::SyncedConnection`](crate::blocking::SyncedConnection) on SQLite (its
+/// worker runs Diesel's connection through diesel-async's `SyncConnectionWrapper`, which Diesel
+/// supports for SQLite only).
+#[diagnostic::on_unimplemented(
+    message = "a durable registry cannot serve `{Self}`",
+    note = "durable delivery serves `SyncedConnection` on PostgreSQL, MySQL and SQLite, and `blocking::SyncedConnection` on SQLite"
+)]
+pub trait DurableConnection: Sized + 'static {
+    /// How the connection kind writes outbox rows, and its worker. Not public API.
+    #[doc(hidden)]
+    fn durable_setup(durable: Durable) -> DurableSetup<Self>;
+}
+
+impl<C> DurableConnection for SyncedConnection<C>
+where
+    C: CaptureConnection,
+    C::Backend: OutboxBackend,
+{
+    fn durable_setup(durable: Durable) -> DurableSetup<Self> {
+        let append: Append<C> = append_entries::<C>;
+        durable_setup(Box::new(append), durable)
+    }
+}
+
+#[cfg(any(
+    feature = "sqlite",
+    feature = "blocking-postgres",
+    feature = "blocking-mysql"
+))]
+impl<C> DurableConnection for crate::blocking::SyncedConnection<C>
+where
+    C: crate::blocking::CaptureConnection + Send,
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<C>:
+        diesel_async::AsyncConnection<Backend = C::Backend>,
+    C::Backend: OutboxBackend,
+{
+    fn durable_setup(durable: Durable) -> DurableSetup<Self> {
+        let append: AppendBlocking<C> = append_entries_blocking::<C>;
+        durable_setup(Box::new(append), durable)
     }
 }
 

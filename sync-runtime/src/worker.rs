@@ -7,11 +7,19 @@
 //! one transaction. Rows another process holds are skipped while its lease lasts.
 
 use std::any::TypeId;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+#[cfg(any(
+    feature = "sqlite",
+    feature = "blocking-postgres",
+    feature = "blocking-mysql"
+))]
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncConnectionCore};
 use futures_util::FutureExt as _;
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
@@ -122,16 +130,13 @@ fn worker_name() -> String {
 
 /// Runs the delivery loop until the registry is shut down, restarting it after a panic (its
 /// claimed rows come back when their lease ends).
-pub(crate) async fn supervise<C>(
-    registry: Registry<SyncedConnection<C>>,
+pub(crate) async fn supervise<K: Delivers>(
+    registry: Registry<K>,
     durable: Durable,
     state: Arc<DurableState>,
-) where
-    C: CaptureConnection,
-    C::Backend: OutboxBackend,
-{
-    while !state.stopping() {
-        let run = run(registry.clone(), durable.clone(), Arc::clone(&state));
+) {
+    while !state.stopping() && registry.has_users() {
+        let run = run(&registry, durable.clone(), Arc::clone(&state));
         if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
             let message = panic_message(&*panic);
             tracing::error!(panic = message, "the outbox worker panicked; restarting it");
@@ -141,19 +146,15 @@ pub(crate) async fn supervise<C>(
 }
 
 /// The delivery loop of a durable registry, until it is shut down.
-async fn run<C>(registry: Registry<SyncedConnection<C>>, durable: Durable, state: Arc<DurableState>)
-where
-    C: CaptureConnection,
-    C::Backend: OutboxBackend,
-{
+async fn run<K: Delivers>(registry: &Registry<K>, durable: Durable, state: Arc<DurableState>) {
     let name = worker_name();
-    let mut conn: Option<C> = None;
+    let mut conn: Option<K::Worker> = None;
     tracing::info!(worker = name, "outbox delivery started");
-    while !state.stopping() {
+    while !state.stopping() && registry.has_users() {
         let asked = state.asked.load(Ordering::Acquire);
         let connection = match &mut conn {
             Some(connection) => connection,
-            None => match connect::<C>(&durable.url).await {
+            None => match connect::<K::Worker>(&durable.url).await {
                 Ok(connection) => conn.insert(connection),
                 Err(error) => {
                     tracing::error!(worker = name, %error, "the outbox worker cannot connect; retrying");
@@ -169,10 +170,10 @@ where
             now,
             lease_ends: now.saturating_add(millis(durable.lease)),
         };
-        let claimed = C::Backend::claim(connection, claim).await;
+        let claimed = <K::Worker as AsyncConnectionCore>::Backend::claim(connection, claim).await;
         match claimed {
             Ok(rows) if rows.is_empty() => {
-                if let Ok(0) = C::Backend::live(connection).await {
+                if let Ok(0) = <K::Worker as AsyncConnectionCore>::Backend::live(connection).await {
                     state.drained.send_if_modified(|round| {
                         let newer = asked > *round;
                         *round = (*round).max(asked);
@@ -183,7 +184,7 @@ where
             }
             Ok(rows) => {
                 let span = tracing::info_span!("outbox_round", worker = name, rows = rows.len());
-                let finished = deliver(&registry, connection, rows, &state)
+                let finished = deliver(registry, connection, rows, &state)
                     .instrument(span)
                     .await;
                 if let Err(error) = finished {
@@ -204,8 +205,7 @@ where
 /// The worker's own connection.
 async fn connect<C>(url: &str) -> diesel::ConnectionResult<C>
 where
-    C: CaptureConnection,
-    C::Backend: OutboxBackend,
+    C: AsyncConnection<Backend: OutboxBackend>,
 {
     let mut conn = C::establish(url).await?;
     C::Backend::prepare(&mut conn)
@@ -222,25 +222,21 @@ async fn idle(state: &DurableState, interval: Duration) {
 /// One round, under the delivery lock of each model it holds (taken in name order, so rounds
 /// of several processes never wait on each other in a cycle). An error leaves the locks to the
 /// connection's end: the worker drops its connection after one.
-async fn deliver<C>(
-    registry: &Registry<SyncedConnection<C>>,
-    conn: &mut C,
+async fn deliver<K: Delivers>(
+    registry: &Registry<K>,
+    conn: &mut K::Worker,
     rows: Vec<Entry>,
     state: &DurableState,
-) -> diesel::QueryResult<()>
-where
-    C: CaptureConnection,
-    C::Backend: OutboxBackend,
-{
+) -> diesel::QueryResult<()> {
     let mut models: Vec<String> = rows.iter().map(|row| row.model.clone()).collect();
     models.sort_unstable();
     models.dedup();
     for model in &models {
-        C::Backend::lock_model(conn, model).await?;
+        <K::Worker as AsyncConnectionCore>::Backend::lock_model(conn, model).await?;
     }
     deliver_locked(registry, conn, rows, state).await?;
     for model in models.iter().rev() {
-        C::Backend::unlock_model(conn, model).await?;
+        <K::Worker as AsyncConnectionCore>::Backend::unlock_model(conn, model).await?;
     }
     Ok(())
 }
@@ -248,16 +244,12 @@ where
 /// One round: the claimed rows' keys resolved and dispatched, then the rows deleted, and the
 /// round's failed batches written as rows to retry later, or as dead rows once their attempts
 /// ran out. Rows that cannot be read are made dead as they are.
-async fn deliver_locked<C>(
-    registry: &Registry<SyncedConnection<C>>,
-    conn: &mut C,
+async fn deliver_locked<K: Delivers>(
+    registry: &Registry<K>,
+    conn: &mut K::Worker,
     rows: Vec<Entry>,
     state: &DurableState,
-) -> diesel::QueryResult<()>
-where
-    C: CaptureConnection,
-    C::Backend: OutboxBackend,
-{
+) -> diesel::QueryResult<()> {
     let handled = registry.targets();
     let mut frame = Frame::default();
     let mut done = Vec::with_capacity(rows.len());
@@ -278,16 +270,8 @@ where
     state
         .attempt
         .store(u32::try_from(attempt).unwrap_or(1), Ordering::Release);
+    K::resolve_and_dispatch(registry, conn, frame).await;
     let dispatcher = registry.dispatcher();
-    let mut unflushed = Unflushed::new(dispatcher, frame);
-    while let Some(pending) = unflushed.next() {
-        match registry.loader::<AsyncLoader<C>>(pending.target()) {
-            Some(load) => load(conn, dispatcher, pending).await,
-            None => unhandled(dispatcher, pending),
-        }
-        unflushed.handed_on();
-    }
-    drop(unflushed);
     dispatcher.settled().await;
     if state.stopping() {
         // Shutdown abandoned what was still in flight: the rows stay for the next start.
@@ -304,7 +288,77 @@ where
             }
         }
     }
-    C::Backend::finish(conn, done, dead).await
+    <K::Worker as AsyncConnectionCore>::Backend::finish(conn, done, dead).await
+}
+
+/// A connection kind whose durable registry runs a worker: the connection the worker opens, and
+/// how a round's ids are loaded and dispatched over it.
+pub(crate) trait Delivers: Sized + Send + 'static {
+    /// The worker's own connection.
+    type Worker: AsyncConnection<Backend: OutboxBackend> + Send;
+
+    /// Loads a round's ids over the worker's connection and hands the batches to dispatch, as
+    /// a flush after COMMIT would.
+    fn resolve_and_dispatch(
+        registry: &Registry<Self>,
+        conn: &mut Self::Worker,
+        frame: Frame,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// The async connection: the worker opens a connection of the same kind.
+impl<C> Delivers for SyncedConnection<C>
+where
+    C: CaptureConnection,
+    C::Backend: OutboxBackend,
+{
+    type Worker = C;
+
+    async fn resolve_and_dispatch(registry: &Registry<Self>, conn: &mut C, frame: Frame) {
+        let dispatcher = registry.dispatcher();
+        let mut unflushed = Unflushed::new(dispatcher, frame);
+        while let Some(pending) = unflushed.next() {
+            match registry.loader::<AsyncLoader<C>>(pending.target()) {
+                Some(load) => load(conn, dispatcher, pending).await,
+                None => unhandled(dispatcher, pending),
+            }
+            unflushed.handed_on();
+        }
+    }
+}
+
+/// The synchronous connection: the worker runs Diesel's connection on a blocking thread of the
+/// registry's runtime (diesel-async's `SyncConnectionWrapper`), and loads rows on it as the
+/// committing thread would.
+#[cfg(any(
+    feature = "sqlite",
+    feature = "blocking-postgres",
+    feature = "blocking-mysql"
+))]
+impl<C> Delivers for crate::blocking::SyncedConnection<C>
+where
+    C: crate::blocking::CaptureConnection + Send,
+    SyncConnectionWrapper<C>: AsyncConnection<Backend = C::Backend>,
+    C::Backend: OutboxBackend,
+{
+    type Worker = SyncConnectionWrapper<C>;
+
+    async fn resolve_and_dispatch(
+        registry: &Registry<Self>,
+        conn: &mut SyncConnectionWrapper<C>,
+        frame: Frame,
+    ) {
+        let registry = registry.clone();
+        let loaded = conn
+            .spawn_blocking(move |conn| {
+                crate::blocking::resolve_frame(&registry, conn, frame);
+                Ok(())
+            })
+            .await;
+        if let Err(error) = loaded {
+            tracing::error!(%error, "the worker's blocking thread failed; its rows return when their lease ends");
+        }
+    }
 }
 
 /// Whether target `target` of a durable registry can be recorded; panics with what to do when

@@ -27,6 +27,7 @@ use crate::catalog::insert_captured;
 use crate::classify::Dialect;
 use crate::collector::{transaction_lost, Calls, Collector, Frame, Running};
 use crate::error::CaptureRefused;
+use crate::outbox::NewEntry;
 use crate::registry::{Loader, Registry, Resolves};
 use crate::resolve::{unhandled, Unflushed};
 use crate::synced::SyncTarget;
@@ -166,20 +167,52 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     }
 
     /// Resolves and dispatches a committed frame. Never fails: errors become dead letters.
+    ///
+    /// A durable registry's frame committed on its own (a write outside a transaction) is
+    /// recorded in the outbox for the worker instead, or, if that fails, delivered from here.
     fn flush(&mut self, frame: Frame) {
         if frame.is_empty() {
             return;
         }
-        let _span = tracing::info_span!("flush", ids = frame.len()).entered();
-        let dispatcher = self.registry.dispatcher();
-        let mut unflushed = Unflushed::new(dispatcher, frame);
-        while let Some(pending) = unflushed.next() {
-            match self.registry.loader::<BlockingLoader<C>>(pending.target()) {
-                Some(load) => load(&mut self.inner, dispatcher, pending),
-                None => unhandled(dispatcher, pending),
+        if let Some(outbox) = self
+            .registry
+            .outbox()
+            .filter(|_| self.collector.base_depth() == 0)
+        {
+            let wake = Arc::clone(&outbox.state);
+            match self
+                .outbox_entries(&frame)
+                .and_then(|entries| self.append(entries))
+            {
+                Ok(()) => return wake.rows_written(),
+                Err(error) => {
+                    tracing::error!(%error, "recording committed ids in the outbox failed; delivering them from memory");
+                }
             }
-            unflushed.handed_on();
         }
+        let _span = tracing::info_span!("flush", ids = frame.len()).entered();
+        resolve_frame(&self.registry, &mut self.inner, frame);
+    }
+
+    /// The outbox rows recording `frame`'s ids of the models with a handler.
+    fn outbox_entries(&self, frame: &Frame) -> QueryResult<Vec<NewEntry>> {
+        frame
+            .outbox_entries(&self.registry.targets())
+            .map_err(|error| Error::QueryBuilderError(error.into()))
+    }
+
+    /// Writes outbox rows in one statement, when the registry is durable.
+    fn append(&mut self, entries: Vec<NewEntry>) -> QueryResult<()> {
+        let Some(outbox) = self.registry.outbox() else {
+            return Ok(());
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows = entries.len();
+        outbox.append::<AppendBlocking<C>>()(&mut self.inner, entries)?;
+        tracing::debug!(rows, "committed ids recorded in the outbox");
+        Ok(())
     }
 
     /// The inner connection's transaction depth; a broken transaction manager counts as none
@@ -192,6 +225,42 @@ impl<C: CaptureConnection> SyncedConnection<C> {
             Err(_) => 0,
         }
     }
+}
+
+/// Resolves and dispatches a committed frame over `conn`, with `registry`'s loaders: on the
+/// committing thread, or on a durable registry's worker.
+pub(crate) fn resolve_frame<C: CaptureConnection>(
+    registry: &Registry<SyncedConnection<C>>,
+    conn: &mut C,
+    frame: Frame,
+) {
+    let dispatcher = registry.dispatcher();
+    let mut unflushed = Unflushed::new(dispatcher, frame);
+    while let Some(pending) = unflushed.next() {
+        match registry.loader::<BlockingLoader<C>>(pending.target()) {
+            Some(load) => load(conn, dispatcher, pending),
+            None => unhandled(dispatcher, pending),
+        }
+        unflushed.handed_on();
+    }
+}
+
+/// How a durable registry's synchronous connections of kind `C` write outbox rows, as the
+/// registry stores it.
+pub(crate) type AppendBlocking<C> = fn(&mut C, Vec<NewEntry>) -> QueryResult<()>;
+
+/// The [`AppendBlocking`] of `C`.
+#[cfg(any(
+    feature = "sqlite",
+    feature = "blocking-postgres",
+    feature = "blocking-mysql"
+))]
+pub(crate) fn append_entries_blocking<C>(conn: &mut C, entries: Vec<NewEntry>) -> QueryResult<()>
+where
+    C: Connection,
+    C::Backend: crate::outbox::OutboxBackend,
+{
+    <C::Backend as crate::outbox::OutboxBackend>::append_blocking(conn, entries)
 }
 
 /// Committed ids of `T` are loaded over `C` itself, on the committing thread.
@@ -281,11 +350,29 @@ where
         result
     }
 
+    /// A durable registry's outermost COMMIT first writes the frame's outbox rows in the same
+    /// transaction; if that fails, the transaction is rolled back and the error returned.
     fn commit_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
+        // Inside a test transaction nothing commits: its ids are delivered from memory.
+        let outermost = conn.database_depth() == 1 && conn.collector.base_depth() == 0;
+        let recorded = match conn.collector.outermost() {
+            Some(frame) if outermost && conn.registry.is_durable() => conn
+                .outbox_entries(frame)
+                .and_then(|entries| conn.append(entries)),
+            _ => Ok(()),
+        };
+        if let Err(error) = recorded {
+            tracing::error!(%error, "recording committed ids in the outbox failed; rolling back");
+            let _ = Self::rollback_transaction(conn);
+            return Err(error);
+        }
         let result = C::TransactionManager::commit_transaction(&mut conn.inner);
         let depth = conn.database_depth();
         if let Some(frame) = conn.collector.committed(result.is_ok(), depth) {
-            conn.flush(frame);
+            match conn.registry.outbox().filter(|_| outermost) {
+                Some(outbox) => outbox.state.rows_written(),
+                None => conn.flush(frame),
+            }
         }
         result
     }
@@ -385,6 +472,13 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     where
         Q: QueryFragment<C::Backend> + QueryId,
     {
+        // A durable registry's write outside a transaction runs in one of its own, so that the
+        // write and its outbox rows commit together.
+        if self.registry.is_durable() && !self.collector.in_transaction() {
+            self.begin_unless_open()?;
+            let result = self.run_captured(statement, capture);
+            return self.end_opened(true, result);
+        }
         let (written, captured) = match ReadKeys::of(&statement, capture)? {
             ReadKeys::Returning => self.write_returning_keys(statement, capture)?,
             ReadKeys::SelectedFirst(select) => {

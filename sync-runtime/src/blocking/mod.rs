@@ -69,3 +69,11 @@ pub use connection::{
 #[cfg(feature = "r2d2")]
 pub use pool::SyncedConnectionManager;
 pub use resolve::Resolve;
+
+// What a durable registry's worker and builder use, where a synchronous connection exists.
+#[cfg(any(
+    feature = "sqlite",
+    feature = "blocking-postgres",
+    feature = "blocking-mysql"
+))]
+pub(crate) use connection::{append_entries_blocking, resolve_frame, AppendBlocking};
