@@ -4,8 +4,8 @@
 //! dead row. What must arrive is read from the database's audit. (A process killed between
 //! COMMIT and delivery: `tests/crash.rs`; four worker processes: `tests/workers.rs`.)
 //!
-//! `SQLite` always runs; `PostgreSQL` and `MySQL` when their URLs are set (see `build.rs`). A
-//! durable registry serves the synchronous connection on `SQLite`.
+//! `SQLite` always runs; `PostgreSQL` and `MySQL` when their URLs are set (see `build.rs`), the
+//! synchronous connection on them with the `blocking-postgres` and `blocking-mysql` features.
 
 mod common;
 
@@ -558,4 +558,18 @@ blocking_durable_tests!(
     diesel::SqliteConnection,
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>,
     common::Backend::Sqlite
+);
+#[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
+blocking_durable_tests!(
+    blocking_postgres,
+    diesel::PgConnection,
+    diesel_async::AsyncPgConnection,
+    common::Backend::Postgres
+);
+#[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
+blocking_durable_tests!(
+    blocking_mysql,
+    diesel::MysqlConnection,
+    diesel_async::AsyncMysqlConnection,
+    common::Backend::Mysql
 );

@@ -35,7 +35,7 @@ diesel::table! {
     }
 }
 
-use diesel_sync_outbox as outbox;
+pub(crate) use diesel_sync_outbox as outbox;
 
 /// The outbox table's schema, one set of migrations per backend, to run with
 /// [`diesel_migrations`](https://docs.rs/diesel_migrations) before a durable registry starts:
@@ -420,13 +420,6 @@ pub trait OutboxBackend: Backend {
         entries: Vec<NewEntry>,
     ) -> impl Future<Output = QueryResult<()>> + Send;
 
-    /// Writes `entries` over a synchronous Diesel connection, in one statement. Not public API.
-    #[doc(hidden)]
-    fn append_blocking<C: diesel::Connection<Backend = Self>>(
-        conn: &mut C,
-        entries: Vec<NewEntry>,
-    ) -> QueryResult<()>;
-
     /// Claims rows, skipping those another worker holds locked. Not public API.
     #[doc(hidden)]
     fn claim<C: AsyncConnection<Backend = Self>>(
@@ -497,7 +490,7 @@ pub trait OutboxBackend: Backend {
 /// The rows a round claims of those available, oldest first: the ones with as many attempts
 /// as the oldest, so that the round's attempt is every batch's own (a retried batch does not
 /// lend its count to fresh ones).
-fn same_attempts(available: Vec<(i64, i32)>) -> Vec<i64> {
+pub(crate) fn same_attempts(available: Vec<(i64, i32)>) -> Vec<i64> {
     let Some(&(_, attempts)) = available.as_slice().first() else {
         return Vec::new();
     };
@@ -543,17 +536,6 @@ macro_rules! outbox_backend {
         |$conn:ident, $entries:ident| $append:expr
     ) => {
         impl OutboxBackend for $backend {
-            fn append_blocking<C: diesel::Connection<Backend = Self>>(
-                conn: &mut C,
-                entries: Vec<NewEntry>,
-            ) -> QueryResult<()> {
-                diesel::RunQueryDsl::execute(
-                    diesel::insert_into(outbox::table).values(entries),
-                    conn,
-                )
-                .map(drop)
-            }
-
             async fn lock_model<C: AsyncConnectionCore<Backend = Self>>(
                 conn: &mut C,
                 model: &str,
@@ -717,12 +699,12 @@ macro_rules! outbox_backend {
 }
 
 /// The name of a model's delivery lock.
-fn lock_name(model: &str) -> String {
+pub(crate) fn lock_name(model: &str) -> String {
     format!("diesel_sync_outbox:{model}")
 }
 
 /// Whether a lock statement's row says it took (or released) `model`'s lock.
-fn lock_taken(model: &str, rows: Vec<LockTaken>) -> QueryResult<()> {
+pub(crate) fn lock_taken(model: &str, rows: Vec<LockTaken>) -> QueryResult<()> {
     match rows.into_iter().next().and_then(|row| row.taken) {
         Some(true) => Ok(()),
         _ => Err(diesel::result::Error::QueryBuilderError(
@@ -738,12 +720,27 @@ pub(crate) struct LockTaken {
     taken: Option<bool>,
 }
 
+/// The delivery lock's statements, each binding the lock's name and returning `taken`.
+#[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
+pub(crate) const PG_LOCK: &str =
+    "SELECT pg_advisory_lock(hashtextextended($1, 0)) IS NOT NULL AS taken";
+#[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
+pub(crate) const PG_UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended($1, 0)) AS taken";
+// GET_LOCK returns 1 once taken; a day's timeout stands for "wait".
+#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
+pub(crate) const MYSQL_LOCK: &str = "SELECT GET_LOCK(?, 86400) = 1 AS taken";
+#[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
+pub(crate) const MYSQL_UNLOCK: &str = "SELECT RELEASE_LOCK(?) = 1 AS taken";
+/// What the worker's SQLite connection runs first: wait for the application's writes.
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_PREPARE: &str = "PRAGMA busy_timeout = 5000";
+
 #[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
 outbox_backend!(
     diesel::pg::Pg,
     None::<&str>,
-    lock: Some("SELECT pg_advisory_lock(hashtextextended($1, 0)) IS NOT NULL AS taken"),
-    unlock: Some("SELECT pg_advisory_unlock(hashtextextended($1, 0)) AS taken"),
+    lock: Some(PG_LOCK),
+    unlock: Some(PG_UNLOCK),
     |select| select.for_update().skip_locked(),
     |conn, entries| diesel::insert_into(outbox::table)
         .values(entries)
@@ -755,9 +752,8 @@ outbox_backend!(
 outbox_backend!(
     diesel::mysql::Mysql,
     None::<&str>,
-    // GET_LOCK returns 1 once taken; a day's timeout stands for "wait".
-    lock: Some("SELECT GET_LOCK(?, 86400) = 1 AS taken"),
-    unlock: Some("SELECT RELEASE_LOCK(?) = 1 AS taken"),
+    lock: Some(MYSQL_LOCK),
+    unlock: Some(MYSQL_UNLOCK),
     |select| select.for_update().skip_locked(),
     |conn, entries| diesel::insert_into(outbox::table)
         .values(entries)
@@ -770,7 +766,7 @@ outbox_backend!(
 #[cfg(feature = "sqlite")]
 outbox_backend!(
     diesel::sqlite::Sqlite,
-    Some("PRAGMA busy_timeout = 5000"),
+    Some(SQLITE_PREPARE),
     lock: None::<&str>,
     unlock: None::<&str>,
     |select| select,

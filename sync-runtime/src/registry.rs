@@ -11,11 +11,6 @@ use std::time::Duration;
 
 use diesel::QueryResult;
 
-#[cfg(any(
-    feature = "sqlite",
-    feature = "blocking-postgres",
-    feature = "blocking-mysql"
-))]
 use crate::blocking::{append_entries_blocking, AppendBlocking};
 use crate::catalog::{Catalog, ModelFacts};
 use crate::connection::{append_entries, Append, CaptureConnection, SyncedConnection};
@@ -566,9 +561,9 @@ impl<Conn: DurableConnection, Last> RegistryBuilder<Conn, Last> {
     /// ```
     ///
     /// The same holds for the synchronous
-    /// [`blocking::SyncedConnection`](crate::blocking::SyncedConnection) on SQLite: its worker
-    /// runs a Diesel connection on a blocking thread of the registry's own runtime, so the
-    /// application needs no tokio runtime. See [`DurableConnection`] for what is served.
+    /// [`blocking::SyncedConnection`](crate::blocking::SyncedConnection): its worker runs a
+    /// Diesel connection on blocking threads of the registry's own runtime, so the application
+    /// needs no tokio runtime.
     #[must_use]
     pub fn durable(mut self, durable: Durable) -> Self {
         self.durable = Some(Conn::durable_setup(durable));
@@ -576,13 +571,12 @@ impl<Conn: DurableConnection, Last> RegistryBuilder<Conn, Last> {
     }
 }
 
-/// A connection kind a durable registry serves: [`SyncedConnection`] on PostgreSQL, MySQL and
-/// SQLite, and [`blocking::SyncedConnection`](crate::blocking::SyncedConnection) on SQLite (its
-/// worker runs Diesel's connection through diesel-async's `SyncConnectionWrapper`, which Diesel
-/// supports for SQLite only).
+/// A connection kind a durable registry serves: [`SyncedConnection`] and
+/// [`blocking::SyncedConnection`](crate::blocking::SyncedConnection), on PostgreSQL, MySQL and
+/// SQLite.
 #[diagnostic::on_unimplemented(
     message = "a durable registry cannot serve `{Self}`",
-    note = "durable delivery serves `SyncedConnection` on PostgreSQL, MySQL and SQLite, and `blocking::SyncedConnection` on SQLite"
+    note = "durable delivery serves `SyncedConnection` and `blocking::SyncedConnection` on PostgreSQL, MySQL and SQLite"
 )]
 pub trait DurableConnection: Sized + 'static {
     /// How the connection kind writes outbox rows, and its worker. Not public API.
@@ -601,17 +595,10 @@ where
     }
 }
 
-#[cfg(any(
-    feature = "sqlite",
-    feature = "blocking-postgres",
-    feature = "blocking-mysql"
-))]
 impl<C> DurableConnection for crate::blocking::SyncedConnection<C>
 where
     C: crate::blocking::CaptureConnection + Send,
-    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<C>:
-        diesel_async::AsyncConnection<Backend = C::Backend>,
-    C::Backend: OutboxBackend,
+    C::Backend: crate::blocking::BlockingOutbox,
 {
     fn durable_setup(durable: Durable) -> DurableSetup<Self> {
         let append: AppendBlocking<C> = append_entries_blocking::<C>;

@@ -13,17 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-#[cfg(any(
-    feature = "sqlite",
-    feature = "blocking-postgres",
-    feature = "blocking-mysql"
-))]
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
-use diesel_async::{AsyncConnection, AsyncConnectionCore};
+use diesel::result::Error;
+use diesel::QueryResult;
 use futures_util::FutureExt as _;
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
 
+use crate::blocking::BlockingOutbox;
 use crate::collector::Frame;
 use crate::connection::{CaptureConnection, SyncedConnection};
 use crate::dead_letter::DeadLetter;
@@ -154,7 +150,7 @@ async fn run<K: Delivers>(registry: &Registry<K>, durable: Durable, state: Arc<D
         let asked = state.asked.load(Ordering::Acquire);
         let connection = match &mut conn {
             Some(connection) => connection,
-            None => match connect::<K::Worker>(&durable.url).await {
+            None => match K::connect(&durable.url).await {
                 Ok(connection) => conn.insert(connection),
                 Err(error) => {
                     tracing::error!(worker = name, %error, "the outbox worker cannot connect; retrying");
@@ -170,10 +166,10 @@ async fn run<K: Delivers>(registry: &Registry<K>, durable: Durable, state: Arc<D
             now,
             lease_ends: now.saturating_add(millis(durable.lease)),
         };
-        let claimed = <K::Worker as AsyncConnectionCore>::Backend::claim(connection, claim).await;
+        let claimed = K::claim(connection, claim).await;
         match claimed {
             Ok(rows) if rows.is_empty() => {
-                if let Ok(0) = <K::Worker as AsyncConnectionCore>::Backend::live(connection).await {
+                if let Ok(0) = K::live(connection).await {
                     state.drained.send_if_modified(|round| {
                         let newer = asked > *round;
                         *round = (*round).max(asked);
@@ -202,18 +198,6 @@ async fn run<K: Delivers>(registry: &Registry<K>, durable: Durable, state: Arc<D
     tracing::info!(worker = name, "outbox delivery stopped");
 }
 
-/// The worker's own connection.
-async fn connect<C>(url: &str) -> diesel::ConnectionResult<C>
-where
-    C: AsyncConnection<Backend: OutboxBackend>,
-{
-    let mut conn = C::establish(url).await?;
-    C::Backend::prepare(&mut conn)
-        .await
-        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-    Ok(conn)
-}
-
 /// Waits for a wake-up, or the poll interval: rows other processes write wake no one here.
 async fn idle(state: &DurableState, interval: Duration) {
     let _ = tokio::time::timeout(interval, state.wake.notified()).await;
@@ -232,11 +216,11 @@ async fn deliver<K: Delivers>(
     models.sort_unstable();
     models.dedup();
     for model in &models {
-        <K::Worker as AsyncConnectionCore>::Backend::lock_model(conn, model).await?;
+        K::model_lock(conn, model, true).await?;
     }
     deliver_locked(registry, conn, rows, state).await?;
     for model in models.iter().rev() {
-        <K::Worker as AsyncConnectionCore>::Backend::unlock_model(conn, model).await?;
+        K::model_lock(conn, model, false).await?;
     }
     Ok(())
 }
@@ -288,14 +272,40 @@ async fn deliver_locked<K: Delivers>(
             }
         }
     }
-    <K::Worker as AsyncConnectionCore>::Backend::finish(conn, done, dead).await
+    K::finish(conn, done, dead).await
 }
 
-/// A connection kind whose durable registry runs a worker: the connection the worker opens, and
-/// how a round's ids are loaded and dispatched over it.
+/// A connection kind whose durable registry runs a worker: the connection the worker opens, the
+/// outbox statements it runs there, and how a round's ids are loaded and dispatched over it.
 pub(crate) trait Delivers: Sized + Send + 'static {
     /// The worker's own connection.
-    type Worker: AsyncConnection<Backend: OutboxBackend> + Send;
+    type Worker: Send;
+
+    /// Opens the worker's connection to `url`.
+    fn connect(url: &str) -> impl Future<Output = QueryResult<Self::Worker>> + Send;
+
+    /// Claims outbox rows.
+    fn claim(
+        conn: &mut Self::Worker,
+        claim: Claim,
+    ) -> impl Future<Output = QueryResult<Vec<Entry>>> + Send;
+
+    /// How many outbox rows wait for delivery, dead ones left out.
+    fn live(conn: &mut Self::Worker) -> impl Future<Output = QueryResult<i64>> + Send;
+
+    /// Takes (`take`) or releases the delivery lock of `model`.
+    fn model_lock(
+        conn: &mut Self::Worker,
+        model: &str,
+        take: bool,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
+
+    /// Deletes the delivered rows and writes the failed ones, in one transaction.
+    fn finish(
+        conn: &mut Self::Worker,
+        done: Vec<i64>,
+        failed: Vec<NewEntry>,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
 
     /// Loads a round's ids over the worker's connection and hands the batches to dispatch, as
     /// a flush after COMMIT would.
@@ -314,6 +324,38 @@ where
 {
     type Worker = C;
 
+    async fn connect(url: &str) -> QueryResult<C> {
+        let mut conn = C::establish(url)
+            .await
+            .map_err(|error| Error::QueryBuilderError(error.into()))?;
+        C::Backend::prepare(&mut conn).await?;
+        Ok(conn)
+    }
+
+    fn claim(conn: &mut C, claim: Claim) -> impl Future<Output = QueryResult<Vec<Entry>>> + Send {
+        C::Backend::claim(conn, claim)
+    }
+
+    fn live(conn: &mut C) -> impl Future<Output = QueryResult<i64>> + Send {
+        C::Backend::live(conn)
+    }
+
+    async fn model_lock(conn: &mut C, model: &str, take: bool) -> QueryResult<()> {
+        if take {
+            C::Backend::lock_model(conn, model).await
+        } else {
+            C::Backend::unlock_model(conn, model).await
+        }
+    }
+
+    fn finish(
+        conn: &mut C,
+        done: Vec<i64>,
+        failed: Vec<NewEntry>,
+    ) -> impl Future<Output = QueryResult<()>> + Send {
+        C::Backend::finish(conn, done, failed)
+    }
+
     async fn resolve_and_dispatch(registry: &Registry<Self>, conn: &mut C, frame: Frame) {
         let dispatcher = registry.dispatcher();
         let mut unflushed = Unflushed::new(dispatcher, frame);
@@ -327,30 +369,77 @@ where
     }
 }
 
-/// The synchronous connection: the worker runs Diesel's connection on a blocking thread of the
-/// registry's runtime (diesel-async's `SyncConnectionWrapper`), and loads rows on it as the
-/// committing thread would.
-#[cfg(any(
-    feature = "sqlite",
-    feature = "blocking-postgres",
-    feature = "blocking-mysql"
-))]
+/// A synchronous worker connection, shared with the blocking thread that runs each statement.
+pub(crate) struct BlockingWorker<C>(Arc<Mutex<C>>);
+
+impl<C: Send + 'static> BlockingWorker<C> {
+    /// Runs `task` on the connection, on a blocking thread of the current runtime.
+    async fn run<R: Send + 'static>(
+        &self,
+        task: impl FnOnce(&mut C) -> QueryResult<R> + Send + 'static,
+    ) -> QueryResult<R> {
+        let conn = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            task(&mut conn.lock().unwrap_or_else(PoisonError::into_inner))
+        })
+        .await
+        .unwrap_or_else(|error| Err(Error::QueryBuilderError(error.into())))
+    }
+}
+
+/// The synchronous connection: the worker runs Diesel's connection on blocking threads of the
+/// registry's runtime, and loads rows on it as the committing thread would.
 impl<C> Delivers for crate::blocking::SyncedConnection<C>
 where
     C: crate::blocking::CaptureConnection + Send,
-    SyncConnectionWrapper<C>: AsyncConnection<Backend = C::Backend>,
-    C::Backend: OutboxBackend,
+    C::Backend: BlockingOutbox,
 {
-    type Worker = SyncConnectionWrapper<C>;
+    type Worker = BlockingWorker<C>;
+
+    async fn connect(url: &str) -> QueryResult<BlockingWorker<C>> {
+        let url = url.to_owned();
+        let conn = tokio::task::spawn_blocking(move || {
+            let mut conn =
+                C::establish(&url).map_err(|error| Error::QueryBuilderError(error.into()))?;
+            C::Backend::prepare(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .unwrap_or_else(|error| Err(Error::QueryBuilderError(error.into())))?;
+        Ok(BlockingWorker(Arc::new(Mutex::new(conn))))
+    }
+
+    async fn claim(conn: &mut BlockingWorker<C>, claim: Claim) -> QueryResult<Vec<Entry>> {
+        conn.run(move |conn| C::Backend::claim(conn, &claim)).await
+    }
+
+    async fn live(conn: &mut BlockingWorker<C>) -> QueryResult<i64> {
+        conn.run(|conn| C::Backend::live(conn)).await
+    }
+
+    async fn model_lock(conn: &mut BlockingWorker<C>, model: &str, take: bool) -> QueryResult<()> {
+        let model = model.to_owned();
+        conn.run(move |conn| C::Backend::model_lock(conn, &model, take))
+            .await
+    }
+
+    async fn finish(
+        conn: &mut BlockingWorker<C>,
+        done: Vec<i64>,
+        failed: Vec<NewEntry>,
+    ) -> QueryResult<()> {
+        conn.run(move |conn| C::Backend::finish(conn, &done, failed))
+            .await
+    }
 
     async fn resolve_and_dispatch(
         registry: &Registry<Self>,
-        conn: &mut SyncConnectionWrapper<C>,
+        conn: &mut BlockingWorker<C>,
         frame: Frame,
     ) {
         let registry = registry.clone();
         let loaded = conn
-            .spawn_blocking(move |conn| {
+            .run(move |conn| {
                 crate::blocking::resolve_frame(&registry, conn, frame);
                 Ok(())
             })

@@ -250,17 +250,12 @@ pub(crate) fn resolve_frame<C: CaptureConnection>(
 pub(crate) type AppendBlocking<C> = fn(&mut C, Vec<NewEntry>) -> QueryResult<()>;
 
 /// The [`AppendBlocking`] of `C`.
-#[cfg(any(
-    feature = "sqlite",
-    feature = "blocking-postgres",
-    feature = "blocking-mysql"
-))]
 pub(crate) fn append_entries_blocking<C>(conn: &mut C, entries: Vec<NewEntry>) -> QueryResult<()>
 where
     C: Connection,
-    C::Backend: crate::outbox::OutboxBackend,
+    C::Backend: super::BlockingOutbox,
 {
-    <C::Backend as crate::outbox::OutboxBackend>::append_blocking(conn, entries)
+    <C::Backend as super::BlockingOutbox>::append(conn, entries)
 }
 
 /// Committed ids of `T` are loaded over `C` itself, on the committing thread.

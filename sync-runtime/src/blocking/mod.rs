@@ -57,6 +57,7 @@
 
 mod backend;
 mod connection;
+mod outbox;
 #[cfg(feature = "r2d2")]
 mod pool;
 mod resolve;
@@ -66,14 +67,9 @@ pub use backend::WriteIds;
 pub use connection::{
     AsSynced, CaptureConnection, SyncedConnection, SyncedCursor, SyncedTransactionManager,
 };
+pub use outbox::BlockingOutbox;
 #[cfg(feature = "r2d2")]
 pub use pool::SyncedConnectionManager;
 pub use resolve::Resolve;
 
-// What a durable registry's worker and builder use, where a synchronous connection exists.
-#[cfg(any(
-    feature = "sqlite",
-    feature = "blocking-postgres",
-    feature = "blocking-mysql"
-))]
 pub(crate) use connection::{append_entries_blocking, resolve_frame, AppendBlocking};
