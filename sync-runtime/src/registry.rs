@@ -36,7 +36,9 @@ use crate::worker::{self, check_target, DurableState};
 /// Dropping every clone (connections included) does not cancel what was already handed on:
 /// the batches pending then are still delivered, retries included, on the runtime they run on
 /// (the registry's own one stops once they are done). Only the process ending stops them; call
-/// [`shutdown`](Self::shutdown) before it does.
+/// [`shutdown`](Self::shutdown) before it does. A [durable](RegistryBuilder::durable)
+/// registry's worker stops after its round once every clone is dropped; what it did not deliver
+/// waits in the outbox for the next start.
 ///
 /// ```
 /// # use diesel_sync_runtime as diesel_sync;
