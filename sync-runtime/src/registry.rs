@@ -147,7 +147,7 @@ impl<Conn: 'static> Registry<Conn> {
             default_policy: RetryPolicy::default(),
             sink: None,
             max_concurrent_calls: None,
-            durable: None,
+            outbox: None,
             connection: PhantomData,
         }
     }
@@ -267,7 +267,7 @@ pub struct RegistryBuilder<Conn, Last = ()> {
     default_policy: RetryPolicy,
     sink: Option<Box<dyn DeadLetterSink>>,
     max_concurrent_calls: Option<usize>,
-    durable: Option<DurableSetup<Conn>>,
+    outbox: Option<DurableSetup<Conn>>,
     connection: PhantomData<fn() -> Conn>,
 }
 
@@ -397,7 +397,7 @@ impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
             default_policy: self.default_policy,
             sink: self.sink,
             max_concurrent_calls: self.max_concurrent_calls,
-            durable: self.durable,
+            outbox: self.outbox,
             connection: PhantomData,
         }
     }
@@ -452,7 +452,7 @@ impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
         let mut queues = HashMap::new();
         let mut loaders = HashMap::new();
         for model in &self.models {
-            if self.durable.is_some() {
+            if self.outbox.is_some() {
                 check_target(model.target, model.name);
             }
         }
@@ -470,7 +470,7 @@ impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
             outbox: None,
             connection: PhantomData,
         };
-        if let Some(durable) = self.durable {
+        if let Some(durable) = self.outbox {
             let state = Arc::new(DurableState::new());
             registry.dispatcher.make_durable(Arc::clone(&state));
             registry.outbox = Some(Arc::new(OutboxLink {
@@ -539,7 +539,7 @@ where
     }
 }
 
-impl<Conn: DurableConnection, Last> RegistryBuilder<Conn, Last> {
+impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
     /// Makes delivery durable: the outermost COMMIT of each connection also writes the ids it
     /// collected to the outbox table (see [`migrations`](crate::migrations)), in the same
     /// transaction, and a worker of the registry's own delivers from there, on a connection of
@@ -567,8 +567,11 @@ impl<Conn: DurableConnection, Last> RegistryBuilder<Conn, Last> {
     /// Diesel connection on blocking threads of the registry's own runtime, so the application
     /// needs no tokio runtime.
     #[must_use]
-    pub fn durable(mut self, durable: Durable) -> Self {
-        self.durable = Some(Conn::durable_setup(durable));
+    pub fn durable(mut self, durable: Durable) -> Self
+    where
+        Conn: DurableConnection,
+    {
+        self.outbox = Some(Conn::durable_setup(durable));
         self
     }
 }
