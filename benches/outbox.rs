@@ -11,7 +11,7 @@
 //! Prints one JSON object per result line.
 //!
 //! ```text
-//! cargo bench --bench outbox -- [--smoke] [--runs N]
+//! cargo bench --bench outbox -- [--smoke] [--runs N] [--only drain|commits]
 //! ```
 //!
 //! PostgreSQL: `DIESEL_SYNC_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
@@ -49,7 +49,7 @@ use allocation_counter as _;
 
 type Synced = SyncedConnection<AsyncPgConnection>;
 
-const USAGE: &str = "usage: outbox [--smoke] [--runs N]";
+const USAGE: &str = "usage: outbox [--smoke] [--runs N] [--only drain|commits]";
 
 /// The sizes of one invocation.
 #[derive(Debug, Clone, Copy)]
@@ -89,11 +89,13 @@ impl Size {
 fn main() -> ExitCode {
     let mut size = Size::FULL;
     let mut runs = 3;
+    let mut only: Option<String> = None;
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         match word.as_str() {
             "--bench" => {}
             "--smoke" => size = Size::SMOKE,
+            "--only" => only = words.next(),
             "--runs" => match words.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0) {
                 Some(n) => runs = n,
                 None => {
@@ -113,7 +115,8 @@ fn main() -> ExitCode {
         .expect("a tokio runtime");
     let tag = format!("diesel_sync_outbox_bench_{}", std::process::id());
     let mut ok = true;
-    for workers in [1, 2, 4] {
+    let wants = |part: &str| only.as_deref().is_none_or(|only| only == part);
+    for workers in [1, 2, 4].into_iter().filter(|_| wants("drain")) {
         eprintln!("[postgres] drain, {workers} workers");
         ok &= report::emit(
             runtime.block_on(drain(size, runs, workers, &tag)),
@@ -122,13 +125,15 @@ fn main() -> ExitCode {
             "AsyncPgConnection",
         );
     }
-    eprintln!("[postgres] commits");
-    ok &= report::emit(
-        runtime.block_on(commits(size, runs, &tag)),
-        "commits",
-        "postgres",
-        "AsyncPgConnection",
-    );
+    if wants("commits") {
+        eprintln!("[postgres] commits");
+        ok &= report::emit(
+            runtime.block_on(commits(size, runs, &tag)),
+            "commits",
+            "postgres",
+            "AsyncPgConnection",
+        );
+    }
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -248,6 +253,9 @@ enum Side {
     Bare,
     Memory,
     Durable,
+    /// Durable, recording only: the commits' share of the cost, without this process's worker
+    /// competing for the cores (the outbox is drained after the timed run).
+    DurableRecordOnly,
 }
 
 /// Times `size.tasks` tasks each committing `size.commits_per_task` one-row transactions on a
@@ -257,7 +265,12 @@ async fn commits(size: Size, runs: usize, tag: &str) -> Result<Vec<Line>, String
     let commits = size.tasks * size.commits_per_task;
     let mut lines = Vec::new();
     let mut bare_s = Vec::new();
-    for side in [Side::Bare, Side::Memory, Side::Durable] {
+    for side in [
+        Side::Bare,
+        Side::Memory,
+        Side::Durable,
+        Side::DurableRecordOnly,
+    ] {
         let mut seconds = Vec::new();
         let mut complete = true;
         for _ in 0..runs {
@@ -272,9 +285,13 @@ async fn commits(size: Size, runs: usize, tag: &str) -> Result<Vec<Line>, String
                         .map_err(|e| e.to_string())?;
                     (run_tasks(size, move || pool.clone()).await?, None)
                 }
-                Side::Memory | Side::Durable => {
+                Side::Memory | Side::Durable | Side::DurableRecordOnly => {
                     let registry: Registry<Synced> = match side {
                         Side::Durable => recorder.builder().durable(Durable::new(&url)).build(),
+                        Side::DurableRecordOnly => recorder
+                            .builder()
+                            .durable(Durable::new(&url).record_only())
+                            .build(),
                         _ => recorder.registry(),
                     };
                     let manager = Synced::pool_manager(url.clone(), registry.clone());
@@ -287,7 +304,13 @@ async fn commits(size: Size, runs: usize, tag: &str) -> Result<Vec<Line>, String
             };
             seconds.push(elapsed);
             if let Some(registry) = registry {
-                // Untimed: everything committed arrives.
+                // Untimed: everything committed arrives (recorded only: a worker drains it).
+                let worker: Option<Registry<Synced>> = (side == Side::DurableRecordOnly)
+                    .then(|| recorder.builder().durable(Durable::new(&url)).build());
+                if let Some(worker) = &worker {
+                    worker.settled().await;
+                    worker.shutdown(Duration::from_secs(5)).await;
+                }
                 registry.settled().await;
                 let delivered: HashSet<i64> = recorder
                     .take()

@@ -176,7 +176,7 @@ async fn run<K: Delivers>(registry: &Registry<K>, durable: Durable, state: Arc<D
                         newer
                     });
                 }
-                idle(&state, durable.poll_interval).await;
+                idle(&state, &durable).await;
             }
             Ok(rows) => {
                 let span = tracing::info_span!("outbox_round", worker = name, rows = rows.len());
@@ -191,16 +191,20 @@ async fn run<K: Delivers>(registry: &Registry<K>, durable: Durable, state: Arc<D
             Err(error) => {
                 tracing::error!(worker = name, %error, "claiming outbox rows failed; reconnecting");
                 conn = None;
-                idle(&state, durable.poll_interval).await;
+                idle(&state, &durable).await;
             }
         }
     }
     tracing::info!(worker = name, "outbox delivery stopped");
 }
 
-/// Waits for a wake-up, or the poll interval: rows other processes write wake no one here.
-async fn idle(state: &DurableState, interval: Duration) {
-    let _ = tokio::time::timeout(interval, state.wake.notified()).await;
+/// Waits for a wake-up, or the poll interval: rows other processes write wake no one here. A
+/// wake-up lingers a moment, for the commits that follow it to share the round.
+async fn idle(state: &DurableState, durable: &Durable) {
+    let woken = tokio::time::timeout(durable.poll_interval, state.wake.notified()).await;
+    if woken.is_ok() && !state.stopping() {
+        tokio::time::sleep(durable.linger).await;
+    }
 }
 
 /// One round, under the delivery lock of each model it holds (taken in name order, so rounds
