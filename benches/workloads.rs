@@ -42,6 +42,7 @@ const USAGE: &str = "usage: workloads [--backend sqlite|postgres|mysql|all] [--r
 
 /// The command line.
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // one per flag
 struct Args {
     backends: Vec<Backend>,
     runs: usize,
