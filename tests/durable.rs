@@ -522,7 +522,7 @@ macro_rules! blocking_durable_tests {
             }
 
             #[test]
-            fn a_batch_out_of_retries_stays_in_the_outbox_as_a_dead_row() {
+            fn a_batch_out_of_retries_stays_dead_across_a_restart_until_retried() {
                 let (url, inner) = database(concat!("blocking_", stringify!($module), "_dead"), 20);
                 let registry: Registry<Conn> = Registry::builder()
                     .handler_with_policy(
@@ -548,6 +548,25 @@ macro_rules! blocking_durable_tests {
                     .as_deref()
                     .is_some_and(|e| e.contains("marketplace down")));
                 assert_eq!(rows[0].changed(), audited(conn.inner_mut()).changed);
+                assert_eq!(registry.dead_rows(&mut conn).expect("dead rows").len(), 1);
+
+                // After a restart with a working handler, the retry API delivers it.
+                registry.shutdown_blocking(Duration::ZERO);
+                let capture = Capture::default();
+                let restarted: Registry<Conn> =
+                    capture.builder(false).durable(durable(&url)).build();
+                settle(&restarted);
+                assert!(capture.ids().is_empty(), "a dead row is not claimed again");
+                assert!(restarted
+                    .retry_dead_row(&mut conn, rows[0].id)
+                    .expect("retry"));
+                settle(&restarted);
+                assert_eq!(
+                    capture.ids().into_iter().collect::<BTreeSet<_>>(),
+                    audited(conn.inner_mut()).changed
+                );
+                assert!(outbox_rows(conn.inner_mut()).is_empty());
+                assert_eq!(restarted.discard_dead_rows(&mut conn).expect("discard"), 0);
             }
         }
     };

@@ -231,6 +231,13 @@ impl<Conn: 'static> Registry<Conn> {
             .is_none_or(|outbox| Arc::strong_count(outbox) > 1)
     }
 
+    /// Wakes a durable registry's worker: rows became claimable.
+    fn wake_worker(&self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.state.rows_written();
+        }
+    }
+
     /// The outbox of a durable registry.
     pub(crate) fn outbox(&self) -> Option<&OutboxLink> {
         self.outbox.as_deref()
@@ -487,7 +494,8 @@ impl<Conn: 'static, Last> RegistryBuilder<Conn, Last> {
 
 /// The dead rows of a durable registry's outbox: batches whose retries ran out, kept with their
 /// error until they are retried or discarded. Each method runs one statement on `conn`'s inner
-/// connection; `conn` may be any connection to the outbox's database.
+/// connection; `conn` may be any connection to the outbox's database. The synchronous
+/// connection's registry has the same methods, blocking.
 impl<C> Registry<SyncedConnection<C>>
 where
     C: CaptureConnection,
@@ -531,11 +539,65 @@ where
     pub async fn discard_dead_rows(&self, conn: &mut SyncedConnection<C>) -> QueryResult<usize> {
         C::Backend::discard(conn.inner_mut(), None).await
     }
+}
 
-    fn wake_worker(&self) {
-        if let Some(outbox) = &self.outbox {
-            outbox.state.rows_written();
-        }
+/// The dead rows for synchronous code: the same methods as the async connection's, each one
+/// statement on `conn`'s inner connection.
+impl<C> Registry<crate::blocking::SyncedConnection<C>>
+where
+    C: crate::blocking::CaptureConnection + Send,
+    C::Backend: crate::blocking::BlockingOutbox,
+{
+    /// The dead rows, oldest first.
+    pub fn dead_rows(
+        &self,
+        conn: &mut crate::blocking::SyncedConnection<C>,
+    ) -> QueryResult<Vec<DeadRow>> {
+        let rows = <C::Backend as crate::blocking::BlockingOutbox>::dead(conn.inner_mut())?;
+        Ok(rows.into_iter().map(DeadRow::from).collect())
+    }
+
+    /// Delivers dead row `id` again, its attempts counted afresh. Returns whether there was
+    /// such a dead row.
+    pub fn retry_dead_row(
+        &self,
+        conn: &mut crate::blocking::SyncedConnection<C>,
+        id: i64,
+    ) -> QueryResult<bool> {
+        let revived =
+            <C::Backend as crate::blocking::BlockingOutbox>::revive(conn.inner_mut(), Some(id))?;
+        self.wake_worker();
+        Ok(revived > 0)
+    }
+
+    /// Delivers every dead row again. Returns how many there were.
+    pub fn retry_dead_rows(
+        &self,
+        conn: &mut crate::blocking::SyncedConnection<C>,
+    ) -> QueryResult<usize> {
+        let revived =
+            <C::Backend as crate::blocking::BlockingOutbox>::revive(conn.inner_mut(), None)?;
+        self.wake_worker();
+        Ok(revived)
+    }
+
+    /// Deletes dead row `id` without delivering it. Returns whether there was such a dead row.
+    pub fn discard_dead_row(
+        &self,
+        conn: &mut crate::blocking::SyncedConnection<C>,
+        id: i64,
+    ) -> QueryResult<bool> {
+        let discarded =
+            <C::Backend as crate::blocking::BlockingOutbox>::discard(conn.inner_mut(), Some(id))?;
+        Ok(discarded > 0)
+    }
+
+    /// Deletes every dead row. Returns how many there were.
+    pub fn discard_dead_rows(
+        &self,
+        conn: &mut crate::blocking::SyncedConnection<C>,
+    ) -> QueryResult<usize> {
+        <C::Backend as crate::blocking::BlockingOutbox>::discard(conn.inner_mut(), None)
     }
 }
 

@@ -17,7 +17,8 @@ use diesel::prelude::*;
 use diesel::QueryResult;
 
 use crate::outbox::{
-    lock_name, lock_taken, outbox, same_attempts, Claim, Entry, LockTaken, NewEntry,
+    lock_name, lock_taken, now_ms, outbox, same_attempts, Claim, DeadEntry, Entry, LockTaken,
+    NewEntry,
 };
 
 /// A backend whose synchronous connections write and deliver the outbox. Implemented for
@@ -53,6 +54,21 @@ pub trait BlockingOutbox: diesel::backend::Backend {
     /// How many rows wait for delivery, dead ones left out. Not public API.
     #[doc(hidden)]
     fn live<C: Connection<Backend = Self> + LoadConnection>(conn: &mut C) -> QueryResult<i64>;
+
+    /// The dead rows, oldest first. Not public API.
+    #[doc(hidden)]
+    fn dead<C: Connection<Backend = Self> + LoadConnection>(
+        conn: &mut C,
+    ) -> QueryResult<Vec<DeadEntry>>;
+
+    /// Makes dead row `id` (every dead row with `None`) claimable again, its attempts reset.
+    /// Not public API.
+    #[doc(hidden)]
+    fn revive<C: Connection<Backend = Self>>(conn: &mut C, id: Option<i64>) -> QueryResult<usize>;
+
+    /// Deletes dead row `id` (every dead row with `None`). Not public API.
+    #[doc(hidden)]
+    fn discard<C: Connection<Backend = Self>>(conn: &mut C, id: Option<i64>) -> QueryResult<usize>;
 
     /// Takes (`take`) or releases a model's delivery lock. Not public API.
     #[doc(hidden)]
@@ -144,6 +160,51 @@ macro_rules! blocking_outbox {
                     .filter(outbox::dead_at.is_null())
                     .count()
                     .get_result(conn)
+            }
+
+            fn dead<C: Connection<Backend = Self> + LoadConnection>(
+                conn: &mut C,
+            ) -> QueryResult<Vec<DeadEntry>> {
+                outbox::table
+                    .filter(outbox::dead_at.is_not_null())
+                    .order(outbox::id)
+                    .select(DeadEntry::as_select())
+                    .load(conn)
+            }
+
+            fn revive<C: Connection<Backend = Self>>(
+                conn: &mut C,
+                id: Option<i64>,
+            ) -> QueryResult<usize> {
+                let dead = outbox::table
+                    .filter(outbox::dead_at.is_not_null())
+                    .into_boxed();
+                let dead = match id {
+                    Some(id) => dead.filter(outbox::id.eq(id)),
+                    None => dead,
+                };
+                diesel::update(outbox::table.filter(outbox::id.eq_any(dead.select(outbox::id))))
+                    .set((
+                        outbox::dead_at.eq(None::<i64>),
+                        outbox::attempts.eq(0),
+                        outbox::available_at.eq(now_ms()),
+                        outbox::claimed_by.eq(None::<String>),
+                    ))
+                    .execute(conn)
+            }
+
+            fn discard<C: Connection<Backend = Self>>(
+                conn: &mut C,
+                id: Option<i64>,
+            ) -> QueryResult<usize> {
+                let dead = outbox::dead_at.is_not_null();
+                match id {
+                    Some(id) => {
+                        diesel::delete(outbox::table.filter(dead).filter(outbox::id.eq(id)))
+                            .execute(conn)
+                    }
+                    None => diesel::delete(outbox::table.filter(dead)).execute(conn),
+                }
             }
 
             fn model_lock<C: Connection<Backend = Self> + LoadConnection>(
