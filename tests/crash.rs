@@ -4,7 +4,9 @@
 //!
 //! This test runs itself as the process it kills: the parent starts this binary again with
 //! `DIESEL_SYNC_CRASH_URL` set; the child commits transactions through a durable registry whose
-//! handler never returns, says so on stdout, and waits to be killed. (`harness = false`: the
+//! handler never returns (on the async connection, then on the synchronous one), says so on
+//! stdout, and waits to be killed. The synchronous children on `PostgreSQL` and `MySQL` run with
+//! the `blocking-postgres` and `blocking-mysql` features. (`harness = false`: the
 //! child is a mode of this program, not a test of its own.)
 
 mod common;
@@ -28,56 +30,82 @@ use outbox::{diesel_sync_outbox, durable, share_the_database, Audit};
 
 const CHILD_URL: &str = "DIESEL_SYNC_CRASH_URL";
 const CHILD_BACKEND: &str = "DIESEL_SYNC_CRASH_BACKEND";
+/// The child's connection kind: `async` or `blocking`.
+const CHILD_KIND: &str = "DIESEL_SYNC_CRASH_KIND";
 /// What the child prints once every transaction returned.
 const COMMITTED: &str = "diesel-sync crash child: committed";
 const PRODUCTS: i64 = 60;
 
 fn main() {
+    if let Ok(url) = std::env::var(CHILD_URL) {
+        let backend = std::env::var(CHILD_BACKEND).expect(CHILD_BACKEND);
+        let kind = std::env::var(CHILD_KIND).expect(CHILD_KIND);
+        child(&backend, &kind, &url);
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    if let Ok(url) = std::env::var(CHILD_URL) {
-        let backend = std::env::var(CHILD_BACKEND).expect(CHILD_BACKEND);
-        runtime.block_on(child(&backend, &url));
-        return;
-    }
-    let backends = [
-        Some(Backend::Sqlite),
-        cfg!(diesel_sync_postgres).then_some(Backend::Postgres),
-        cfg!(diesel_sync_mysql).then_some(Backend::Mysql),
+    let cases = [
+        Some((Backend::Sqlite, "async")),
+        Some((Backend::Sqlite, "blocking")),
+        cfg!(diesel_sync_postgres).then_some((Backend::Postgres, "async")),
+        cfg!(all(diesel_sync_postgres, feature = "blocking-postgres"))
+            .then_some((Backend::Postgres, "blocking")),
+        cfg!(diesel_sync_mysql).then_some((Backend::Mysql, "async")),
+        cfg!(all(diesel_sync_mysql, feature = "blocking-mysql"))
+            .then_some((Backend::Mysql, "blocking")),
     ];
-    let backends: Vec<Backend> = backends.into_iter().flatten().collect();
-    println!("\nrunning {} tests", backends.len());
-    for backend in &backends {
-        runtime.block_on(parent(*backend));
+    let cases: Vec<(Backend, &str)> = cases.into_iter().flatten().collect();
+    println!("\nrunning {} tests", cases.len());
+    for (backend, kind) in &cases {
+        runtime.block_on(parent(*backend, kind));
     }
-    println!("\ntest result: ok. {} passed; 0 failed\n", backends.len());
+    println!("\ntest result: ok. {} passed; 0 failed\n", cases.len());
 }
 
-/// Runs the parent's part on `backend`.
-async fn parent(backend: Backend) {
+/// Runs the parent's part on `backend`, with a child of connection kind `kind`.
+async fn parent(backend: Backend, kind: &str) {
     match backend {
-        Backend::Sqlite => sqlite::kill_and_recover().await,
+        Backend::Sqlite => sqlite::kill_and_recover(kind).await,
         #[cfg(diesel_sync_postgres)]
-        Backend::Postgres => postgres::kill_and_recover().await,
+        Backend::Postgres => postgres::kill_and_recover(kind).await,
         #[cfg(diesel_sync_mysql)]
-        Backend::Mysql => mysql::kill_and_recover().await,
+        Backend::Mysql => mysql::kill_and_recover(kind).await,
         #[allow(unreachable_patterns)]
         other => panic!("{other:?} is not configured"),
     }
 }
 
-/// Runs the child's part on the backend the parent named.
-async fn child(backend: &str, url: &str) {
-    match backend {
-        "sqlite" => sqlite::commit_then_wait(url).await,
+/// Runs the child's part on the backend and connection kind the parent named.
+fn child(backend: &str, kind: &str, url: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match (backend, kind) {
+        ("sqlite", "async") => runtime.block_on(sqlite::commit_then_wait(url)),
+        ("sqlite", "blocking") => blocking_sqlite::commit_then_wait(url),
         #[cfg(diesel_sync_postgres)]
-        "postgres" => postgres::commit_then_wait(url).await,
+        ("postgres", "async") => runtime.block_on(postgres::commit_then_wait(url)),
+        #[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
+        ("postgres", "blocking") => blocking_postgres::commit_then_wait(url),
         #[cfg(diesel_sync_mysql)]
-        "mysql" => mysql::commit_then_wait(url).await,
-        other => panic!("{other} is not configured"),
+        ("mysql", "async") => runtime.block_on(mysql::commit_then_wait(url)),
+        #[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
+        ("mysql", "blocking") => blocking_mysql::commit_then_wait(url),
+        other => panic!("{other:?} is not configured"),
     }
+}
+
+/// The transactions each child commits: four price changes each, one in five rolled back, then
+/// one deleting products 1 to 3.
+const ROUNDS: i64 = 30;
+
+/// The product a child's round `round` changes at step `step`.
+fn product_of(round: i64, step: i64) -> i64 {
+    (round * 7 + step * 13) % PRODUCTS + 1
 }
 
 macro_rules! crash_case {
@@ -89,13 +117,14 @@ macro_rules! crash_case {
 
             /// The parent: starts the child, kills it once it committed, then delivers from the
             /// outbox and compares with the audit.
-            pub(super) async fn kill_and_recover() {
+            pub(super) async fn kill_and_recover(kind: &str) {
                 let backend = $backend;
-                let name = format!("crash::{}", backend.name());
-                let url = outbox::database::<Conn>(backend, &format!("crash_{}", backend.name()), PRODUCTS).await;
+                let name = format!("crash::{}_{kind}", backend.name());
+                let url = outbox::database::<Conn>(backend, &format!("crash_{}_{kind}", backend.name()), PRODUCTS).await;
                 let mut child = Command::new(std::env::current_exe().expect("this test's path"))
                     .env(CHILD_URL, &url)
                     .env(CHILD_BACKEND, backend.name())
+                    .env(CHILD_KIND, kind)
                     .stdout(Stdio::piped())
                     .spawn()
                     .expect("start the child");
@@ -170,11 +199,11 @@ macro_rules! crash_case {
                 let mut inner = Conn::establish(url).await.expect("connect");
                 share_the_database(&mut inner, $backend).await;
                 let mut conn = SyncedConnection::new(inner, registry);
-                for round in 0..30_i64 {
+                for round in 0..ROUNDS {
                     let result = conn
                         .transaction(async |conn| {
                             for step in 0..4 {
-                                let id = (round * 7 + step * 13) % PRODUCTS + 1;
+                                let id = product_of(round, step);
                                 diesel::update(products::table.find(id))
                                     .set(products::price_cents.eq(round * 100 + step))
                                     .execute(conn)
@@ -211,3 +240,64 @@ crash_case!(
 crash_case!(postgres, diesel_async::AsyncPgConnection, Backend::Postgres);
 #[cfg(diesel_sync_mysql)]
 crash_case!(mysql, diesel_async::AsyncMysqlConnection, Backend::Mysql);
+
+/// The child on the synchronous connection: the same transactions through
+/// `diesel_sync::blocking::SyncedConnection`, whose durable registry's worker runs on the
+/// registry's own runtime.
+macro_rules! blocking_child {
+    ($module:ident, $conn:ty, $backend:expr) => {
+        mod $module {
+            use super::*;
+            use diesel::{Connection, RunQueryDsl};
+
+            type Conn = diesel_sync::blocking::SyncedConnection<$conn>;
+
+            pub(super) fn commit_then_wait(url: &str) {
+                let registry: Registry<Conn> = Registry::builder()
+                    .handler(|_: Batch<Product>| async {
+                        std::future::pending::<()>().await;
+                        Ok::<(), HandlerError>(())
+                    })
+                    .durable(durable(url))
+                    .build();
+                let mut inner = <$conn>::establish(url).expect("connect");
+                if $backend == Backend::Sqlite {
+                    diesel::connection::SimpleConnection::batch_execute(
+                        &mut inner,
+                        "PRAGMA busy_timeout = 5000",
+                    )
+                    .expect("busy timeout");
+                }
+                let mut conn = Conn::new(inner, registry);
+                for round in 0..ROUNDS {
+                    let result = conn.transaction(|conn| {
+                        for step in 0..4 {
+                            diesel::update(products::table.find(product_of(round, step)))
+                                .set(products::price_cents.eq(round * 100 + step))
+                                .execute(conn)?;
+                        }
+                        if round % 5 == 4 {
+                            return Err(Error::RollbackTransaction);
+                        }
+                        Ok(())
+                    });
+                    assert_eq!(result.is_ok(), round % 5 != 4);
+                }
+                conn.transaction(|conn| {
+                    diesel::delete(products::table.filter(products::id.le(3))).execute(conn)
+                })
+                .expect("delete");
+                println!("{COMMITTED}");
+                loop {
+                    std::thread::park();
+                }
+            }
+        }
+    };
+}
+
+blocking_child!(blocking_sqlite, diesel::SqliteConnection, Backend::Sqlite);
+#[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
+blocking_child!(blocking_postgres, diesel::PgConnection, Backend::Postgres);
+#[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
+blocking_child!(blocking_mysql, diesel::MysqlConnection, Backend::Mysql);
