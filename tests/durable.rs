@@ -102,6 +102,16 @@ macro_rules! durable_tests {
                 set_prices(&mut conn, 21..=22, 800)
                     .await
                     .expect("outside a transaction");
+                let mut saved: Product = products::table
+                    .find(25)
+                    .select(Product::as_select())
+                    .first(conn.inner_mut())
+                    .await
+                    .expect("product 25");
+                saved.price_cents = 850;
+                diesel_async::SaveChangesDsl::save_changes::<Product>(&saved, &mut conn)
+                    .await
+                    .expect("saved outside a transaction");
                 conn.transaction(async |conn| {
                     diesel::delete(products::table.find(30)).execute(conn).await
                 })
@@ -112,8 +122,8 @@ macro_rules! durable_tests {
                 let audit = audited(conn.inner_mut()).await;
                 assert_eq!(
                     audit.changed.len(),
-                    14,
-                    "the database committed 1..=12, 21, 22"
+                    15,
+                    "the database committed 1..=12, 21, 22, 25"
                 );
                 let delivered: BTreeSet<i64> = capture.ids().into_iter().collect();
                 assert_eq!(delivered, audit.changed);
@@ -447,6 +457,14 @@ macro_rules! blocking_durable_tests {
                 });
                 assert!(rolled_back.is_err());
                 set_prices(&mut conn, 21..=22, 800).expect("outside a transaction");
+                let mut saved: Product = products::table
+                    .find(25)
+                    .select(Product::as_select())
+                    .first(conn.inner_mut())
+                    .expect("product 25");
+                saved.price_cents = 850;
+                diesel::SaveChangesDsl::save_changes::<Product>(&saved, &mut conn)
+                    .expect("saved outside a transaction");
                 conn.transaction(|conn| diesel::delete(products::table.find(30)).execute(conn))
                     .expect("deleted");
                 settle(&registry);
@@ -454,8 +472,8 @@ macro_rules! blocking_durable_tests {
                 let audit = audited(conn.inner_mut());
                 assert_eq!(
                     audit.changed.len(),
-                    14,
-                    "the database committed 1..=12, 21, 22"
+                    15,
+                    "the database committed 1..=12, 21, 22, 25"
                 );
                 assert_eq!(
                     capture.ids().into_iter().collect::<BTreeSet<_>>(),

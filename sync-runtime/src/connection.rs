@@ -970,9 +970,16 @@ where
         Self: 'changes,
     {
         Box::pin(async move {
-            let row = self.inner.update_and_fetch(changeset).await?;
-            self.register::<Output::Target>([row.sync_key()]).await;
-            Ok(row)
+            // A durable registry's save outside a transaction runs in one of its own, so that
+            // the row and its outbox record commit together.
+            let opened = self.registry.is_durable() && self.begin_unless_open().await?;
+            let saved = async {
+                let row = self.inner.update_and_fetch(changeset).await?;
+                self.register::<Output::Target>([row.sync_key()]).await;
+                Ok(row)
+            }
+            .await;
+            self.end_opened(opened, saved).await
         })
     }
 }

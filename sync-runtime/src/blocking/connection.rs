@@ -759,9 +759,13 @@ where
     Output: Synced,
 {
     fn update_and_fetch(&mut self, changeset: Changes) -> QueryResult<Output> {
-        let row = self.inner.update_and_fetch(changeset)?;
-        self.register::<Output::Target>([row.sync_key()]);
-        Ok(row)
+        // A durable registry's save outside a transaction runs in one of its own, so that the
+        // row and its outbox record commit together.
+        let opened = self.registry.is_durable() && self.begin_unless_open()?;
+        let saved = self.inner.update_and_fetch(changeset).inspect(|row| {
+            self.register::<Output::Target>([row.sync_key()]);
+        });
+        self.end_opened(opened, saved)
     }
 }
 
