@@ -353,18 +353,10 @@ trait CommitPool: Clone + Send + Sync + 'static {
     fn commit(&self, id: i64) -> impl std::future::Future<Output = QueryResult<()>> + Send;
 }
 
-impl CommitPool for Pool<AsyncPgConnection> {
-    async fn commit(&self, id: i64) -> QueryResult<()> {
-        let mut conn = self
-            .get()
-            .await
-            .map_err(|e| diesel::result::Error::QueryBuilderError(e.into()))?;
-        conn.transaction(async |conn| set_price(conn, id).await)
-            .await
-    }
-}
-
-impl CommitPool for Pool<Synced> {
+impl<C> CommitPool for Pool<C>
+where
+    C: diesel_async::pooled_connection::PoolableConnection<Backend = diesel::pg::Pg> + 'static,
+{
     async fn commit(&self, id: i64) -> QueryResult<()> {
         let mut conn = self
             .get()

@@ -112,6 +112,29 @@ macro_rules! durable_tests {
                 diesel_async::SaveChangesDsl::save_changes::<Product>(&saved, &mut conn)
                     .await
                     .expect("saved outside a transaction");
+                // A plain insert, raw SQL outside a transaction, and a write the connection does
+                // not see, marked by hand.
+                let new = common::products(41, 5).pop().expect("product 41");
+                conn.transaction(async |conn| {
+                    diesel::insert_into(products::table)
+                        .values(new)
+                        .execute(conn)
+                        .await
+                })
+                .await
+                .expect("inserted");
+                diesel_async::SimpleAsyncConnection::batch_execute(
+                    &mut conn,
+                    "UPDATE products SET price_cents = 860 WHERE id = 26",
+                )
+                .await
+                .expect("raw SQL outside a transaction");
+                diesel::update(products::table.find(27))
+                    .set(products::price_cents.eq(870))
+                    .execute(conn.inner_mut())
+                    .await
+                    .expect("unseen write");
+                conn.mark_changed::<Product>([27]).await;
                 conn.transaction(async |conn| {
                     diesel::delete(products::table.find(30)).execute(conn).await
                 })
@@ -122,8 +145,8 @@ macro_rules! durable_tests {
                 let audit = audited(conn.inner_mut()).await;
                 assert_eq!(
                     audit.changed.len(),
-                    15,
-                    "the database committed 1..=12, 21, 22, 25"
+                    18,
+                    "the database committed 1..=12, 21, 22, 25, 26, 27, 41"
                 );
                 let delivered: BTreeSet<i64> = capture.ids().into_iter().collect();
                 assert_eq!(delivered, audit.changed);
@@ -465,6 +488,25 @@ macro_rules! blocking_durable_tests {
                 saved.price_cents = 850;
                 diesel::SaveChangesDsl::save_changes::<Product>(&saved, &mut conn)
                     .expect("saved outside a transaction");
+                // A plain insert, raw SQL outside a transaction, and a write the connection does
+                // not see, marked by hand.
+                let new = common::products(41, 5).pop().expect("product 41");
+                conn.transaction(|conn| {
+                    diesel::insert_into(products::table)
+                        .values(new)
+                        .execute(conn)
+                })
+                .expect("inserted");
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut conn,
+                    "UPDATE products SET price_cents = 860 WHERE id = 26",
+                )
+                .expect("raw SQL outside a transaction");
+                diesel::update(products::table.find(27))
+                    .set(products::price_cents.eq(870))
+                    .execute(conn.inner_mut())
+                    .expect("unseen write");
+                conn.mark_changed::<Product>([27]);
                 conn.transaction(|conn| diesel::delete(products::table.find(30)).execute(conn))
                     .expect("deleted");
                 settle(&registry);
@@ -472,8 +514,8 @@ macro_rules! blocking_durable_tests {
                 let audit = audited(conn.inner_mut());
                 assert_eq!(
                     audit.changed.len(),
-                    15,
-                    "the database committed 1..=12, 21, 22, 25"
+                    18,
+                    "the database committed 1..=12, 21, 22, 25, 26, 27, 41"
                 );
                 assert_eq!(
                     capture.ids().into_iter().collect::<BTreeSet<_>>(),

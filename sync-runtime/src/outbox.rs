@@ -475,20 +475,15 @@ pub trait OutboxBackend: Backend {
         id: Option<i64>,
     ) -> impl Future<Output = QueryResult<usize>> + Send;
 
-    /// Waits until this connection holds the delivery lock of target model `model` (its
-    /// table): one delivery round per model at a time across every process, so that a store
-    /// never receives rows older than a delivery that already succeeded for it. Not public API.
+    /// Takes (`take`: waits until this connection holds it) or releases the delivery lock of
+    /// target model `model` (its table): one delivery round per model at a time across every
+    /// process, so that a store never receives rows older than a delivery that already
+    /// succeeded for it. Not public API.
     #[doc(hidden)]
-    fn lock_model<C: AsyncConnectionCore<Backend = Self>>(
+    fn model_lock<C: AsyncConnectionCore<Backend = Self>>(
         conn: &mut C,
         model: &str,
-    ) -> impl Future<Output = QueryResult<()>> + Send;
-
-    /// Releases the lock [`OutboxBackend::lock_model`] took. Not public API.
-    #[doc(hidden)]
-    fn unlock_model<C: AsyncConnectionCore<Backend = Self>>(
-        conn: &mut C,
-        model: &str,
+        take: bool,
     ) -> impl Future<Output = QueryResult<()>> + Send;
 
     /// How many rows wait for delivery, dead ones left out. Not public API.
@@ -547,25 +542,12 @@ macro_rules! outbox_backend {
         |$conn:ident, $entries:ident| $append:expr
     ) => {
         impl OutboxBackend for $backend {
-            async fn lock_model<C: AsyncConnectionCore<Backend = Self>>(
+            async fn model_lock<C: AsyncConnectionCore<Backend = Self>>(
                 conn: &mut C,
                 model: &str,
+                take: bool,
             ) -> QueryResult<()> {
-                let Some(sql) = $lock_model else {
-                    return Ok(());
-                };
-                let rows = diesel::sql_query(sql)
-                    .bind::<diesel::sql_types::Text, _>(lock_name(model))
-                    .load(conn)
-                    .await?;
-                lock_taken(model, rows)
-            }
-
-            async fn unlock_model<C: AsyncConnectionCore<Backend = Self>>(
-                conn: &mut C,
-                model: &str,
-            ) -> QueryResult<()> {
-                let Some(sql) = $unlock_model else {
+                let Some(sql) = (if take { $lock_model } else { $unlock_model }) else {
                     return Ok(());
                 };
                 let rows = diesel::sql_query(sql)

@@ -344,12 +344,12 @@ where
         C::Backend::live(conn)
     }
 
-    async fn model_lock(conn: &mut C, model: &str, take: bool) -> QueryResult<()> {
-        if take {
-            C::Backend::lock_model(conn, model).await
-        } else {
-            C::Backend::unlock_model(conn, model).await
-        }
+    fn model_lock(
+        conn: &mut C,
+        model: &str,
+        take: bool,
+    ) -> impl Future<Output = QueryResult<()>> + Send {
+        C::Backend::model_lock(conn, model, take)
     }
 
     fn finish(
