@@ -155,6 +155,45 @@ macro_rules! async_pool_tests {
             assert_eq!(f.capture.ids(), vec![99, 100, 199, 200, 299, 300]);
             assert_eq!(f.capture.ids(), committed_targets(&mut f).await);
         }
+
+        /// A pooled connection's COMMIT hands its ids to the registry's own connection, and
+        /// `transaction()` returns without a resolve query of its own: a temporary `stores`
+        /// table shadows the real one on the committing connection only, so a resolve there
+        /// would load the shadow's row with the batch.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_pooled_commit_is_resolved_on_the_registrys_own_connection() {
+            use diesel_async::pooled_connection::deadpool::Pool;
+            let mut f = AsyncKind::<$conn>::open("pool_own_resolve", Setup::default()).await;
+            let manager =
+                SyncedConnection::<$conn>::pool_manager(f.url.clone(), f.registry.clone());
+            let pool = Pool::builder(manager).max_size(1).build().unwrap();
+            let mut conn = pool.get().await.unwrap();
+            conn.inner_mut()
+                .batch_execute(
+                    "INSERT INTO stores (id, name, sync_enabled) VALUES (1, 'real', TRUE)",
+                )
+                .await
+                .unwrap();
+            for sql in [
+                "CREATE TEMPORARY TABLE stores AS SELECT * FROM stores",
+                "UPDATE stores SET name = 'shadow'",
+            ] {
+                conn.inner_mut().batch_execute(sql).await.unwrap();
+            }
+            let queries_before = f.registry.metrics().resolve_queries;
+            conn.transaction(async |conn| price(1, 77).execute(conn).await)
+                .await
+                .unwrap();
+            f.registry.settled().await;
+            let calls = f.capture.calls();
+            assert_eq!(calls.len(), 1, "{calls:?}");
+            assert_eq!(calls[0].ids(), [1]);
+            assert_eq!(calls[0].rows[0].price_cents, 77);
+            let store = calls[0].store_row.as_ref().expect("store 1 has a row");
+            assert_eq!(store.name, "real", "loaded on the committing connection");
+            assert_eq!(f.registry.metrics().resolve_queries, queries_before + 1);
+            assert_eq!(f.capture.ids(), committed_targets(&mut f).await);
+        }
     };
 }
 

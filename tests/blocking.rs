@@ -245,6 +245,39 @@ macro_rules! blocking_tests {
             }
         }
 
+        /// The r2d2 counterpart of the async suite's test: a pooled connection's COMMIT hands
+        /// its ids to the registry's own connection. A temporary `stores` table shadows the
+        /// real one on the committing connection only, so a resolve there would load the
+        /// shadow's row with the batch.
+        #[test]
+        fn a_pooled_commit_is_resolved_on_the_registrys_own_connection() {
+            use diesel::r2d2::Pool;
+            let mut f = Fixture::fixture("pool_r2d2_own_resolve", Setup::default());
+            let manager =
+                SyncedConnection::<$conn>::pool_manager(f.url.clone(), f.registry.clone());
+            let pool = Pool::builder().max_size(1).build(manager).unwrap();
+            let mut conn = pool.get().unwrap();
+            for sql in [
+                "INSERT INTO stores (id, name, sync_enabled) VALUES (1, 'real', TRUE)",
+                "CREATE TEMPORARY TABLE stores AS SELECT * FROM stores",
+                "UPDATE stores SET name = 'shadow'",
+            ] {
+                conn.inner_mut().batch_execute(sql).unwrap();
+            }
+            let queries_before = f.registry.metrics().resolve_queries;
+            conn.transaction(|conn| price(1, 77).execute_blocking(conn))
+                .unwrap();
+            f.registry.settled_blocking();
+            let calls = f.capture.calls();
+            assert_eq!(calls.len(), 1, "{calls:?}");
+            assert_eq!(calls[0].ids(), [1]);
+            assert_eq!(calls[0].rows[0].price_cents, 77);
+            let store = calls[0].store_row.as_ref().expect("store 1 has a row");
+            assert_eq!(store.name, "real", "loaded on the committing connection");
+            assert_eq!(f.registry.metrics().resolve_queries, queries_before + 1);
+            assert_eq!(f.capture.ids(), run_blocking(committed_targets(&mut f)));
+        }
+
         /// Called from async code through `spawn_blocking`, the connection dispatches on the
         /// caller's runtime and `settled().await` sees it.
         #[test]

@@ -252,6 +252,13 @@ where
                 }
             }
         }
+        let dispatcher = self.registry.dispatcher();
+        if let Some(offload) = dispatcher
+            .offload()
+            .filter(|_| self.collector.base_depth() == 0)
+        {
+            return offload.push(dispatcher, frame);
+        }
         let span = tracing::info_span!("flush", ids = frame.len());
         async {
             let dispatcher = self.registry.dispatcher();

@@ -17,6 +17,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
 use crate::dispatch::{dispatch, AnyModelQueue, ModelQueue};
 use crate::handler::Changes;
 use crate::metrics::{Counters, Metrics};
+use crate::offload::Offload;
 use crate::synced::SyncTarget;
 use crate::worker::DurableState;
 
@@ -40,6 +41,9 @@ pub(crate) struct Shared {
     background: OnceLock<Runtime>,
     /// In durable mode: where dead letters go, to become dead outbox rows.
     durable: OnceLock<Arc<DurableState>>,
+    /// When the registry serves a pool: the queue of committed frames its own connection
+    /// resolves.
+    offload: OnceLock<Arc<Offload>>,
     /// One hand-off order per target model.
     sequences: Mutex<HashMap<TypeId, Sequence>>,
 }
@@ -106,6 +110,7 @@ impl Dispatcher {
                 settled: Notify::new(),
                 background: OnceLock::new(),
                 durable: OnceLock::new(),
+                offload: OnceLock::new(),
                 sequences: Mutex::default(),
             }),
         }
@@ -148,12 +153,16 @@ impl Dispatcher {
             0
         } else {
             let reason = format!("not delivered within the shutdown deadline of {deadline:?}");
-            let abandoned: usize = self
-                .shared
-                .models
-                .values()
-                .map(|m| m.abandon(&self.shared, &reason))
-                .sum();
+            let unresolved = self
+                .offload()
+                .map_or(0, |offload| offload.abandon(self, &reason));
+            let abandoned: usize = unresolved
+                + self
+                    .shared
+                    .models
+                    .values()
+                    .map(|m| m.abandon(&self.shared, &reason))
+                    .sum::<usize>();
             tracing::error!(
                 abandoned,
                 "shutdown deadline passed; pending batches dead-lettered"
@@ -218,6 +227,33 @@ impl Dispatcher {
     /// Sends dead letters to the outbox worker of a durable registry.
     pub(crate) fn make_durable(&self, state: Arc<DurableState>) {
         let _ = self.shared.durable.set(state);
+    }
+
+    /// Resolves committed frames on the registry's own connection from now on.
+    pub(crate) fn set_offload(&self, offload: Arc<Offload>) -> bool {
+        self.shared.offload.set(offload).is_ok()
+    }
+
+    /// The queue of committed frames, when the registry resolves them on its own connection.
+    pub(crate) fn offload(&self) -> Option<&Offload> {
+        self.shared.offload.get().map(Arc::as_ref)
+    }
+
+    /// Counts `n` units of work as pending: `settled()` waits for them.
+    pub(crate) fn hold(&self, n: u64) {
+        self.shared.pending.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// `n` units of work [`Dispatcher::hold`] counted are done.
+    pub(crate) fn release(&self, n: u64) {
+        if n > 0 && self.shared.pending.fetch_sub(n, Ordering::AcqRel) == n {
+            self.shared.settled.notify_waiters();
+        }
+    }
+
+    /// Whether this clone is the last one: nothing else can hand work on.
+    pub(crate) fn is_last(&self) -> bool {
+        Arc::strong_count(&self.shared) == 1
     }
 
     /// Runs `future` to completion on the registry's own runtime, blocking the calling thread.

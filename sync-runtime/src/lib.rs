@@ -22,7 +22,9 @@
 //!    outbox table in the same transaction (`outbox`), and its worker (`worker`) claims the
 //!    rows and runs the next steps on a connection of its own, deleting a row once delivered;
 //! 5. **resolve**: each target model's ids are loaded over the connection, as the
-//!    [`Registry`] built for its type knows how, in one prepared query per chunk, left-joined
+//!    [`Registry`] built for its type knows how (when the registry serves a pool, over a
+//!    connection of its own, off the caller's path: `offload` queues the committed frame,
+//!    and frames queued during one round merge into the next), in one prepared query per chunk, left-joined
 //!    with the store model's table when the target names one ([`SyncTarget::Store`]); a deleted
 //!    row that did not load is a removal from the store the capture read with its key, other
 //!    ids without a row are skipped as stale; rows and removals are grouped by store key, each
@@ -53,6 +55,7 @@ mod pool;
 
 pub mod blocking;
 
+mod offload;
 mod registry;
 mod resolve;
 

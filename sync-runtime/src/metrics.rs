@@ -48,6 +48,8 @@ pub(crate) struct Counters {
     pub(crate) failures: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
+    /// Resolve queries that failed: a registry's own connection reconnects after one.
+    pub(crate) failed_loads: AtomicU64,
 }
 
 impl Counters {

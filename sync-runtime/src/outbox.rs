@@ -447,13 +447,6 @@ pub trait OutboxBackend: Backend {
         dead: Vec<NewEntry>,
     ) -> impl Future<Output = QueryResult<()>> + Send;
 
-    /// Sets up the worker's own connection (SQLite: waits for a busy database rather than
-    /// failing at once). Not public API.
-    #[doc(hidden)]
-    fn prepare<C: AsyncConnection<Backend = Self>>(
-        conn: &mut C,
-    ) -> impl Future<Output = QueryResult<()>> + Send;
-
     /// The dead rows, oldest first. Not public API.
     #[doc(hidden)]
     fn dead<C: AsyncConnectionCore<Backend = Self>>(
@@ -535,7 +528,6 @@ where
 macro_rules! outbox_backend {
     (
         $backend:ty,
-        $prepare:expr,
         lock: $lock_model:expr,
         unlock: $unlock_model:expr,
         |$select:ident| $lock:expr,
@@ -555,15 +547,6 @@ macro_rules! outbox_backend {
                     .load(conn)
                     .await?;
                 lock_taken(model, rows)
-            }
-
-            async fn prepare<C: AsyncConnection<Backend = Self>>(conn: &mut C) -> QueryResult<()> {
-                match $prepare {
-                    Some(sql) => {
-                        diesel_async::SimpleAsyncConnection::batch_execute(conn, sql).await
-                    }
-                    None => Ok(()),
-                }
             }
 
             async fn append<C: AsyncConnectionCore<Backend = Self>>(
@@ -724,14 +707,10 @@ pub(crate) const PG_UNLOCK: &str = "SELECT pg_advisory_unlock(hashtextextended($
 pub(crate) const MYSQL_LOCK: &str = "SELECT GET_LOCK(?, 86400) = 1 AS taken";
 #[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
 pub(crate) const MYSQL_UNLOCK: &str = "SELECT RELEASE_LOCK(?) = 1 AS taken";
-/// What the worker's SQLite connection runs first: wait for the application's writes.
-#[cfg(feature = "sqlite")]
-pub(crate) const SQLITE_PREPARE: &str = "PRAGMA busy_timeout = 5000";
 
 #[cfg(any(feature = "postgres", feature = "blocking-postgres"))]
 outbox_backend!(
     diesel::pg::Pg,
-    None::<&str>,
     lock: Some(PG_LOCK),
     unlock: Some(PG_UNLOCK),
     |select| select.for_update().skip_locked(),
@@ -744,7 +723,6 @@ outbox_backend!(
 #[cfg(any(feature = "mysql", feature = "blocking-mysql"))]
 outbox_backend!(
     diesel::mysql::Mysql,
-    None::<&str>,
     lock: Some(MYSQL_LOCK),
     unlock: Some(MYSQL_UNLOCK),
     |select| select.for_update().skip_locked(),
@@ -759,7 +737,6 @@ outbox_backend!(
 #[cfg(feature = "sqlite")]
 outbox_backend!(
     diesel::sqlite::Sqlite,
-    Some(SQLITE_PREPARE),
     lock: None::<&str>,
     unlock: None::<&str>,
     |select| select,

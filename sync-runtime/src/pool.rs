@@ -11,6 +11,11 @@ where
 {
     /// A pool manager whose connections are [`SyncedConnection`]s sharing `registry`.
     ///
+    /// From now on the registry resolves committed ids on a connection of its own to
+    /// `database_url`, on its own runtime: `transaction()` returns right after COMMIT, and the
+    /// commits of a busy pool share their resolve queries. (A
+    /// [durable](crate::RegistryBuilder::durable) registry's worker does so already.)
+    ///
     /// ```no_run
     /// # use diesel_sync_runtime as diesel_sync;
     /// # #[cfg(feature = "deadpool")]
@@ -27,6 +32,8 @@ where
         database_url: impl Into<String>,
         registry: Registry<Self>,
     ) -> AsyncDieselConnectionManager<Self> {
+        let database_url = database_url.into();
+        crate::offload::start(&registry, &database_url);
         let mut config = ManagerConfig::<Self>::default();
         config.custom_setup = Box::new(move |url| {
             let registry = registry.clone();

@@ -323,6 +323,7 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
                 }
             }
             Err(error) => {
+                Counters::add(&self.dispatcher.counters().failed_loads, 1);
                 let model = self.model;
                 tracing::error!(model, ids = chunk.len(), %error, "loading committed rows failed; ids dead-lettered");
                 self.unresolved += chunk.len();
@@ -395,6 +396,7 @@ impl<'r, T: SyncTarget> Resolution<'r, T> {
                 }
             }
             Err(error) => {
+                Counters::add(&self.dispatcher.counters().failed_loads, 1);
                 let keys: HashSet<T::StoreKey> = keys.into_iter().collect();
                 let ids: Vec<T::Id> = self
                     .removed

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use diesel::result::Error;
 use diesel::QueryResult;
 use futures_util::FutureExt as _;
 use tokio::sync::{watch, Notify};
@@ -24,9 +23,9 @@ use crate::collector::Frame;
 use crate::connection::{CaptureConnection, SyncedConnection};
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::panic_message;
+use crate::offload::{BlockingOwn, OwnConnection};
 use crate::outbox::{self, millis, now_ms, Claim, Durable, Entry, NewEntry, OutboxBackend};
 use crate::registry::Registry;
-use crate::resolve::{unhandled, AsyncLoader, Unflushed};
 
 /// What a durable registry's clones share with its worker.
 #[derive(Debug)]
@@ -144,7 +143,7 @@ pub(crate) async fn supervise<K: Delivers>(
 /// The delivery loop of a durable registry, until it is shut down.
 async fn run<K: Delivers>(registry: &Registry<K>, durable: Durable, state: Arc<DurableState>) {
     let name = worker_name();
-    let mut conn: Option<K::Worker> = None;
+    let mut conn: Option<K::Own> = None;
     tracing::info!(worker = name, "outbox delivery started");
     while !state.stopping() && registry.has_users() {
         let asked = state.asked.load(Ordering::Acquire);
@@ -212,7 +211,7 @@ async fn idle(state: &DurableState, durable: &Durable) {
 /// connection's end: the worker drops its connection after one.
 async fn deliver<K: Delivers>(
     registry: &Registry<K>,
-    conn: &mut K::Worker,
+    conn: &mut K::Own,
     rows: Vec<Entry>,
     state: &DurableState,
 ) -> diesel::QueryResult<()> {
@@ -234,7 +233,7 @@ async fn deliver<K: Delivers>(
 /// ran out. Rows that cannot be read are made dead as they are.
 async fn deliver_locked<K: Delivers>(
     registry: &Registry<K>,
-    conn: &mut K::Worker,
+    conn: &mut K::Own,
     rows: Vec<Entry>,
     state: &DurableState,
 ) -> diesel::QueryResult<()> {
@@ -279,63 +278,38 @@ async fn deliver_locked<K: Delivers>(
     K::finish(conn, done, dead).await
 }
 
-/// A connection kind whose durable registry runs a worker: the connection the worker opens, the
-/// outbox statements it runs there, and how a round's ids are loaded and dispatched over it.
-pub(crate) trait Delivers: Sized + Send + 'static {
-    /// The worker's own connection.
-    type Worker: Send;
-
-    /// Opens the worker's connection to `url`.
-    fn connect(url: &str) -> impl Future<Output = QueryResult<Self::Worker>> + Send;
-
+/// A connection kind whose durable registry runs a worker: the outbox statements it runs on
+/// the registry's own connection.
+pub(crate) trait Delivers: OwnConnection {
     /// Claims outbox rows.
     fn claim(
-        conn: &mut Self::Worker,
+        conn: &mut Self::Own,
         claim: Claim,
     ) -> impl Future<Output = QueryResult<Vec<Entry>>> + Send;
 
     /// How many outbox rows wait for delivery, dead ones left out.
-    fn live(conn: &mut Self::Worker) -> impl Future<Output = QueryResult<i64>> + Send;
+    fn live(conn: &mut Self::Own) -> impl Future<Output = QueryResult<i64>> + Send;
 
     /// Takes (`take`) or releases the delivery lock of `model`.
     fn model_lock(
-        conn: &mut Self::Worker,
+        conn: &mut Self::Own,
         model: &str,
         take: bool,
     ) -> impl Future<Output = QueryResult<()>> + Send;
 
     /// Deletes the delivered rows and writes the failed ones, in one transaction.
     fn finish(
-        conn: &mut Self::Worker,
+        conn: &mut Self::Own,
         done: Vec<i64>,
         failed: Vec<NewEntry>,
     ) -> impl Future<Output = QueryResult<()>> + Send;
-
-    /// Loads a round's ids over the worker's connection and hands the batches to dispatch, as
-    /// a flush after COMMIT would.
-    fn resolve_and_dispatch(
-        registry: &Registry<Self>,
-        conn: &mut Self::Worker,
-        frame: Frame,
-    ) -> impl Future<Output = ()> + Send;
 }
 
-/// The async connection: the worker opens a connection of the same kind.
 impl<C> Delivers for SyncedConnection<C>
 where
     C: CaptureConnection,
     C::Backend: OutboxBackend,
 {
-    type Worker = C;
-
-    async fn connect(url: &str) -> QueryResult<C> {
-        let mut conn = C::establish(url)
-            .await
-            .map_err(|error| Error::QueryBuilderError(error.into()))?;
-        C::Backend::prepare(&mut conn).await?;
-        Ok(conn)
-    }
-
     fn claim(conn: &mut C, claim: Claim) -> impl Future<Output = QueryResult<Vec<Entry>>> + Send {
         C::Backend::claim(conn, claim)
     }
@@ -359,98 +333,36 @@ where
     ) -> impl Future<Output = QueryResult<()>> + Send {
         C::Backend::finish(conn, done, failed)
     }
-
-    async fn resolve_and_dispatch(registry: &Registry<Self>, conn: &mut C, frame: Frame) {
-        let dispatcher = registry.dispatcher();
-        let mut unflushed = Unflushed::new(dispatcher, frame);
-        while let Some(pending) = unflushed.next() {
-            match registry.loader::<AsyncLoader<C>>(pending.target()) {
-                Some(load) => load(conn, dispatcher, pending).await,
-                None => unhandled(dispatcher, pending),
-            }
-            unflushed.handed_on();
-        }
-    }
 }
 
-/// A synchronous worker connection, shared with the blocking thread that runs each statement.
-pub(crate) struct BlockingWorker<C>(Arc<Mutex<C>>);
-
-impl<C: Send + 'static> BlockingWorker<C> {
-    /// Runs `task` on the connection, on a blocking thread of the current runtime.
-    async fn run<R: Send + 'static>(
-        &self,
-        task: impl FnOnce(&mut C) -> QueryResult<R> + Send + 'static,
-    ) -> QueryResult<R> {
-        let conn = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || {
-            task(&mut conn.lock().unwrap_or_else(PoisonError::into_inner))
-        })
-        .await
-        .unwrap_or_else(|error| Err(Error::QueryBuilderError(error.into())))
-    }
-}
-
-/// The synchronous connection: the worker runs Diesel's connection on blocking threads of the
-/// registry's runtime, and loads rows on it as the committing thread would.
+/// The synchronous connection: each statement runs on a blocking thread of the registry's
+/// runtime.
 impl<C> Delivers for crate::blocking::SyncedConnection<C>
 where
     C: crate::blocking::CaptureConnection + Send,
     C::Backend: BlockingOutbox,
 {
-    type Worker = BlockingWorker<C>;
-
-    async fn connect(url: &str) -> QueryResult<BlockingWorker<C>> {
-        let url = url.to_owned();
-        let conn = tokio::task::spawn_blocking(move || {
-            let mut conn =
-                C::establish(&url).map_err(|error| Error::QueryBuilderError(error.into()))?;
-            C::Backend::prepare(&mut conn)?;
-            Ok(conn)
-        })
-        .await
-        .unwrap_or_else(|error| Err(Error::QueryBuilderError(error.into())))?;
-        Ok(BlockingWorker(Arc::new(Mutex::new(conn))))
-    }
-
-    async fn claim(conn: &mut BlockingWorker<C>, claim: Claim) -> QueryResult<Vec<Entry>> {
+    async fn claim(conn: &mut BlockingOwn<C>, claim: Claim) -> QueryResult<Vec<Entry>> {
         conn.run(move |conn| C::Backend::claim(conn, &claim)).await
     }
 
-    async fn live(conn: &mut BlockingWorker<C>) -> QueryResult<i64> {
+    async fn live(conn: &mut BlockingOwn<C>) -> QueryResult<i64> {
         conn.run(|conn| C::Backend::live(conn)).await
     }
 
-    async fn model_lock(conn: &mut BlockingWorker<C>, model: &str, take: bool) -> QueryResult<()> {
+    async fn model_lock(conn: &mut BlockingOwn<C>, model: &str, take: bool) -> QueryResult<()> {
         let model = model.to_owned();
         conn.run(move |conn| C::Backend::model_lock(conn, &model, take))
             .await
     }
 
     async fn finish(
-        conn: &mut BlockingWorker<C>,
+        conn: &mut BlockingOwn<C>,
         done: Vec<i64>,
         failed: Vec<NewEntry>,
     ) -> QueryResult<()> {
         conn.run(move |conn| C::Backend::finish(conn, &done, failed))
             .await
-    }
-
-    async fn resolve_and_dispatch(
-        registry: &Registry<Self>,
-        conn: &mut BlockingWorker<C>,
-        frame: Frame,
-    ) {
-        let registry = registry.clone();
-        let loaded = conn
-            .run(move |conn| {
-                crate::blocking::resolve_frame(&registry, conn, frame);
-                Ok(())
-            })
-            .await;
-        if let Err(error) = loaded {
-            tracing::error!(%error, "the worker's blocking thread failed; its rows return when their lease ends");
-        }
     }
 }
 

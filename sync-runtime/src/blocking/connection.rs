@@ -190,6 +190,13 @@ impl<C: CaptureConnection> SyncedConnection<C> {
                 }
             }
         }
+        let dispatcher = self.registry.dispatcher();
+        if let Some(offload) = dispatcher
+            .offload()
+            .filter(|_| self.collector.base_depth() == 0)
+        {
+            return offload.push(dispatcher, frame);
+        }
         let _span = tracing::info_span!("flush", ids = frame.len()).entered();
         resolve_frame(&self.registry, &mut self.inner, frame);
     }

@@ -31,10 +31,6 @@ pub trait BlockingOutbox: diesel::backend::Backend {
         entries: Vec<NewEntry>,
     ) -> QueryResult<()>;
 
-    /// Sets up the worker's own connection. Not public API.
-    #[doc(hidden)]
-    fn prepare<C: Connection<Backend = Self>>(conn: &mut C) -> QueryResult<()>;
-
     /// Claims rows, skipping those another worker holds locked. Not public API.
     #[doc(hidden)]
     fn claim<C: Connection<Backend = Self> + LoadConnection>(
@@ -83,7 +79,6 @@ pub trait BlockingOutbox: diesel::backend::Backend {
 macro_rules! blocking_outbox {
     (
         $backend:ty,
-        $prepare:expr,
         lock: $lock:expr,
         unlock: $unlock:expr,
         |$select:ident| $locked:expr
@@ -97,13 +92,6 @@ macro_rules! blocking_outbox {
                     .values(entries)
                     .execute(conn)
                     .map(drop)
-            }
-
-            fn prepare<C: Connection<Backend = Self>>(conn: &mut C) -> QueryResult<()> {
-                match $prepare {
-                    Some(sql) => conn.batch_execute(sql),
-                    None => Ok(()),
-                }
             }
 
             fn claim<C: Connection<Backend = Self> + LoadConnection>(
@@ -227,7 +215,6 @@ macro_rules! blocking_outbox {
 #[cfg(feature = "blocking-postgres")]
 blocking_outbox!(
     diesel::pg::Pg,
-    None::<&str>,
     lock: Some(crate::outbox::PG_LOCK),
     unlock: Some(crate::outbox::PG_UNLOCK),
     |select| select.for_update().skip_locked()
@@ -235,7 +222,6 @@ blocking_outbox!(
 #[cfg(feature = "blocking-mysql")]
 blocking_outbox!(
     diesel::mysql::Mysql,
-    None::<&str>,
     lock: Some(crate::outbox::MYSQL_LOCK),
     unlock: Some(crate::outbox::MYSQL_UNLOCK),
     |select| select.for_update().skip_locked()
@@ -243,7 +229,6 @@ blocking_outbox!(
 #[cfg(feature = "sqlite")]
 blocking_outbox!(
     diesel::sqlite::Sqlite,
-    Some(crate::outbox::SQLITE_PREPARE),
     lock: None::<&str>,
     unlock: None::<&str>,
     |select| select

@@ -27,8 +27,13 @@ impl<C> SyncedConnectionManager<C> {
     }
 }
 
-impl<C: R2D2Connection + CaptureConnection> SyncedConnection<C> {
+impl<C: R2D2Connection + CaptureConnection + Send> SyncedConnection<C> {
     /// An r2d2 pool manager whose connections are [`SyncedConnection`]s sharing `registry`.
+    ///
+    /// From now on the registry resolves committed ids on a connection of its own to
+    /// `database_url`, on its own runtime: a COMMIT returns without waiting for the resolve
+    /// query, and the commits of a busy pool share their resolve queries. (A
+    /// [durable](crate::RegistryBuilder::durable) registry's worker does so already.)
     ///
     /// ```no_run
     /// # use diesel_sync_runtime as diesel_sync;
@@ -46,6 +51,8 @@ impl<C: R2D2Connection + CaptureConnection> SyncedConnection<C> {
         database_url: impl Into<String>,
         registry: Registry<Self>,
     ) -> SyncedConnectionManager<C> {
+        let database_url = database_url.into();
+        crate::offload::start(&registry, &database_url);
         SyncedConnectionManager::new(database_url, registry)
     }
 }
