@@ -818,6 +818,95 @@ mod mysql_deadlock {
         assert_eq!(f.capture.ids(), audited(&mut f.conn).await);
         assert_eq!(f.capture.ids(), [1]);
     }
+
+    /// The deadlock's error caught at the outermost level, the closure going on: what ran
+    /// before it was rolled back and is not sent, a synced write after it is refused (it would
+    /// need a transaction of its own), and the call reports the loss instead of a COMMIT that
+    /// MySQL would accept with no transaction open.
+    #[tokio::test]
+    async fn a_deadlock_caught_by_the_caller_sends_nothing_and_refuses_what_follows() {
+        let mut f = fixture("deadlock_caught").await;
+        let (b_locked, b_has_locked) = oneshot::channel();
+        let (a_waits, a_is_waiting) = oneshot::channel::<()>();
+        let mut other = AsyncMysqlConnection::establish(&f.url).await.unwrap();
+        let other = tokio::spawn(async move {
+            other
+                .transaction(async |other| {
+                    diesel::update(products::table.filter(products::id.ge(2)))
+                        .set(products::price_cents.eq(2))
+                        .execute(other)
+                        .await?;
+                    b_locked.send(()).unwrap();
+                    a_is_waiting.await.unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    diesel::update(products::table.find(1))
+                        .set(products::price_cents.eq(2))
+                        .execute(other)
+                        .await?;
+                    Err::<(), _>(Error::RollbackTransaction)
+                })
+                .await
+        });
+        let mut a_waits = Some(a_waits);
+        let mut b_has_locked = Some(b_has_locked);
+        let mut seen = None;
+        let result = f
+            .conn
+            .transaction(async |conn| {
+                diesel::update(products::table.find(1))
+                    .set(products::price_cents.eq(1))
+                    .execute(conn)
+                    .await?;
+                b_has_locked.take().unwrap().await.unwrap();
+                a_waits.take().unwrap().send(()).unwrap();
+                let deadlock = diesel::update(products::table.find(2))
+                    .set(products::price_cents.eq(1))
+                    .execute(conn)
+                    .await;
+                let after = diesel::update(products::table.find(250))
+                    .set(products::price_cents.eq(1))
+                    .execute(conn)
+                    .await;
+                seen = Some((deadlock, after));
+                Ok::<_, Error>(())
+            })
+            .await;
+        assert_eq!(other.await.unwrap(), Err(Error::RollbackTransaction));
+        let (deadlock, after) = seen.expect("the closure ran on");
+        match deadlock {
+            Err(Error::DatabaseError(_, info)) => {
+                assert!(
+                    info.message().starts_with("Deadlock found"),
+                    "{}",
+                    info.message()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(
+                after,
+                Err(Error::DatabaseError(
+                    DatabaseErrorKind::SerializationFailure,
+                    _
+                ))
+            ),
+            "{after:?}"
+        );
+        assert!(
+            matches!(
+                result,
+                Err(Error::DatabaseError(
+                    DatabaseErrorKind::SerializationFailure,
+                    _
+                ))
+            ),
+            "{result:?}"
+        );
+        f.registry.settled().await;
+        assert!(audited(&mut f.conn).await.is_empty(), "nothing committed");
+        assert!(f.capture.ids().is_empty(), "{:?}", f.capture.calls());
+    }
 }
 
 /// The models the derive registered and the handlers of a registry are compared at `build()`.

@@ -11,6 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use diesel::result::{DatabaseErrorKind, Error};
+
+use crate::classify::Dialect;
 use crate::dead_letter::DeadLetter;
 use crate::outbox::{self, NewEntry};
 use crate::synced::SyncTarget;
@@ -141,6 +144,13 @@ impl Collector {
         }
     }
 
+    /// After the database rolled the whole transaction back under the running calls: every
+    /// level's ids are dropped, and what runs next is handed on as the autocommitted statements
+    /// it is.
+    pub(crate) fn lose_levels(&mut self) {
+        self.truncate_to(self.flush_depth);
+    }
+
     /// Brings the frame count in step with the database's transaction depth: frames of levels
     /// that no longer exist were rolled back, so their ids are dropped.
     fn truncate_to(&mut self, depth: usize) {
@@ -182,6 +192,11 @@ impl Collector {
         (self.frames.len() == self.flush_depth + 1)
             .then(|| self.frames.last())
             .flatten()
+    }
+
+    /// Whether a level above the test transaction's (if any) is open.
+    pub(crate) fn pending_levels(&self) -> bool {
+        self.frames.len() > self.flush_depth
     }
 
     /// Ids pending at every level, for diagnostics.
@@ -355,6 +370,24 @@ impl Calls {
     /// Whether the database rolled back the transaction the running calls are in.
     pub(crate) fn transaction_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
+    }
+
+    /// Notes a statement's failure: on MySQL, a deadlock inside a transaction makes `InnoDB`
+    /// roll the whole transaction back, savepoints included.
+    pub(crate) fn note_failure(&self, dialect: Dialect, in_transaction: bool, error: &Error) {
+        if dialect == Dialect::Mysql && in_transaction && is_deadlock(error) {
+            self.lose_transaction();
+        }
+    }
+}
+
+/// Whether `error` is `InnoDB`'s deadlock (1213): the synchronous client reports its SQLSTATE
+/// as a serialization failure; diesel-async's MySQL connection only keeps its message.
+fn is_deadlock(error: &Error) -> bool {
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        Error::DatabaseError(_, info) => info.message().starts_with("Deadlock found"),
+        _ => false,
     }
 }
 

@@ -214,6 +214,7 @@ where
         &mut self,
         removed: impl IntoIterator<Item = (T::Id, T::StoreKey)>,
     ) {
+        self.drop_lost_levels();
         if let Some(frame) = self.collector.add(|frame| frame.remove::<T>(removed)) {
             self.flush(frame).await;
         }
@@ -221,6 +222,7 @@ where
 
     /// Adds ids to the innermost open transaction, or hands them on now if none is open.
     pub(crate) async fn register<T: SyncTarget>(&mut self, ids: impl IntoIterator<Item = T::Id>) {
+        self.drop_lost_levels();
         if let Some(frame) = self.collector.add(|frame| frame.insert::<T>(ids)) {
             self.flush(frame).await;
         }
@@ -411,23 +413,15 @@ where
     async fn rollback_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
         let before = conn.database_depth();
         let result = C::TransactionManager::rollback_transaction(&mut conn.inner).await;
-        if result.is_err()
+        if (result.is_err() || conn.calls.transaction_lost())
             && before > 1
             && <C::Backend as CaptureBackend>::DIALECT == Dialect::Mysql
         {
             // The savepoint is gone: InnoDB rolled the whole transaction back (a deadlock).
             // Every level is closed to match, so that what the closures still run is seen as
             // the autocommitted statements it is, and the outermost level reports the failure.
-            tracing::warn!("the database rolled the whole transaction back; closing every level");
             conn.calls.lose_transaction();
-            while conn.database_depth() > 0 {
-                if C::TransactionManager::rollback_transaction(&mut conn.inner)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
+            conn.close_every_level().await;
         }
         let depth = conn.database_depth();
         conn.collector.rolled_back(depth);
@@ -437,6 +431,13 @@ where
     /// A durable registry's outermost COMMIT first writes the frame's outbox rows in the same
     /// transaction; if that fails, the transaction is rolled back and the error returned.
     async fn commit_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
+        if conn.calls.transaction_lost() {
+            // Nothing is left to commit: MySQL would accept the COMMIT of no transaction.
+            conn.close_every_level().await;
+            let depth = conn.database_depth();
+            conn.collector.rolled_back(depth);
+            return Err(transaction_lost());
+        }
         // Inside a test transaction nothing commits: its ids are delivered from memory.
         let outermost = conn.database_depth() == 1 && conn.collector.base_depth() == 0;
         let entries = match conn.collector.outermost() {
@@ -482,6 +483,18 @@ where
     C: CaptureConnection,
 {
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.drop_lost_levels();
+        let result = self.batch_execute_planned(query).await;
+        if let Err(error) = &result {
+            self.note_failure(error);
+        }
+        result
+    }
+}
+
+impl<C: CaptureConnection> SyncedConnection<C> {
+    /// [`SimpleAsyncConnection::batch_execute`], each statement planned.
+    async fn batch_execute_planned(&mut self, query: &str) -> QueryResult<()> {
         let statements = match self.plans.text(query) {
             Plan::Pass => return self.inner.batch_execute(query).await,
             Plan::Refuse(refusal) => return Err(refused(refusal)),
@@ -507,11 +520,13 @@ impl<C> AsyncConnectionCore for SyncedConnection<C>
 where
     C: CaptureConnection,
 {
-    type ExecuteFuture<'conn, 'query> = Either<
-        C::ExecuteFuture<'conn, 'query>,
-        Either<CapturedCount<'conn, 'query, C>, BoxFuture<'conn, QueryResult<usize>>>,
+    type ExecuteFuture<'conn, 'query> = Noted<
+        Either<
+            C::ExecuteFuture<'conn, 'query>,
+            Either<CapturedCount<'conn, 'query, C>, BoxFuture<'conn, QueryResult<usize>>>,
+        >,
     >;
-    type LoadFuture<'conn, 'query> = SyncedLoad<'conn, 'query, C>;
+    type LoadFuture<'conn, 'query> = Noted<SyncedLoad<'conn, 'query, C>>;
     type Stream<'conn, 'query> = Either<C::Stream<'conn, 'query>, CapturedRows<'conn, 'query, C>>;
     type Row<'conn, 'query> = C::Row<'conn, 'query>;
     type Backend = C::Backend;
@@ -520,6 +535,31 @@ where
     where
         T: AsQuery + 'query,
         T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        self.drop_lost_levels();
+        let calls = self.noting();
+        Noted::new(calls, self.load_planned(source))
+    }
+
+    fn execute_returning_count<'conn, 'query, T>(
+        &'conn mut self,
+        source: T,
+    ) -> Self::ExecuteFuture<'conn, 'query>
+    where
+        T: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        self.drop_lost_levels();
+        let calls = self.noting();
+        Noted::new(calls, self.execute_planned(source))
+    }
+}
+
+impl<C: CaptureConnection> SyncedConnection<C> {
+    /// [`AsyncConnectionCore::load`], as the statement's plan says.
+    fn load_planned<'conn, 'query, T>(&'conn mut self, source: T) -> SyncedLoad<'conn, 'query, C>
+    where
+        T: AsQuery + 'query,
+        T::Query: QueryFragment<C::Backend> + QueryId + 'query,
     {
         let query = source.as_query();
         let capture = match self.plans.get(&query) {
@@ -545,12 +585,17 @@ where
         }
     }
 
-    fn execute_returning_count<'conn, 'query, T>(
+    /// [`AsyncConnectionCore::execute_returning_count`], as the statement's plan says.
+    #[allow(clippy::type_complexity)]
+    fn execute_planned<'conn, 'query, T>(
         &'conn mut self,
         source: T,
-    ) -> Self::ExecuteFuture<'conn, 'query>
+    ) -> Either<
+        C::ExecuteFuture<'conn, 'query>,
+        Either<CapturedCount<'conn, 'query, C>, BoxFuture<'conn, QueryResult<usize>>>,
+    >
     where
-        T: QueryFragment<Self::Backend> + QueryId + 'query,
+        T: QueryFragment<C::Backend> + QueryId + 'query,
     {
         match self.plans.get(&source) {
             Plan::Pass => Either::Left(self.inner.execute_returning_count(source)),
@@ -581,9 +626,32 @@ where
             }
         }
     }
-}
 
-impl<C: CaptureConnection> SyncedConnection<C> {
+    /// The running calls, for a statement's future to note its failure in, on MySQL only.
+    fn noting(&self) -> Option<Arc<Calls>> {
+        (C::Backend::DIALECT == Dialect::Mysql && self.calls.running())
+            .then(|| Arc::clone(&self.calls))
+    }
+
+    /// Notes a failed statement (see [`Calls::note_failure`]).
+    fn note_failure(&mut self, error: &Error) {
+        let in_transaction = self.collector.in_transaction();
+        self.calls
+            .note_failure(C::Backend::DIALECT, in_transaction, error);
+        self.drop_lost_levels();
+    }
+
+    /// Once the database rolled the running calls' transaction back (MySQL, after a deadlock),
+    /// drops every level's ids, before anything else reaches the connection: what the closures
+    /// still run is autocommitted, and handed on as such. Diesel's levels stay open until the
+    /// calls end them; the outermost one then fails.
+    fn drop_lost_levels(&mut self) {
+        if self.calls.transaction_lost() && self.collector.pending_levels() {
+            tracing::warn!("the database rolled the whole transaction back; its ids are dropped");
+            self.collector.lose_levels();
+        }
+    }
+
     /// `query`, a write to a synced table inside a transaction, run with its key column
     /// returned: every key is registered once every row is read.
     fn captured<'conn, 'query, Q>(
@@ -628,6 +696,43 @@ impl<C: CaptureConnection> Future for CapturedCount<'_, '_, C> {
 impl<C: CaptureConnection> fmt::Debug for CapturedCount<'_, '_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("CapturedCount").field(&self.0).finish()
+    }
+}
+
+pin_project! {
+    /// A statement's future through a [`SyncedConnection`] on MySQL inside a `transaction()`
+    /// call: a failure that means the database rolled the transaction back is noted, so that
+    /// nothing it registered is handed on.
+    #[doc(hidden)]
+    pub struct Noted<F> {
+        #[pin]
+        statement: F,
+        calls: Option<Arc<Calls>>,
+    }
+}
+
+impl<F> Noted<F> {
+    fn new(calls: Option<Arc<Calls>>, statement: F) -> Self {
+        Self { statement, calls }
+    }
+}
+
+impl<F: Future<Output = QueryResult<T>>, T> Future for Noted<F> {
+    type Output = QueryResult<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.statement.poll(cx));
+        if let (Err(error), Some(calls)) = (&result, this.calls.as_ref()) {
+            calls.note_failure(Dialect::Mysql, true, error);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<F> fmt::Debug for Noted<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Noted").finish_non_exhaustive()
     }
 }
 
@@ -861,6 +966,20 @@ where
                 Ok(())
             }
             result => result,
+        }
+    }
+
+    /// Rolls back every level of a transaction the database already rolled back: its
+    /// savepoints are gone, so their rollbacks fail; the outermost ROLLBACK ends the rest.
+    async fn close_every_level(&mut self) {
+        tracing::warn!("the database rolled the whole transaction back; closing every level");
+        while self.database_depth() > 0 {
+            if C::TransactionManager::rollback_transaction(&mut self.inner)
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
     }
 

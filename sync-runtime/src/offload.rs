@@ -1,7 +1,8 @@
 //! Resolve off the caller's path. A registry whose connections come from a pool resolves their
 //! committed ids on a connection of its own, on its own runtime: the COMMIT queues its frame
-//! here and `transaction()` returns at once. Frames queued while a round runs merge into the
-//! next round, so the commits of a busy pool share their resolve queries.
+//! here and `transaction()` returns at once. A woken resolver lingers a moment, and frames
+//! queued meanwhile or while a round runs merge into the next round, so the commits of a busy
+//! pool share their resolve queries.
 //!
 //! One round runs at a time, so the hand-off order of rounds is the order they read the
 //! database in (see the dispatcher's `Sequence`). A durable registry's worker loads over a
@@ -34,6 +35,10 @@ const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
 
 /// How often an idle resolver looks whether the application dropped the registry.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// How long a woken resolver waits for the commits that follow the first to share its round:
+/// on a busy pool, one resolve query instead of one per commit.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The committed frames waiting for the registry's own connection.
 #[derive(Debug, Default)]
@@ -122,7 +127,12 @@ async fn run<K: OwnConnection>(registry: Registry<K>, url: String, offload: Arc<
             if registry.dispatcher().is_last() {
                 break;
             }
-            let _ = tokio::time::timeout(IDLE_CHECK, offload.wake.notified()).await;
+            if tokio::time::timeout(IDLE_CHECK, offload.wake.notified())
+                .await
+                .is_ok()
+            {
+                tokio::time::sleep(LINGER).await;
+            }
             continue;
         }
         let span = tracing::info_span!("resolve_round", frames, ids = frame.len());

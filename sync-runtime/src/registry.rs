@@ -38,7 +38,8 @@ use crate::worker::{self, check_target, DurableState};
 /// (the registry's own one stops once they are done). Only the process ending stops them; call
 /// [`shutdown`](Self::shutdown) before it does. A [durable](RegistryBuilder::durable)
 /// registry's worker stops after its round once every clone is dropped; what it did not deliver
-/// waits in the outbox for the next start.
+/// waits in the outbox for the next start. A registry that serves a pool loads what is still
+/// queued before its own connection closes.
 ///
 /// ```
 /// # use diesel_sync_runtime as diesel_sync;

@@ -799,17 +799,13 @@ impl<C: fmt::Debug> fmt::Debug for SyncedConnection<C> {
     }
 }
 
-/// Notes a deadlock inside a transaction on MySQL, where `InnoDB` rolls the whole transaction
-/// back, savepoints included. Diesel's synchronous connection then lets the savepoint's
-/// rollback fail silently; the rollback that follows closes every level instead.
+/// Notes a deadlock inside a transaction on MySQL (see [`Calls::note_failure`]). Diesel's
+/// synchronous connection then lets the savepoint's rollback fail silently; the rollback that
+/// follows closes every level instead.
 fn note_deadlock<C: CaptureConnection>(calls: &Calls, in_transaction: bool, error: &Error) {
-    if <C::Backend as CaptureBackend>::DIALECT == Dialect::Mysql
-        && in_transaction
-        && matches!(
-            error,
-            Error::DatabaseError(diesel::result::DatabaseErrorKind::SerializationFailure, _)
-        )
-    {
-        calls.lose_transaction();
-    }
+    calls.note_failure(
+        <C::Backend as CaptureBackend>::DIALECT,
+        in_transaction,
+        error,
+    );
 }
