@@ -329,12 +329,15 @@ macro_rules! blocking_kind {
                     }
                     Step::Fail => return Err(Failure::Rejected),
                     Step::MarkChanged { ids } => {
+                        let autocommitted = autocommitting(conn, trace);
                         conn.mark_changed::<Product>(ids.iter().copied());
-                        trace.mark(ids);
+                        trace.mark(ids, autocommitted);
                     }
                     Step::MarkRemoved { removed } => {
+                        let autocommitted = autocommitting(conn, trace);
                         conn.mark_removed::<Product>(removed.iter().copied());
-                        trace.mark(&removed.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+                        let ids: Vec<i64> = removed.iter().map(|(id, _)| *id).collect();
+                        trace.mark(&ids, autocommitted);
                     }
                     write => {
                         let affected = run_write_step(conn, write)?;
@@ -342,6 +345,20 @@ macro_rules! blocking_kind {
                     }
                 }
                 Ok(())
+            }
+
+            /// Whether the program runs inside a `transaction()` whose database transaction
+            /// `MySQL` already rolled back (after a deadlock), as the server says.
+            fn autocommitting(conn: &mut Conn, trace: &Trace) -> bool {
+                if !matches!($backend, Backend::Mysql) || trace.open.is_empty() {
+                    return false;
+                }
+                let open: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "CAST(@@in_transaction AS SIGNED)",
+                ))
+                .get_result(conn.inner_mut())
+                .expect("@@in_transaction");
+                open == 0
             }
 
             /// Runs `steps` in a `transaction()` that ends as `end` says; a panic is caught

@@ -228,8 +228,9 @@ pub struct Trace {
     pub outcomes: Vec<Option<bool>>,
     /// The transactions running now, as indices into `outcomes`, the innermost last.
     pub open: Vec<usize>,
-    /// Each [`Step::MarkChanged`] that ran, with the transactions it ran in.
-    pub marks: Vec<(Vec<usize>, Vec<i64>)>,
+    /// Each [`Step::MarkChanged`] that ran: the transactions it ran in, whether the database
+    /// had already rolled them back under it (see [`Trace::mark`]), and its ids.
+    pub marks: Vec<(Vec<usize>, bool, Vec<i64>)>,
     /// Outermost `transaction()` calls that returned `Ok` with a database transaction still
     /// open on the connection: their work was never committed.
     pub left_open: usize,
@@ -268,18 +269,24 @@ impl Trace {
         self.transactions.push(result);
     }
 
-    /// Records a [`Step::MarkChanged`] in the transactions running now.
-    pub fn mark(&mut self, ids: &[i64]) {
-        self.marks.push((self.open.clone(), ids.to_vec()));
+    /// Records a [`Step::MarkChanged`] in the transactions running now. `autocommitted` says
+    /// the database had no transaction open any more (MySQL rolled it back after a deadlock):
+    /// the writes it marks committed on their own, and the connection hands it on at once.
+    pub fn mark(&mut self, ids: &[i64], autocommitted: bool) {
+        self.marks
+            .push((self.open.clone(), autocommitted, ids.to_vec()));
     }
 
-    /// The ids marked in transactions that all returned `Ok` (or outside any): those a
-    /// handler may receive though no audited write changed them.
+    /// The ids marked in transactions that all returned `Ok`, outside any, or after the
+    /// database rolled theirs back: those a handler may receive though no audited write
+    /// changed them.
     pub fn committed_marks(&self) -> impl Iterator<Item = i64> + '_ {
         self.marks
             .iter()
-            .filter(|(within, _)| within.iter().all(|&t| self.outcomes[t] == Some(true)))
-            .flat_map(|(_, ids)| ids.iter().copied())
+            .filter(|(within, autocommitted, _)| {
+                *autocommitted || within.iter().all(|&t| self.outcomes[t] == Some(true))
+            })
+            .flat_map(|(_, _, ids)| ids.iter().copied())
     }
 }
 
