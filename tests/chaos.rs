@@ -834,11 +834,11 @@ async_chaos!(async_mysql, diesel_async::AsyncMysqlConnection);
 blocking_chaos!(blocking_sqlite, diesel::SqliteConnection);
 #[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
 blocking_chaos!(blocking_postgres, diesel::PgConnection);
-/// The synchronous pool property on `MySQL` does not run by default: under deadlocks, now and
-/// then libmariadb's `mysql_stmt_execute` of a key `SELECT … FOR UPDATE` waits for good while
-/// the server shows the connection idle; runs that do not stall find a store's last row older
-/// than the committed one, or a committed id not delivered. The async property, with the same
-/// programs, passes. Run it with `--ignored`.
+// The synchronous pool property on `MySQL` does not run by default: under deadlocks, now and
+// then libmariadb's `mysql_stmt_execute` of a key `SELECT … FOR UPDATE` waits for good while
+// the server shows the connection idle; runs that do not stall find a store's last row older
+// than the committed one, or a committed id not delivered. The async property, with the same
+// programs, passes. Run it with `--ignored`.
 #[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
 blocking_chaos!(
     blocking_mysql,
