@@ -973,11 +973,13 @@ where
     /// savepoints are gone, so their rollbacks fail; the outermost ROLLBACK ends the rest.
     async fn close_every_level(&mut self) {
         tracing::warn!("the database rolled the whole transaction back; closing every level");
-        while self.database_depth() > 0 {
-            if C::TransactionManager::rollback_transaction(&mut self.inner)
-                .await
-                .is_err()
-            {
+        // A failed savepoint rollback still closes its level in diesel-async's count: go on
+        // while the count goes down.
+        let mut depth = self.database_depth();
+        while depth > 0 {
+            let _ = C::TransactionManager::rollback_transaction(&mut self.inner).await;
+            let closed = std::mem::replace(&mut depth, self.database_depth());
+            if depth >= closed {
                 break;
             }
         }
