@@ -197,6 +197,85 @@ macro_rules! async_pool_tests {
     };
 }
 
+/// What a pool's registry does at the shutdown deadline with committed ids still queued for its
+/// own connection, for a server whose locks can hold that connection's resolve query:
+/// `$lock` (run on another connection) keeps the stores table from being read, and `$waiting`
+/// counts the sessions waiting for it.
+#[cfg(any(diesel_sync_postgres, diesel_sync_mysql))]
+macro_rules! held_resolve_tests {
+    ($conn:ty, $lock:expr, $waiting:expr) => {
+        /// A round of the registry's connection waits on a lock; a commit queued behind it is
+        /// still queued at the shutdown deadline: its ids are dead-lettered, and together with
+        /// what the held round delivers once the lock goes, they are every audited id.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ids_still_queued_at_the_shutdown_deadline_are_dead_lettered() {
+            use diesel::sql_types::BigInt;
+            use diesel::{ExpressionMethods, QueryDsl};
+            use diesel_async::pooled_connection::deadpool::Pool;
+            use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+            use diesel_sync::SyncedConnection;
+
+            let mut f = AsyncKind::<$conn>::open("pool_held_resolve", Setup::default()).await;
+            let manager =
+                SyncedConnection::<$conn>::pool_manager(f.url.clone(), f.registry.clone());
+            let pool = Pool::builder(manager).max_size(1).build().unwrap();
+            let mut conn = pool.get().await.unwrap();
+            let mut holder = <$conn>::establish(&f.url).await.unwrap();
+            holder.batch_execute($lock).await.unwrap();
+            let set = async |conn: &mut SyncedConnection<$conn>, id: i64| {
+                conn.transaction(async |conn| {
+                    diesel::update(products::table.find(id))
+                        .set(products::price_cents.eq(id * 11))
+                        .execute(conn)
+                        .await
+                })
+                .await
+                .unwrap();
+            };
+            set(&mut conn, 1).await;
+            // The registry's connection now waits on the lock with product 1's round.
+            let mut watcher = <$conn>::establish(&f.url).await.unwrap();
+            let waited = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+                loop {
+                    let waiting: i64 = diesel::select(diesel::dsl::sql::<BigInt>($waiting))
+                        .get_result(&mut watcher)
+                        .await
+                        .unwrap();
+                    if waiting > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            assert!(waited.is_ok(), "the resolve round never waited on the lock");
+            set(&mut conn, 2).await;
+            let report = f
+                .registry
+                .shutdown(std::time::Duration::from_millis(200))
+                .await;
+            assert!(report.abandoned >= 1, "{report:?}");
+            let letters = f.registry.dead_letters().drain();
+            assert_eq!(letters.len(), 1, "{letters:?}");
+            assert_eq!(letters[0].unresolved_ids::<Product>(), Some(&[2][..]));
+            assert!(
+                letters[0].error().contains("shutdown deadline"),
+                "{}",
+                letters[0].error()
+            );
+            holder.batch_execute("ROLLBACK").await.unwrap();
+            drop(holder);
+            f.registry.settled().await;
+            assert_eq!(
+                f.capture.ids(),
+                [1],
+                "the held round, delivered once the lock went"
+            );
+            assert_eq!(committed_targets(&mut f).await, [1, 2]);
+        }
+    };
+}
+
 mod sqlite {
     use super::*;
 
@@ -217,6 +296,12 @@ mod postgres {
     behaviour_suite!(async_test, AsyncKind<Conn>);
     commit_and_returning_suite!(async_test, AsyncKind<Conn>);
     async_pool_tests!(Conn);
+    held_resolve_tests!(
+        Conn,
+        "BEGIN; LOCK TABLE stores IN ACCESS EXCLUSIVE MODE",
+        "(SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+          WHERE c.relname = 'stores' AND NOT l.granted)"
+    );
 }
 
 #[cfg(diesel_sync_mysql)]
@@ -227,4 +312,10 @@ mod mysql {
 
     behaviour_suite!(async_test, AsyncKind<Conn>);
     async_pool_tests!(Conn);
+    held_resolve_tests!(
+        Conn,
+        "LOCK TABLES stores WRITE",
+        "(SELECT COUNT(*) FROM information_schema.processlist \
+          WHERE state LIKE 'Waiting for table%' AND db = DATABASE())"
+    );
 }
