@@ -726,14 +726,19 @@ mod mysql_deadlock {
     use super::mysql::{audited, fixture, price_of};
     use super::*;
 
-    #[tokio::test]
-    async fn a_transaction_the_database_rolled_back_delivers_nothing_and_begins_nothing_more() {
-        let mut f = fixture("deadlock").await;
+    /// Another session that locks products 2–300, says so, and once told the synced session
+    /// waits for product 2, asks for product 1: a deadlock. It holds the heavier transaction,
+    /// which `InnoDB` keeps, so the synced one is the victim; it then rolls back.
+    async fn other_session(
+        url: &str,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), Error>>,
+        oneshot::Receiver<()>,
+        oneshot::Sender<()>,
+    ) {
         let (b_locked, b_has_locked) = oneshot::channel();
         let (a_waits, a_is_waiting) = oneshot::channel::<()>();
-        // The other session locks products 2–300 first: the heavier transaction, which
-        // `InnoDB` keeps, so the synced one is the victim.
-        let mut other = AsyncMysqlConnection::establish(&f.url).await.unwrap();
+        let mut other = AsyncMysqlConnection::establish(url).await.unwrap();
         let other = tokio::spawn(async move {
             other
                 .transaction(async |other| {
@@ -752,6 +757,13 @@ mod mysql_deadlock {
                 })
                 .await
         });
+        (other, b_has_locked, a_waits)
+    }
+
+    #[tokio::test]
+    async fn a_transaction_the_database_rolled_back_delivers_nothing_and_begins_nothing_more() {
+        let mut f = fixture("deadlock").await;
+        let (other, b_has_locked, a_waits) = other_session(&f.url).await;
         let mut a_waits = Some(a_waits);
         let mut b_has_locked = Some(b_has_locked);
         let mut began_after = None;
@@ -826,27 +838,7 @@ mod mysql_deadlock {
     #[tokio::test]
     async fn a_deadlock_caught_by_the_caller_sends_nothing_and_refuses_what_follows() {
         let mut f = fixture("deadlock_caught").await;
-        let (b_locked, b_has_locked) = oneshot::channel();
-        let (a_waits, a_is_waiting) = oneshot::channel::<()>();
-        let mut other = AsyncMysqlConnection::establish(&f.url).await.unwrap();
-        let other = tokio::spawn(async move {
-            other
-                .transaction(async |other| {
-                    diesel::update(products::table.filter(products::id.ge(2)))
-                        .set(products::price_cents.eq(2))
-                        .execute(other)
-                        .await?;
-                    b_locked.send(()).unwrap();
-                    a_is_waiting.await.unwrap();
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                    diesel::update(products::table.find(1))
-                        .set(products::price_cents.eq(2))
-                        .execute(other)
-                        .await?;
-                    Err::<(), _>(Error::RollbackTransaction)
-                })
-                .await
-        });
+        let (other, b_has_locked, a_waits) = other_session(&f.url).await;
         let mut a_waits = Some(a_waits);
         let mut b_has_locked = Some(b_has_locked);
         let mut seen = None;
