@@ -673,3 +673,76 @@ mod registry_lifecycle {
         assert_eq!(ids, [11, 21]);
     }
 }
+
+/// The application's code that runs right after a COMMIT, on the committing connection: a store
+/// filter and a dead-letter sink. Their panics never unwind into the caller's commit.
+mod user_code_after_commit {
+    use diesel::{ExpressionMethods, QueryDsl};
+    use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+    use diesel_sync::{DeadLetter, DeadLetterSink};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_store_filter_that_panics_dead_letters_its_batch_and_the_commit_returns() {
+        let calls = Arc::new(Mutex::new(0));
+        let counted = Arc::clone(&calls);
+        let registry: Registry<SqliteConn> = Registry::builder()
+            .handler(move |_: Batch<Product>| {
+                *counted.lock().unwrap() += 1;
+                async { Ok::<_, HandlerError>(()) }
+            })
+            .when(|_: &Store| panic!("a bug in the store filter"))
+            .build();
+        let mut conn = sqlite_connection("filter_panics", registry.clone()).await;
+        conn.batch_execute("INSERT INTO stores (id, name, sync_enabled) VALUES (2, 'two', TRUE)")
+            .await
+            .unwrap();
+        conn.transaction(async |conn| {
+            diesel::update(products::table.find(11))
+                .set(products::price_cents.eq(1))
+                .execute(conn)
+                .await
+        })
+        .await
+        .expect("committed, and the commit says so");
+        registry.settled().await;
+        assert_eq!(*calls.lock().unwrap(), 0);
+        let letters = registry.dead_letters().drain();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        assert_eq!(letters[0].ids(), ["11"]);
+        assert_eq!(letters[0].store(), Some("2"));
+        assert!(
+            letters[0]
+                .error()
+                .contains("the store filter panicked: a bug in the store filter"),
+            "{}",
+            letters[0].error()
+        );
+    }
+
+    /// A sink whose storage is broken.
+    struct PanickingSink;
+
+    impl DeadLetterSink for PanickingSink {
+        fn put(&self, _: DeadLetter) {
+            panic!("the dead-letter store is down");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_sink_that_panics_does_not_unwind_into_the_write() {
+        let registry: Registry<SqliteConn> = Registry::builder()
+            .handler(async |_: Batch<Product>| Ok::<_, HandlerError>(()))
+            .dead_letter_sink(PanickingSink)
+            .build();
+        let mut conn = sqlite_connection("sink_panics", registry.clone()).await;
+        // The committed rows cannot be loaded: their ids become a dead letter at once.
+        conn.batch_execute("ALTER TABLE products RENAME TO products_gone")
+            .await
+            .unwrap();
+        conn.mark_changed::<Product>([11]).await;
+        registry.settled().await;
+        assert_eq!(registry.metrics().dead_letters, 1);
+    }
+}

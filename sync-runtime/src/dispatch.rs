@@ -105,24 +105,28 @@ impl<T: SyncTarget> ModelQueue<T> {
         self.stores.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the filter turns these changes away: it said no to the store's row, or there is
-    /// no row to ask.
-    fn skips(&self, store: &T::StoreKey, changes: &Changes<T>) -> bool {
+    /// What the store filter says of these changes: it turns them away when it said no to the
+    /// store's row, or there is no row to ask. It runs right after a COMMIT, so its panic is
+    /// caught (the batch is then dead-lettered).
+    fn verdict(&self, store: &T::StoreKey, changes: &Changes<T>) -> Verdict {
         let Some(filter) = &self.filter else {
-            return false;
+            return Verdict::Deliver;
         };
         let model = type_name::<T>();
         match changes.store.as_deref() {
-            Some(row) if filter(row) => false,
-            Some(_) => {
-                tracing::debug!(
-                    model,
-                    ?store,
-                    changes = changes.rows.len() + changes.removed.len(),
-                    "store filtered out; batch skipped"
-                );
-                true
-            }
+            Some(row) => match std::panic::catch_unwind(AssertUnwindSafe(|| filter(row))) {
+                Ok(true) => Verdict::Deliver,
+                Ok(false) => {
+                    tracing::debug!(
+                        model,
+                        ?store,
+                        changes = changes.rows.len() + changes.removed.len(),
+                        "store filtered out; batch skipped"
+                    );
+                    Verdict::Skip
+                }
+                Err(panic) => Verdict::Panicked(panic_message(&*panic).to_owned()),
+            },
             None => {
                 tracing::warn!(
                     model,
@@ -130,10 +134,18 @@ impl<T: SyncTarget> ModelQueue<T> {
                     changes = changes.rows.len() + changes.removed.len(),
                     "no row of this store exists to ask the store filter; batch skipped"
                 );
-                true
+                Verdict::Skip
             }
         }
     }
+}
+
+/// What a model's store filter says of a batch.
+enum Verdict {
+    Deliver,
+    Skip,
+    /// The filter panicked, with this message.
+    Panicked(String),
 }
 
 impl<T: SyncTarget> AnyModelQueue for ModelQueue<T> {
@@ -185,9 +197,27 @@ pub(crate) fn dispatch<T: SyncTarget>(
     let dispatch_id = DISPATCHES.fetch_add(1, Ordering::Relaxed);
     let (mut started, mut workers) = (Vec::new(), Vec::new());
     for (store, changes) in batches {
-        if queue.skips(&store, &changes) {
-            Counters::add(&shared.counters.batches_skipped, 1);
-            continue;
+        match queue.verdict(&store, &changes) {
+            Verdict::Deliver => {}
+            Verdict::Skip => {
+                Counters::add(&shared.counters.batches_skipped, 1);
+                continue;
+            }
+            Verdict::Panicked(message) => {
+                tracing::error!(
+                    model = type_name::<T>(),
+                    ?store,
+                    panic = message,
+                    "the store filter panicked; batch dead-lettered"
+                );
+                let error = format!("the store filter panicked: {message}");
+                shared.dead_letter(DeadLetter::undelivered(
+                    Batch::new(store, changes),
+                    error,
+                    0,
+                ));
+                continue;
+            }
         }
         Counters::add(&shared.counters.batches, 1);
         match stores.entry(store) {

@@ -5,6 +5,7 @@ use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 
 use crate::dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};
-use crate::dispatch::{dispatch, AnyModelQueue, ModelQueue};
+use crate::dispatch::{dispatch, panic_message, AnyModelQueue, ModelQueue};
 use crate::handler::Changes;
 use crate::metrics::{Counters, Metrics};
 use crate::offload::Offload;
@@ -303,7 +304,28 @@ impl Shared {
             return;
         }
         match &self.sink {
-            Some(sink) => sink.put(letter),
+            // The application's sink runs right after a COMMIT: its panic is caught, and the
+            // letter it lost is logged whole.
+            Some(sink) => {
+                let (model, store, ids, error) = (
+                    letter.model(),
+                    letter.store().map(str::to_owned),
+                    letter.ids().to_vec(),
+                    letter.error().to_owned(),
+                );
+                let put = std::panic::catch_unwind(AssertUnwindSafe(|| sink.put(letter)));
+                if let Err(panic) = put {
+                    let panic = panic_message(&*panic);
+                    tracing::error!(
+                        model,
+                        store,
+                        ?ids,
+                        error,
+                        panic,
+                        "the dead-letter sink panicked; this log holds the letter"
+                    );
+                }
+            }
             None => self.memory.put(letter),
         }
     }
