@@ -973,6 +973,39 @@ mod mysql_deadlock {
         assert_eq!(f.capture.ids(), [1]);
     }
 
+    /// The deadlock met by a statement the application ran on the inner connection, in a
+    /// nested transaction whose failure the enclosing closure catches. Diesel lets the failed
+    /// savepoint rollback pass as if it had worked; the connection saw the statement's error,
+    /// so the enclosing level does not commit what the database rolled back.
+    #[test]
+    fn a_deadlock_met_on_the_inner_connection_is_seen_and_nothing_is_sent() {
+        let mut f = fixture("deadlock_inner");
+        let (other, b_has_locked, a_waits) = other_session(&f.url);
+        let result = f.conn.transaction(|conn| {
+            diesel::update(products::table.find(1))
+                .set(products::price_cents.eq(1))
+                .execute(conn)?;
+            let nested = conn.transaction(|conn| {
+                b_has_locked.recv().unwrap();
+                a_waits.send(()).unwrap();
+                // Unsynced, on the inner connection: waits for product 2, the deadlock.
+                diesel::update(products::table.find(2))
+                    .set(products::price_cents.eq(1))
+                    .execute(conn.inner_mut())
+            });
+            assert!(nested.is_err(), "the deadlock ends the savepoint");
+            Ok::<_, Error>(())
+        });
+        assert_eq!(other.join().unwrap(), Err(Error::RollbackTransaction));
+        assert!(
+            result.is_err(),
+            "the outermost call reports the loss: {result:?}"
+        );
+        f.registry.settled_blocking();
+        assert!(audited(&mut f.conn).is_empty(), "nothing committed");
+        assert!(f.capture.ids().is_empty(), "{:?}", f.capture.calls());
+    }
+
     /// The deadlock's error caught at the outermost level, the closure going on: what ran
     /// before it was rolled back and is not sent, a synced write after it is refused (it would
     /// need a transaction of its own), and the call reports the loss.

@@ -835,13 +835,12 @@ blocking_chaos!(blocking_sqlite, diesel::SqliteConnection);
 #[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
 blocking_chaos!(blocking_postgres, diesel::PgConnection);
 // The synchronous pool property on `MySQL` does not run by default: under deadlocks, now and
-// then libmariadb's `mysql_stmt_execute` of a key `SELECT … FOR UPDATE` waits for good while
-// the server shows the connection idle; runs that do not stall find a store's last row older
-// than the committed one, or a committed id not delivered. The async property, with the same
-// programs, passes. Run it with `--ignored`.
+// then (about one run in four) libmariadb's `mysql_stmt_execute` of a key `SELECT … FOR UPDATE`
+// waits for good while the server shows every connection idle. The runs that finish deliver
+// what the database committed. Run it with `--ignored`.
 #[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
 blocking_chaos!(
     blocking_mysql,
     diesel::MysqlConnection,
-    #[ignore = "the synchronous MySQL client stalls, and runs that do not stall deliver stale rows (open bug)"]
+    #[ignore = "the synchronous MySQL client can stall for good under deadlocks (open bug)"]
 );

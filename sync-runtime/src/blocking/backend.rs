@@ -176,7 +176,9 @@ mod mysql {
     use diesel::connection::Connection;
     use diesel::dsl::{delete as Delete, Select, Update};
     use diesel::mysql::Mysql;
-    use diesel::query_builder::{AsQuery, InsertStatement, IntoUpdateTarget};
+    use diesel::query_builder::{
+        AsQuery, AstPass, InsertStatement, IntoUpdateTarget, Query, QueryFragment, QueryId,
+    };
     use diesel::query_dsl::methods::{ExecuteDsl, SelectDsl};
     use diesel::query_dsl::LoadQuery;
     use diesel::{AsChangeset, Insertable, QueryResult, RunQueryDsl, Table};
@@ -186,9 +188,27 @@ mod mysql {
     use crate::synced::Synced;
     use crate::write::{DecorateInsert, SyncedDelete, SyncedInsert, SyncedRows, SyncedUpdate};
 
-    impl<Q, Conn> RunQueryDsl<Conn> for ForUpdate<Q> {}
+    /// The key `SELECT … FOR UPDATE`, prepared afresh each time rather than from Diesel's
+    /// statement cache: after a deadlock ended an earlier run of a cached one, libmariadb's
+    /// `mysql_stmt_execute` of it can wait for good.
+    #[derive(Debug, Clone, Copy, QueryId)]
+    pub(crate) struct FreshForUpdate<Q>(ForUpdate<Q>);
 
-    type AffectedKeys<S, M> = ForUpdate<<Select<S, <M as Synced>::KeyColumn> as AsQuery>::Query>;
+    impl<Q: Query> Query for FreshForUpdate<Q> {
+        type SqlType = Q::SqlType;
+    }
+
+    impl<Q: QueryFragment<Mysql>> QueryFragment<Mysql> for FreshForUpdate<Q> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+            out.unsafe_to_cache_prepared();
+            self.0.walk_ast(out.reborrow())
+        }
+    }
+
+    impl<Q, Conn> RunQueryDsl<Conn> for FreshForUpdate<Q> {}
+
+    type AffectedKeys<S, M> =
+        FreshForUpdate<<Select<S, <M as Synced>::KeyColumn> as AsQuery>::Query>;
 
     /// Selects the keys of the rows `source` matches, locking them until the transaction ends.
     fn affected_keys<'q, C, S, M>(conn: &mut C, source: S) -> QueryResult<Vec<TargetId<M>>>
@@ -199,11 +219,11 @@ mod mysql {
         Select<S, M::KeyColumn>: AsQuery,
         AffectedKeys<S, M>: LoadQuery<'q, C, TargetId<M>>,
     {
-        ForUpdate(
+        FreshForUpdate(ForUpdate(
             source
                 .select(<M::KeyColumn as Default>::default())
                 .as_query(),
-        )
+        ))
         .load(conn)
     }
 

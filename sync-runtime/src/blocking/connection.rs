@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use diesel::connection::DefaultLoadingMode;
 use diesel::connection::{
-    CacheSize, Connection, ConnectionSealed, Instrumentation, LoadConnection, SimpleConnection,
-    TransactionManager, TransactionManagerStatus, WithMetadataLookup,
+    CacheSize, Connection, ConnectionSealed, Instrumentation, InstrumentationEvent, LoadConnection,
+    SimpleConnection, TransactionManager, TransactionManagerStatus, WithMetadataLookup,
 };
 use diesel::expression::QueryMetadata;
 use diesel::migration::MigrationConnection;
@@ -92,7 +92,18 @@ where
 
 impl<C: CaptureConnection> SyncedConnection<C> {
     /// Wraps `inner`; its synced writes go to `registry`'s handlers.
-    pub fn new(inner: C, registry: Registry<Self>) -> Self {
+    ///
+    /// On MySQL the connection watches every statement `inner` runs for a deadlock, which rolls
+    /// the whole transaction back: it replaces the instrumentation `inner` had with Diesel's
+    /// default one, watched. Set your own with `set_instrumentation` on this connection.
+    pub fn new(mut inner: C, registry: Registry<Self>) -> Self {
+        let calls = Arc::<Calls>::default();
+        if <C::Backend as CaptureBackend>::DIALECT == Dialect::Mysql {
+            inner.set_instrumentation(DeadlockWatch {
+                calls: Arc::clone(&calls),
+                next: diesel::connection::get_default_instrumentation(),
+            });
+        }
         Self {
             inner,
             collector: Collector::new(),
@@ -104,7 +115,7 @@ impl<C: CaptureConnection> SyncedConnection<C> {
                 registry.targets(),
             ),
             registry,
-            calls: Arc::default(),
+            calls,
         }
     }
 
@@ -653,7 +664,14 @@ impl<C: CaptureConnection> Connection for SyncedConnection<C> {
     }
 
     fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
-        self.inner.set_instrumentation(instrumentation);
+        if <C::Backend as CaptureBackend>::DIALECT == Dialect::Mysql {
+            self.inner.set_instrumentation(DeadlockWatch {
+                calls: Arc::clone(&self.calls),
+                next: Some(Box::new(instrumentation)),
+            });
+        } else {
+            self.inner.set_instrumentation(instrumentation);
+        }
     }
 
     fn set_prepared_statement_cache_size(&mut self, size: CacheSize) {
@@ -801,6 +819,27 @@ impl<C: fmt::Debug> fmt::Debug for SyncedConnection<C> {
             .field("inner", &self.inner)
             .field("registry", &self.registry)
             .finish_non_exhaustive()
+    }
+}
+
+/// Watches every statement a MySQL connection runs, the application's own on `inner_mut()`
+/// included, for a deadlock: `InnoDB` then rolled the whole transaction back, and Diesel lets
+/// the savepoint rollbacks that follow pass as if they had worked, so only the statement tells.
+/// Passes every event on to the instrumentation the application set.
+struct DeadlockWatch {
+    calls: Arc<Calls>,
+    next: Option<Box<dyn Instrumentation>>,
+}
+
+impl Instrumentation for DeadlockWatch {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::FinishQuery {
+            error: Some(error), ..
+        } = &event
+        {
+            self.calls.note_failure(Dialect::Mysql, true, error);
+        }
+        self.next.on_connection_event(event);
     }
 }
 
