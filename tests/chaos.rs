@@ -661,7 +661,7 @@ fn report(label: &str, totals: &Totals, started: Instant) {
 /// Both properties on one diesel-async connection type, under a tokio runtime; the pool is
 /// deadpool's.
 macro_rules! async_chaos {
-    ($name:ident, $conn:ty $(, #[$pool:meta])?) => {
+    ($name:ident, $conn:ty) => {
         mod $name {
             use diesel_async::SimpleAsyncConnection;
             use diesel_sync::SyncedConnection;
@@ -695,7 +695,6 @@ macro_rules! async_chaos {
             }
 
             #[test]
-            $(#[$pool])?
             fn programs_on_a_pool_deliver_what_the_database_committed() {
                 use diesel_async::pooled_connection::deadpool::Pool;
                 let runtime = runtime();
@@ -745,7 +744,7 @@ macro_rules! async_chaos {
 /// Both properties on one synchronous Diesel connection type, with no tokio runtime; the pool
 /// is r2d2's, one thread per connection.
 macro_rules! blocking_chaos {
-    ($name:ident, $conn:ty $(, #[$pool:meta])?) => {
+    ($name:ident, $conn:ty) => {
         mod $name {
             use diesel::connection::SimpleConnection;
             use diesel_sync::blocking::SyncedConnection;
@@ -769,7 +768,6 @@ macro_rules! blocking_chaos {
             }
 
             #[test]
-            $(#[$pool])?
             fn programs_on_a_pool_deliver_what_the_database_committed() {
                 use diesel::r2d2::Pool;
                 let f = Fixture::fixture("chaos_pool", setup());
@@ -834,13 +832,5 @@ async_chaos!(async_mysql, diesel_async::AsyncMysqlConnection);
 blocking_chaos!(blocking_sqlite, diesel::SqliteConnection);
 #[cfg(all(diesel_sync_postgres, feature = "blocking-postgres"))]
 blocking_chaos!(blocking_postgres, diesel::PgConnection);
-// The synchronous pool property on `MySQL` does not run by default: under deadlocks, now and
-// then (about one run in four) libmariadb's `mysql_stmt_execute` of a key `SELECT … FOR UPDATE`
-// waits for good while the server shows every connection idle. The runs that finish deliver
-// what the database committed. Run it with `--ignored`.
 #[cfg(all(diesel_sync_mysql, feature = "blocking-mysql"))]
-blocking_chaos!(
-    blocking_mysql,
-    diesel::MysqlConnection,
-    #[ignore = "the synchronous MySQL client can stall for good under deadlocks (open bug)"]
-);
+blocking_chaos!(blocking_mysql, diesel::MysqlConnection);

@@ -61,6 +61,8 @@ pub struct SyncedConnection<C> {
     registry: Registry<Self>,
     /// The `transaction()` calls running.
     calls: Arc<Calls>,
+    /// The prepared-statement cache size last set through this connection.
+    statement_cache: CacheSize,
 }
 
 /// A connection that routes through a [`SyncedConnection`]: the connection itself, or a pooled
@@ -116,6 +118,7 @@ impl<C: CaptureConnection> SyncedConnection<C> {
             ),
             registry,
             calls,
+            statement_cache: CacheSize::Unbounded,
         }
     }
 
@@ -437,8 +440,17 @@ where
 
     /// Rolls back every level of a transaction the database already rolled back: Diesel's
     /// savepoint rollbacks fail or are skipped, its outermost ROLLBACK ends the rest.
+    ///
+    /// The prepared statements Diesel cached are closed too: after a deadlock, libmariadb can
+    /// wait for good on the next run of one.
     fn close_every_level(&mut self) {
         tracing::warn!("the database rolled the whole transaction back; closing every level");
+        if self.statement_cache != CacheSize::Disabled {
+            self.inner
+                .set_prepared_statement_cache_size(CacheSize::Disabled);
+            self.inner
+                .set_prepared_statement_cache_size(self.statement_cache);
+        }
         // A failed savepoint rollback still closes its level in Diesel's count: go on while
         // the count goes down.
         let mut depth = self.database_depth();
@@ -675,6 +687,7 @@ impl<C: CaptureConnection> Connection for SyncedConnection<C> {
     }
 
     fn set_prepared_statement_cache_size(&mut self, size: CacheSize) {
+        self.statement_cache = size;
         self.inner.set_prepared_statement_cache_size(size);
     }
 }
