@@ -272,6 +272,11 @@ macro_rules! held_resolve_tests {
                 "the held round, delivered once the lock went"
             );
             assert_eq!(committed_targets(&mut f).await, [1, 2]);
+            // Delivered or dead-lettered: every committed id, by the audit.
+            let mut accounted = f.capture.ids();
+            accounted.extend(letters[0].unresolved_ids::<Product>().unwrap_or_default());
+            accounted.sort_unstable();
+            assert_eq!(accounted, committed_targets(&mut f).await);
         }
     };
 }

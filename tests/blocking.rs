@@ -1006,6 +1006,40 @@ mod mysql_deadlock {
         assert!(f.capture.ids().is_empty(), "{:?}", f.capture.calls());
     }
 
+    /// The same at the outermost level: the closure catches the inner connection's deadlock and
+    /// returns `Ok`, and the COMMIT MySQL would accept with no transaction open is refused.
+    #[test]
+    fn a_deadlock_met_on_the_inner_connection_and_caught_fails_the_commit() {
+        let mut f = fixture("deadlock_inner_caught");
+        let (other, b_has_locked, a_waits) = other_session(&f.url);
+        let result = f.conn.transaction(|conn| {
+            diesel::update(products::table.find(1))
+                .set(products::price_cents.eq(1))
+                .execute(conn)?;
+            b_has_locked.recv().unwrap();
+            a_waits.send(()).unwrap();
+            let deadlock = diesel::update(products::table.find(2))
+                .set(products::price_cents.eq(1))
+                .execute(conn.inner_mut());
+            assert!(deadlock.is_err(), "the deadlock: {deadlock:?}");
+            Ok::<_, Error>(())
+        });
+        assert_eq!(other.join().unwrap(), Err(Error::RollbackTransaction));
+        assert!(
+            matches!(
+                result,
+                Err(Error::DatabaseError(
+                    DatabaseErrorKind::SerializationFailure,
+                    _
+                ))
+            ),
+            "{result:?}"
+        );
+        f.registry.settled_blocking();
+        assert!(audited(&mut f.conn).is_empty(), "nothing committed");
+        assert!(f.capture.ids().is_empty(), "{:?}", f.capture.calls());
+    }
+
     /// The deadlock's error caught at the outermost level, the closure going on: what ran
     /// before it was rolled back and is not sent, a synced write after it is refused (it would
     /// need a transaction of its own), and the call reports the loss.

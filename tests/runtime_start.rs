@@ -13,7 +13,7 @@ use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl, SqliteConnect
 use diesel_sync::blocking::SyncedConnection;
 use diesel_sync::{Batch, HandlerError, Registry};
 
-use common::{products, Backend, Product};
+use common::{audit, products, Backend, Product};
 
 #[test]
 fn a_commit_whose_delivery_runtime_cannot_start_returns_and_dead_letters_its_batch() {
@@ -27,7 +27,8 @@ fn a_commit_whose_delivery_runtime_cannot_start_returns_and_dead_letters_its_bat
         .unwrap();
     conn.inner_mut()
         .batch_execute(
-            "INSERT INTO products (id, store_id, name, price_cents) VALUES (1, 1, 'one', 100)",
+            "INSERT INTO products (id, store_id, name, price_cents) VALUES (1, 1, 'one', 100);
+             DELETE FROM audit",
         )
         .unwrap();
 
@@ -52,6 +53,14 @@ fn a_commit_whose_delivery_runtime_cannot_start_returns_and_dead_letters_its_bat
     let letters = registry.dead_letters().drain();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].ids(), ["1"]);
+    let committed: Vec<String> = audit::table
+        .select(audit::target_id)
+        .load::<i64>(conn.inner_mut())
+        .unwrap()
+        .iter()
+        .map(i64::to_string)
+        .collect();
+    assert_eq!(letters[0].ids(), committed, "what the audit says committed");
     assert!(
         letters[0].error().contains("runtime could not start"),
         "{}",

@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::result::{DatabaseErrorKind, Error};
 
-use crate::classify::Dialect;
 use crate::dead_letter::DeadLetter;
 use crate::outbox::{self, NewEntry};
 use crate::synced::SyncTarget;
@@ -371,13 +371,39 @@ impl Calls {
     pub(crate) fn transaction_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
     }
+}
 
-    /// Notes a statement's failure: on MySQL, a deadlock inside a transaction makes `InnoDB`
-    /// roll the whole transaction back, savepoints included.
-    pub(crate) fn note_failure(&self, dialect: Dialect, in_transaction: bool, error: &Error) {
-        if dialect == Dialect::Mysql && in_transaction && is_deadlock(error) {
-            self.lose_transaction();
+/// Watches every statement a MySQL connection runs, the application's own on `inner_mut()`
+/// included, for a deadlock: `InnoDB` then rolled the whole transaction back, savepoints
+/// included, and the connection's transaction manager does not know. Passes every event on to
+/// the instrumentation the application set.
+pub(crate) struct DeadlockWatch {
+    calls: Arc<Calls>,
+    next: Option<Box<dyn Instrumentation>>,
+}
+
+impl DeadlockWatch {
+    /// The watch over the running calls `calls`, in front of `next` (Diesel's default
+    /// instrumentation, or the application's).
+    pub(crate) fn new(calls: &Arc<Calls>, next: Option<Box<dyn Instrumentation>>) -> Self {
+        Self {
+            calls: Arc::clone(calls),
+            next,
         }
+    }
+}
+
+impl Instrumentation for DeadlockWatch {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::FinishQuery {
+            error: Some(error), ..
+        } = &event
+        {
+            if is_deadlock(error) {
+                self.calls.lose_transaction();
+            }
+        }
+        self.next.on_connection_event(event);
     }
 }
 

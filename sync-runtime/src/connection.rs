@@ -30,7 +30,7 @@ use crate::capture::{
 };
 use crate::catalog::insert_captured;
 use crate::classify::Dialect;
-use crate::collector::{transaction_lost, Calls, Collector, Frame, Running};
+use crate::collector::{transaction_lost, Calls, Collector, DeadlockWatch, Frame, Running};
 use crate::error::CaptureRefused;
 use crate::outbox::{NewEntry, OutboxBackend};
 use crate::registry::{Loader, Registry, Resolves};
@@ -152,7 +152,16 @@ where
     C: CaptureConnection,
 {
     /// Wraps `inner`; its synced writes go to `registry`'s handlers.
-    pub fn new(inner: C, registry: Registry<Self>) -> Self {
+    ///
+    /// On MySQL the connection watches every statement `inner` runs for a deadlock, which rolls
+    /// the whole transaction back: it replaces the instrumentation `inner` had with Diesel's
+    /// default one, watched. Set your own with `set_instrumentation` on this connection.
+    pub fn new(mut inner: C, registry: Registry<Self>) -> Self {
+        let calls = Arc::<Calls>::default();
+        if C::Backend::DIALECT == Dialect::Mysql {
+            let default = diesel::connection::get_default_instrumentation();
+            inner.set_instrumentation(DeadlockWatch::new(&calls, default));
+        }
         Self {
             inner,
             collector: Collector::new(),
@@ -164,7 +173,7 @@ where
                 registry.targets(),
             ),
             registry,
-            calls: Arc::default(),
+            calls,
         }
     }
 
@@ -484,17 +493,6 @@ where
 {
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
         self.drop_lost_levels();
-        let result = self.batch_execute_planned(query).await;
-        if let Err(error) = &result {
-            self.note_failure(error);
-        }
-        result
-    }
-}
-
-impl<C: CaptureConnection> SyncedConnection<C> {
-    /// [`SimpleAsyncConnection::batch_execute`], each statement planned.
-    async fn batch_execute_planned(&mut self, query: &str) -> QueryResult<()> {
         let statements = match self.plans.text(query) {
             Plan::Pass => return self.inner.batch_execute(query).await,
             Plan::Refuse(refusal) => return Err(refused(refusal)),
@@ -520,13 +518,11 @@ impl<C> AsyncConnectionCore for SyncedConnection<C>
 where
     C: CaptureConnection,
 {
-    type ExecuteFuture<'conn, 'query> = Noted<
-        Either<
-            C::ExecuteFuture<'conn, 'query>,
-            Either<CapturedCount<'conn, 'query, C>, BoxFuture<'conn, QueryResult<usize>>>,
-        >,
+    type ExecuteFuture<'conn, 'query> = Either<
+        C::ExecuteFuture<'conn, 'query>,
+        Either<CapturedCount<'conn, 'query, C>, BoxFuture<'conn, QueryResult<usize>>>,
     >;
-    type LoadFuture<'conn, 'query> = Noted<SyncedLoad<'conn, 'query, C>>;
+    type LoadFuture<'conn, 'query> = SyncedLoad<'conn, 'query, C>;
     type Stream<'conn, 'query> = Either<C::Stream<'conn, 'query>, CapturedRows<'conn, 'query, C>>;
     type Row<'conn, 'query> = C::Row<'conn, 'query>;
     type Backend = C::Backend;
@@ -537,30 +533,6 @@ where
         T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
     {
         self.drop_lost_levels();
-        let calls = self.noting();
-        Noted::new(calls, self.load_planned(source))
-    }
-
-    fn execute_returning_count<'conn, 'query, T>(
-        &'conn mut self,
-        source: T,
-    ) -> Self::ExecuteFuture<'conn, 'query>
-    where
-        T: QueryFragment<Self::Backend> + QueryId + 'query,
-    {
-        self.drop_lost_levels();
-        let calls = self.noting();
-        Noted::new(calls, self.execute_planned(source))
-    }
-}
-
-impl<C: CaptureConnection> SyncedConnection<C> {
-    /// [`AsyncConnectionCore::load`], as the statement's plan says.
-    fn load_planned<'conn, 'query, T>(&'conn mut self, source: T) -> SyncedLoad<'conn, 'query, C>
-    where
-        T: AsQuery + 'query,
-        T::Query: QueryFragment<C::Backend> + QueryId + 'query,
-    {
         let query = source.as_query();
         let capture = match self.plans.get(&query) {
             Plan::Pass => return pass(self.inner.load(query)),
@@ -585,18 +557,14 @@ impl<C: CaptureConnection> SyncedConnection<C> {
         }
     }
 
-    /// [`AsyncConnectionCore::execute_returning_count`], as the statement's plan says.
-    #[allow(clippy::type_complexity)]
-    fn execute_planned<'conn, 'query, T>(
+    fn execute_returning_count<'conn, 'query, T>(
         &'conn mut self,
         source: T,
-    ) -> Either<
-        C::ExecuteFuture<'conn, 'query>,
-        Either<CapturedCount<'conn, 'query, C>, BoxFuture<'conn, QueryResult<usize>>>,
-    >
+    ) -> Self::ExecuteFuture<'conn, 'query>
     where
-        T: QueryFragment<C::Backend> + QueryId + 'query,
+        T: QueryFragment<Self::Backend> + QueryId + 'query,
     {
+        self.drop_lost_levels();
         match self.plans.get(&source) {
             Plan::Pass => Either::Left(self.inner.execute_returning_count(source)),
             Plan::Refuse(refusal) => Either::Right(Either::Right(Box::pin(std::future::ready(
@@ -626,21 +594,9 @@ impl<C: CaptureConnection> SyncedConnection<C> {
             }
         }
     }
+}
 
-    /// The running calls, for a statement's future to note its failure in, on MySQL only.
-    fn noting(&self) -> Option<Arc<Calls>> {
-        (C::Backend::DIALECT == Dialect::Mysql && self.calls.running())
-            .then(|| Arc::clone(&self.calls))
-    }
-
-    /// Notes a failed statement (see [`Calls::note_failure`]).
-    fn note_failure(&mut self, error: &Error) {
-        let in_transaction = self.collector.in_transaction();
-        self.calls
-            .note_failure(C::Backend::DIALECT, in_transaction, error);
-        self.drop_lost_levels();
-    }
-
+impl<C: CaptureConnection> SyncedConnection<C> {
     /// Once the database rolled the running calls' transaction back (MySQL, after a deadlock),
     /// drops every level's ids, before anything else reaches the connection: what the closures
     /// still run is autocommitted, and handed on as such. Diesel's levels stay open until the
@@ -696,43 +652,6 @@ impl<C: CaptureConnection> Future for CapturedCount<'_, '_, C> {
 impl<C: CaptureConnection> fmt::Debug for CapturedCount<'_, '_, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("CapturedCount").field(&self.0).finish()
-    }
-}
-
-pin_project! {
-    /// A statement's future through a [`SyncedConnection`] on MySQL inside a `transaction()`
-    /// call: a failure that means the database rolled the transaction back is noted, so that
-    /// nothing it registered is handed on.
-    #[doc(hidden)]
-    pub struct Noted<F> {
-        #[pin]
-        statement: F,
-        calls: Option<Arc<Calls>>,
-    }
-}
-
-impl<F> Noted<F> {
-    fn new(calls: Option<Arc<Calls>>, statement: F) -> Self {
-        Self { statement, calls }
-    }
-}
-
-impl<F: Future<Output = QueryResult<T>>, T> Future for Noted<F> {
-    type Output = QueryResult<T>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.statement.poll(cx));
-        if let (Err(error), Some(calls)) = (&result, this.calls.as_ref()) {
-            calls.note_failure(Dialect::Mysql, true, error);
-        }
-        Poll::Ready(result)
-    }
-}
-
-impl<F> fmt::Debug for Noted<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Noted").finish_non_exhaustive()
     }
 }
 
@@ -1061,7 +980,13 @@ where
     }
 
     fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
-        self.inner.set_instrumentation(instrumentation);
+        if C::Backend::DIALECT == Dialect::Mysql {
+            let next = Some(Box::new(instrumentation) as Box<dyn Instrumentation>);
+            self.inner
+                .set_instrumentation(DeadlockWatch::new(&self.calls, next));
+        } else {
+            self.inner.set_instrumentation(instrumentation);
+        }
     }
 
     fn set_prepared_statement_cache_size(&mut self, size: CacheSize) {

@@ -177,7 +177,7 @@ impl<T: SyncTarget> AnyModelQueue for ModelQueue<T> {
             });
             for (batch, error, attempts) in in_flight.into_iter().chain(waiting) {
                 shared.dead_letter(DeadLetter::undelivered(batch, error, attempts));
-                shared.settle_one();
+                shared.settle(1);
                 abandoned += 1;
             }
         }
@@ -226,7 +226,7 @@ pub(crate) fn dispatch<T: SyncTarget>(
                 match &mut state.waiting {
                     Some(waiting) => waiting.merge(changes),
                     None => {
-                        shared.start_one();
+                        shared.start(1);
                         let mut waiting = Waiting::default();
                         waiting.merge(changes);
                         state.waiting = Some(waiting);
@@ -234,7 +234,7 @@ pub(crate) fn dispatch<T: SyncTarget>(
                 }
             }
             Entry::Vacant(idle) => {
-                shared.start_one();
+                shared.start(1);
                 let batch = Batch::new(idle.key().clone(), changes);
                 started.push(idle.key().clone());
                 let worker = StoreWorker::new(shared, queue, idle.key().clone(), dispatch_id);
@@ -274,7 +274,7 @@ pub(crate) fn dispatch<T: SyncTarget>(
                 );
                 for batch in batches {
                     shared.dead_letter(DeadLetter::undelivered(batch, error.clone(), 0));
-                    shared.settle_one();
+                    shared.settle(1);
                 }
             }
             return;
@@ -302,7 +302,7 @@ async fn run_store<T: SyncTarget>(mut worker: StoreWorker<T>, mut batch: Batch<T
             worker.finished = true;
             return;
         };
-        shared.settle_one();
+        shared.settle(1);
         match state.waiting.take() {
             Some(waiting) => {
                 batch = Batch::new(store, waiting.into_changes());
@@ -372,7 +372,7 @@ impl<T: SyncTarget> Drop for StoreWorker<T> {
                 for batch in state.in_flight.into_iter().chain(waiting) {
                     self.shared
                         .dead_letter(DeadLetter::undelivered(batch, error.clone(), 0));
-                    self.shared.settle_one();
+                    self.shared.settle(1);
                 }
                 return;
             }

@@ -188,7 +188,7 @@ impl Dispatcher {
     /// A place in `T`'s hand-off order, for a resolve about to run its first query.
     pub(crate) fn ticket<T: SyncTarget>(&self) -> Ticket {
         let model = TypeId::of::<T>();
-        self.shared.start_one();
+        self.shared.start(1);
         let mut sequences = self.shared.sequences();
         let sequence = sequences.entry(model).or_default();
         let number = sequence.next_ticket;
@@ -240,16 +240,9 @@ impl Dispatcher {
         self.shared.offload.get().map(Arc::as_ref)
     }
 
-    /// Counts `n` units of work as pending: `settled()` waits for them.
-    pub(crate) fn hold(&self, n: u64) {
-        self.shared.pending.fetch_add(n, Ordering::AcqRel);
-    }
-
-    /// `n` units of work [`Dispatcher::hold`] counted are done.
-    pub(crate) fn release(&self, n: u64) {
-        if n > 0 && self.shared.pending.fetch_sub(n, Ordering::AcqRel) == n {
-            self.shared.settled.notify_waiters();
-        }
+    /// The state every clone shares.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// Whether this clone is the last one: nothing else can hand work on.
@@ -293,7 +286,7 @@ impl Shared {
             if let Some(hand_off) = hand_off {
                 hand_off();
             }
-            self.settle_one();
+            self.settle(1);
         }
     }
 
@@ -335,12 +328,14 @@ impl Shared {
         self.durable.get().map(Arc::as_ref)
     }
 
-    pub(crate) fn start_one(&self) {
-        self.pending.fetch_add(1, Ordering::AcqRel);
+    /// Counts `n` units of work as pending: `settled()` waits for them.
+    pub(crate) fn start(&self, n: u64) {
+        self.pending.fetch_add(n, Ordering::AcqRel);
     }
 
-    pub(crate) fn settle_one(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+    /// `n` units of work [`Shared::start`] counted are done.
+    pub(crate) fn settle(&self, n: u64) {
+        if n > 0 && self.pending.fetch_sub(n, Ordering::AcqRel) == n {
             self.settled.notify_waiters();
         }
     }

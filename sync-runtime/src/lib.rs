@@ -78,7 +78,7 @@ pub use backend::{KeyQuery, SyncBackend, WriteIds};
 pub use capture::CaptureBackend;
 pub use catalog::CaptureKey;
 pub use connection::{
-    AsSynced, CaptureConnection, CapturedCount, CapturedLoad, HeldRows, Noted, SyncedConnection,
+    AsSynced, CaptureConnection, CapturedCount, CapturedLoad, HeldRows, SyncedConnection,
     SyncedLoad, SyncedTransactionManager,
 };
 pub use dead_letter::{DeadLetter, DeadLetterSink, DeadLetters};

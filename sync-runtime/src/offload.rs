@@ -59,7 +59,7 @@ impl Offload {
     /// Queues a committed frame for the next round. Takes no lock the database holds, and never
     /// panics: it runs right after a COMMIT.
     pub(crate) fn push(&self, dispatcher: &Dispatcher, frame: Frame) {
-        dispatcher.hold(1);
+        dispatcher.shared().start(1);
         {
             let mut queue = self.queue();
             queue.frame.merge(frame);
@@ -82,7 +82,7 @@ impl Offload {
             );
             dispatcher.dead_letter(set.unresolved(format!("committed, but {reason}")));
         }
-        dispatcher.release(frames);
+        dispatcher.shared().settle(frames);
         abandoned
     }
 
@@ -143,7 +143,7 @@ async fn run<K: OwnConnection>(registry: Registry<K>, url: String, offload: Arc<
             tracing::error!(panic = message, "a resolve round panicked; reconnecting");
             conn = None;
         }
-        registry.dispatcher().release(frames);
+        registry.dispatcher().shared().settle(frames);
     }
     tracing::debug!("the registry's own resolve connection closed");
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use diesel::connection::DefaultLoadingMode;
 use diesel::connection::{
-    CacheSize, Connection, ConnectionSealed, Instrumentation, InstrumentationEvent, LoadConnection,
-    SimpleConnection, TransactionManager, TransactionManagerStatus, WithMetadataLookup,
+    CacheSize, Connection, ConnectionSealed, Instrumentation, LoadConnection, SimpleConnection,
+    TransactionManager, TransactionManagerStatus, WithMetadataLookup,
 };
 use diesel::expression::QueryMetadata;
 use diesel::migration::MigrationConnection;
@@ -25,7 +25,7 @@ use crate::capture::{
 };
 use crate::catalog::insert_captured;
 use crate::classify::Dialect;
-use crate::collector::{transaction_lost, Calls, Collector, Frame, Running};
+use crate::collector::{transaction_lost, Calls, Collector, DeadlockWatch, Frame, Running};
 use crate::error::CaptureRefused;
 use crate::outbox::NewEntry;
 use crate::registry::{Loader, Registry, Resolves};
@@ -101,10 +101,8 @@ impl<C: CaptureConnection> SyncedConnection<C> {
     pub fn new(mut inner: C, registry: Registry<Self>) -> Self {
         let calls = Arc::<Calls>::default();
         if <C::Backend as CaptureBackend>::DIALECT == Dialect::Mysql {
-            inner.set_instrumentation(DeadlockWatch {
-                calls: Arc::clone(&calls),
-                next: diesel::connection::get_default_instrumentation(),
-            });
+            let default = diesel::connection::get_default_instrumentation();
+            inner.set_instrumentation(DeadlockWatch::new(&calls, default));
         }
         Self {
             inner,
@@ -369,6 +367,13 @@ where
     /// A durable registry's outermost COMMIT first writes the frame's outbox rows in the same
     /// transaction; if that fails, the transaction is rolled back and the error returned.
     fn commit_transaction(conn: &mut SyncedConnection<C>) -> QueryResult<()> {
+        if conn.calls.transaction_lost() {
+            // Nothing is left to commit: MySQL would accept the COMMIT of no transaction.
+            conn.close_every_level();
+            let depth = conn.database_depth();
+            conn.collector.rolled_back(depth);
+            return Err(transaction_lost());
+        }
         // Inside a test transaction nothing commits: its ids are delivered from memory.
         let outermost = conn.database_depth() == 1 && conn.collector.base_depth() == 0;
         let recorded = match conn.collector.outermost() {
@@ -413,7 +418,9 @@ where
 {
     fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
         let result = self.batch_execute_planned(query);
-        self.note_failure(result.as_ref().err());
+        if result.is_err() {
+            self.close_lost_levels();
+        }
         result
     }
 }
@@ -422,15 +429,11 @@ impl<C> SyncedConnection<C>
 where
     C: CaptureConnection,
 {
-    /// Notes what a failed statement means for the transaction: after a deadlock on MySQL
-    /// (see [`note_deadlock`]), every level is closed at once, so that nothing the rolled-back
+    /// After a failed statement: when it was a deadlock on MySQL (the watch on the inner
+    /// connection saw it), every level is closed at once, so that nothing the rolled-back
     /// statements registered is handed on, and what runs next is seen as the autocommitted
     /// statements it is.
-    fn note_failure(&mut self, error: Option<&Error>) {
-        let Some(error) = error else {
-            return;
-        };
-        note_deadlock::<C>(&self.calls, self.collector.in_transaction(), error);
+    fn close_lost_levels(&mut self) {
         if self.calls.transaction_lost() && self.database_depth() > 0 {
             self.close_every_level();
             let depth = self.database_depth();
@@ -661,7 +664,9 @@ impl<C: CaptureConnection> Connection for SyncedConnection<C> {
             Plan::Batch(statements) => Err(refused(in_batch(&statements))),
             Plan::Capture(capture) => self.run_captured(source, &capture),
         };
-        self.note_failure(result.as_ref().err());
+        if result.is_err() {
+            self.close_lost_levels();
+        }
         result
     }
 
@@ -677,10 +682,9 @@ impl<C: CaptureConnection> Connection for SyncedConnection<C> {
 
     fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
         if <C::Backend as CaptureBackend>::DIALECT == Dialect::Mysql {
-            self.inner.set_instrumentation(DeadlockWatch {
-                calls: Arc::clone(&self.calls),
-                next: Some(Box::new(instrumentation)),
-            });
+            let next = Some(Box::new(instrumentation) as Box<dyn Instrumentation>);
+            self.inner
+                .set_instrumentation(DeadlockWatch::new(&self.calls, next));
         } else {
             self.inner.set_instrumentation(instrumentation);
         }
@@ -709,12 +713,10 @@ where
     {
         let capture = match self.plans.get(&source) {
             Plan::Pass => {
-                let loaded = <C as LoadConnection<B>>::load(&mut self.inner, source);
-                // The cursor borrows the inner connection: the note reads the other fields.
-                if let Err(error) = &loaded {
-                    note_deadlock::<C>(&self.calls, self.collector.in_transaction(), error);
-                }
-                return loaded.map(SyncedCursor::Inner);
+                // A deadlock is noted by the watch on the inner connection; the next statement
+                // or transaction call closes the levels.
+                return <C as LoadConnection<B>>::load(&mut self.inner, source)
+                    .map(SyncedCursor::Inner);
             }
             Plan::Refuse(refusal) => return Err(refused(refusal)),
             Plan::Batch(statements) => return Err(refused(in_batch(&statements))),
@@ -833,36 +835,4 @@ impl<C: fmt::Debug> fmt::Debug for SyncedConnection<C> {
             .field("registry", &self.registry)
             .finish_non_exhaustive()
     }
-}
-
-/// Watches every statement a MySQL connection runs, the application's own on `inner_mut()`
-/// included, for a deadlock: `InnoDB` then rolled the whole transaction back, and Diesel lets
-/// the savepoint rollbacks that follow pass as if they had worked, so only the statement tells.
-/// Passes every event on to the instrumentation the application set.
-struct DeadlockWatch {
-    calls: Arc<Calls>,
-    next: Option<Box<dyn Instrumentation>>,
-}
-
-impl Instrumentation for DeadlockWatch {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::FinishQuery {
-            error: Some(error), ..
-        } = &event
-        {
-            self.calls.note_failure(Dialect::Mysql, true, error);
-        }
-        self.next.on_connection_event(event);
-    }
-}
-
-/// Notes a deadlock inside a transaction on MySQL (see [`Calls::note_failure`]). Diesel's
-/// synchronous connection then lets the savepoint's rollback fail silently; the rollback that
-/// follows closes every level instead.
-fn note_deadlock<C: CaptureConnection>(calls: &Calls, in_transaction: bool, error: &Error) {
-    calls.note_failure(
-        <C::Backend as CaptureBackend>::DIALECT,
-        in_transaction,
-        error,
-    );
 }
